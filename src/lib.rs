@@ -1,0 +1,8 @@
+//! srs-relay: an SMTP forwarding relay with the Sender Rewriting Scheme.
+//!
+//! The [`srs`] module is the codec, usable on its own: depend on this crate with
+//! `default-features = false` to get it without the CLI, tokio, rustls or server code.
+
+pub mod srs;
+
+pub use srs::{Format, Options, Srs};

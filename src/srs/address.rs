@@ -1,0 +1,188 @@
+//! Just enough of RFC 5321/6531 mailbox syntax for SRS: split at the last `@`, undo a
+//! quoted local part, and quote the result again only when it needs it. SRS itself treats
+//! the local part as an opaque string; quoting matters because `"john doe"@example.org`
+//! must become `"SRS0=…=john doe"@fwd`, not `SRS0=…="john doe"@fwd` (which is not an
+//! address at all).
+
+use std::borrow::Cow;
+
+/// An envelope address taken apart. `local` is the local part's content: unquoted and
+/// unescaped if it came quoted, verbatim otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mailbox<'a> {
+    pub local: Cow<'a, str>,
+    pub domain: &'a str,
+}
+
+/// RFC 5321's limit on a local part, in octets.
+pub(crate) const MAX_LOCAL_OCTETS: usize = 64;
+
+/// Whether the address is the null reverse-path (`<>` or empty).
+pub(crate) fn is_null(address: &str) -> bool {
+    let a = address.trim();
+    a.is_empty() || a == "<>"
+}
+
+/// The address without surrounding blanks and angle brackets.
+pub(crate) fn strip_brackets(address: &str) -> &str {
+    let a = address.trim();
+    a.strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(a)
+}
+
+/// Parses `local@domain`, optionally in angle brackets.
+pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
+    let mut a = address.trim();
+    if let Some(inner) = a.strip_prefix('<') {
+        a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
+    }
+    let (local, domain) = a.rsplit_once('@').ok_or("no @ in address")?;
+    if local.is_empty() {
+        return Err("empty local part");
+    }
+    if domain.is_empty() {
+        return Err("empty domain");
+    }
+    if domain.bytes().any(|b| {
+        b.is_ascii_whitespace()
+            || b.is_ascii_control()
+            || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
+    }) {
+        return Err("invalid character in domain");
+    }
+    let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
+        Cow::Owned(unquote(&local[1..local.len() - 1])?)
+    } else {
+        if local
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\')
+        {
+            return Err("invalid character in unquoted local part");
+        }
+        Cow::Borrowed(local)
+    };
+    if local.is_empty() {
+        return Err("empty local part");
+    }
+    if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err("control character in local part");
+    }
+    Ok(Mailbox { local, domain })
+}
+
+fn unquote(quoted: &str) -> Result<String, &'static str> {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.push(
+                chars
+                    .next()
+                    .ok_or("dangling backslash in quoted local part")?,
+            ),
+            '"' => return Err("unescaped quote in quoted local part"),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// RFC 5322 atext, extended to UTF-8 by RFC 6531; `.` is let through too so that the
+/// dotted local parts seen in the field (`john..doe`) round-trip unquoted.
+fn is_unquoted_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+}
+
+/// The octets `local` takes on the wire (with quotes and escapes if it needs them).
+pub(crate) fn wire_len(local: &str) -> usize {
+    if local.chars().all(is_unquoted_char) {
+        local.len()
+    } else {
+        2 + local.len() + local.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+    }
+}
+
+/// Writes `local@domain`, quoting the local part only when it needs it.
+pub(crate) fn render(local: &str, domain: &str) -> String {
+    let mut out = String::with_capacity(wire_len(local) + 1 + domain.len());
+    if local.chars().all(is_unquoted_char) {
+        out.push_str(local);
+    } else {
+        out.push('"');
+        for c in local.chars() {
+            if c == '"' || c == '\\' {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out.push('"');
+    }
+    out.push('@');
+    out.push_str(domain);
+    out
+}
+
+/// Whether `domain` is `target` or, for a `local_domains` entry with a leading dot, a
+/// subdomain of it (ASCII case-insensitive, as DNS is).
+pub(crate) fn domain_matches(domain: &str, entry: &str) -> bool {
+    match entry.strip_prefix('.') {
+        Some(parent) => {
+            domain.len() > parent.len() + 1
+                && domain.as_bytes()[domain.len() - parent.len() - 1] == b'.'
+                && domain[domain.len() - parent.len()..].eq_ignore_ascii_case(parent)
+        }
+        None => domain.eq_ignore_ascii_case(entry),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_last_at() {
+        let m = parse("\"a@b\"@example.org").unwrap();
+        assert_eq!(m.local, "a@b");
+        assert_eq!(m.domain, "example.org");
+        let m = parse("<bob@example.org>").unwrap();
+        assert_eq!((m.local.as_ref(), m.domain), ("bob", "example.org"));
+    }
+
+    #[test]
+    fn quotes_only_when_needed() {
+        assert_eq!(render("john.doe", "x.org"), "john.doe@x.org");
+        assert_eq!(render("john doe", "x.org"), "\"john doe\"@x.org");
+        assert_eq!(render("a\"b\\c", "x.org"), "\"a\\\"b\\\\c\"@x.org");
+        assert_eq!(render("jöhn", "x.org"), "jöhn@x.org");
+        let rendered = render("a\"b\\c", "x.org");
+        let back = parse(&rendered).unwrap();
+        assert_eq!(back.local, "a\"b\\c");
+    }
+
+    #[test]
+    fn refuses_broken_addresses() {
+        for bad in [
+            "",
+            "bob",
+            "@x.org",
+            "bob@",
+            "bo b@x.org",
+            "\"bob@x.org",
+            "b\r\nob@x.org",
+            "<bob@x.org",
+            "bob@x y",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn domain_matching() {
+        assert!(domain_matches("Example.ORG", "example.org"));
+        assert!(!domain_matches("sub.example.org", "example.org"));
+        assert!(domain_matches("sub.example.org", ".example.org"));
+        assert!(!domain_matches("example.org", ".example.org"));
+        assert!(!domain_matches("badexample.org", ".example.org"));
+    }
+}

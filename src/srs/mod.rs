@@ -1,0 +1,484 @@
+//! The SRS codec: pure functions from addresses to addresses, no I/O.
+//!
+//! Two forms are written and both are read:
+//!
+//! * **Microsoft form** (the default):
+//!   `<alias-user>+SRS=<HASH>=<TT>=<orig-domain>=<orig-local>@<forwarding-domain>`.
+//!   HASH is HMAC-SHA256 over TT, the original domain, the original local part and the
+//!   alias user (lowercased, NUL-separated), in base32, `microsoft_hash_length` characters
+//!   (default 8, i.e. 40 bits). Because the alias user is signed, a hash made for
+//!   `john@fwd` is refused under `mary@fwd`.
+//! * **Classic form** (Mail::SRS, postsrsd, libsrs2), byte for byte:
+//!   `SRS0=HHHH=TT=domain=local@srs-domain` and `SRS1=HHHH=hop==rest@srs-domain`.
+//!
+//! **Re-forwarding.** Classic addresses follow Shevek's scheme (SRS0 → SRS1, SRS1 → SRS1,
+//! each reversal goes one hop back). A Microsoft-form address that *we* signed is decoded
+//! and signed afresh for the new alias, so one reversal reaches the first sender. One signed
+//! by another forwarder is wrapped like any other address: reversing gives back that
+//! forwarder's address, which it reverses in turn. Wrapping grows the local part; past 64
+//! octets forward returns [`ForwardError::TooLong`] and the relay uses its stored form.
+//!
+//! ```
+//! use srs_relay::srs::{Options, Srs};
+//!
+//! let srs = Srs::new(&["a secret of at least 256 bits, from `srs-relay keygen`"], Options::default())?;
+//! let now = 1_577_836_860; // fixed clock for the example; `forward`/`reverse` use the real one
+//! let rewritten = srs.forward_at("bob@example.org", "john@forward.example", now)?;
+//! assert!(rewritten.starts_with("john+SRS="));
+//! assert!(rewritten.ends_with("=2W=example.org=bob@forward.example"));
+//! assert_eq!(srs.reverse_at(&rewritten, now)?, "bob@example.org");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod address;
+mod error;
+mod hash;
+mod timestamp;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use error::{ForwardError, OptionsError, ReverseError};
+
+use address::{MAX_LOCAL_OCTETS, Mailbox};
+use hash::Keys;
+
+/// Which form [`Srs::forward`] writes. Reverse reads both, whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Microsoft,
+    Classic,
+}
+
+impl FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "microsoft" => Ok(Format::Microsoft),
+            "classic" => Ok(Format::Classic),
+            _ => Err(format!(
+                "unknown SRS format {s:?} (expected microsoft or classic)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::Microsoft => "microsoft",
+            Format::Classic => "classic",
+        })
+    }
+}
+
+/// The alphabet of the classic hash on output (both are accepted on reverse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HashEncoding {
+    /// Standard base64, as Mail::SRS and postsrsd before 2.2.6 write it.
+    #[default]
+    Base64,
+    /// base64url (`-_` for `+/`), as postsrsd ≥ 2.2.6 writes it.
+    Base64Url,
+}
+
+impl FromStr for HashEncoding {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "base64" => Ok(HashEncoding::Base64),
+            "base64url" => Ok(HashEncoding::Base64Url),
+            _ => Err(format!(
+                "unknown hash encoding {s:?} (expected base64 or base64url)"
+            )),
+        }
+    }
+}
+
+/// Codec settings. `Options::default()` is the documented default of every key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Form written by forward (default Microsoft).
+    pub format: Format,
+    /// Oldest timestamp accepted on reverse, in days (default 21).
+    pub max_age_days: u32,
+    /// Classic hash length in base64 characters (default 4, as Mail::SRS and postsrsd).
+    pub hash_length: usize,
+    /// Microsoft-form hash length in base32 characters (default 8 = 40 bits, minimum 6).
+    pub microsoft_hash_length: usize,
+    /// Separator after `SRS0`/`SRS1` in the classic form: `=`, `+` or `-` (default `=`).
+    pub separator: char,
+    /// Classic hash alphabet on output (default base64).
+    pub hash_encoding: HashEncoding,
+    /// Domains whose senders are never rewritten; `.example.org` also matches subdomains.
+    pub local_domains: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            format: Format::Microsoft,
+            max_age_days: 21,
+            hash_length: 4,
+            microsoft_hash_length: 8,
+            separator: '=',
+            hash_encoding: HashEncoding::Base64,
+            local_domains: Vec::new(),
+        }
+    }
+}
+
+/// User part of the forwarding mailbox for relayed mail (`bounces+SRS=…@default-domain`).
+pub const RELAY_USER: &str = "bounces";
+
+/// An SRS codec bound to its secrets (the first signs, all verify) and options.
+#[derive(Clone)]
+pub struct Srs {
+    keys: Keys,
+    options: Options,
+}
+
+impl fmt::Debug for Srs {
+    // Never print the secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Srs")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Srs {
+    /// Builds a codec. `secrets[0]` signs; every secret verifies (key rotation).
+    pub fn new<S: AsRef<[u8]>>(secrets: &[S], options: Options) -> Result<Self, OptionsError> {
+        if secrets.is_empty() {
+            return Err(OptionsError::NoSecret);
+        }
+        if let Some(i) = secrets.iter().position(|s| s.as_ref().is_empty()) {
+            return Err(OptionsError::EmptySecret(i + 1));
+        }
+        if !(4..=hash::CLASSIC_MAX).contains(&options.hash_length) {
+            return Err(OptionsError::HashLength(options.hash_length));
+        }
+        if !(6..=hash::MICROSOFT_MAX).contains(&options.microsoft_hash_length) {
+            return Err(OptionsError::MicrosoftHashLength(
+                options.microsoft_hash_length,
+            ));
+        }
+        if !(1..=1000).contains(&options.max_age_days) {
+            return Err(OptionsError::MaxAge(options.max_age_days));
+        }
+        if !matches!(options.separator, '=' | '+' | '-') {
+            return Err(OptionsError::Separator(options.separator));
+        }
+        Ok(Srs {
+            keys: Keys::new(secrets),
+            options,
+        })
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Rewrites `sender` for mail forwarded by the mailbox `alias` (`user@domain`), now.
+    /// The null sender and senders in the alias's domain or a local domain come back
+    /// unchanged.
+    pub fn forward(&self, sender: &str, alias: &str) -> Result<String, ForwardError> {
+        self.forward_at(sender, alias, unix_now())
+    }
+
+    /// [`forward`](Self::forward) with a fixed clock (seconds since the epoch).
+    pub fn forward_at(&self, sender: &str, alias: &str, now: u64) -> Result<String, ForwardError> {
+        let alias = address::parse(alias).map_err(ForwardError::InvalidAlias)?;
+        if find_microsoft_tag(&alias.local).is_some() {
+            return Err(ForwardError::InvalidAlias(
+                "forwarding mailbox contains +SRS=",
+            ));
+        }
+        self.forward_via(sender, &alias.local, alias.domain, now)
+    }
+
+    /// Rewrites `sender` for mail relayed through `domain` with no forwarding mailbox (the
+    /// classic SRS domain; Microsoft form: `bounces+SRS=…@domain`).
+    pub fn forward_for_domain(&self, sender: &str, domain: &str) -> Result<String, ForwardError> {
+        self.forward_for_domain_at(sender, domain, unix_now())
+    }
+
+    /// [`forward_for_domain`](Self::forward_for_domain) with a fixed clock.
+    pub fn forward_for_domain_at(
+        &self,
+        sender: &str,
+        domain: &str,
+        now: u64,
+    ) -> Result<String, ForwardError> {
+        let probe = format!("{RELAY_USER}@{domain}");
+        let parsed = address::parse(&probe).map_err(ForwardError::InvalidAlias)?;
+        self.forward_via(sender, RELAY_USER, parsed.domain, now)
+    }
+
+    /// Whether `sender` is left alone when forwarded through `forwarding_domain`: the null
+    /// sender, or a sender in that domain or in one of the local domains.
+    pub fn is_exempt(&self, sender: &str, forwarding_domain: &str) -> bool {
+        if address::is_null(sender) {
+            return true;
+        }
+        match address::parse(sender) {
+            Ok(m) => self.is_local(m.domain, forwarding_domain),
+            Err(_) => false,
+        }
+    }
+
+    fn is_local(&self, domain: &str, forwarding_domain: &str) -> bool {
+        address::domain_matches(domain, forwarding_domain)
+            || self
+                .options
+                .local_domains
+                .iter()
+                .any(|d| address::domain_matches(domain, d))
+    }
+
+    fn forward_via(
+        &self,
+        sender: &str,
+        user: &str,
+        domain: &str,
+        now: u64,
+    ) -> Result<String, ForwardError> {
+        if address::is_null(sender) {
+            return Ok(sender.trim().to_owned());
+        }
+        let mailbox = address::parse(sender).map_err(ForwardError::InvalidSender)?;
+        if self.is_local(mailbox.domain, domain) {
+            return Ok(address::strip_brackets(sender).to_owned());
+        }
+        let local = match self.options.format {
+            Format::Classic => self.classic_local(&mailbox, now),
+            Format::Microsoft => self.microsoft_local(&mailbox, user, now),
+        };
+        let length = address::wire_len(&local);
+        if length > MAX_LOCAL_OCTETS {
+            return Err(ForwardError::TooLong { length });
+        }
+        Ok(address::render(&local, domain))
+    }
+
+    /// The classic local part: SRS0 for an ordinary sender, SRS1 for an SRS0/SRS1 one.
+    fn classic_local(&self, sender: &Mailbox<'_>, now: u64) -> String {
+        let local: &str = &sender.local;
+        let sep = self.options.separator;
+        let url = self.options.hash_encoding == HashEncoding::Base64Url;
+        let len = self.options.hash_length;
+        let mut out = String::with_capacity(64);
+        // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
+        let srs1 = match classic_tag(local) {
+            Some((b'0', _)) => Some((sender.domain, &local[4..])),
+            Some((b'1', rest)) => match split3(rest) {
+                Some((_, hop, rest)) if !hop.is_empty() => Some((hop, rest)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((hop, rest)) = srs1 {
+            let h = self.keys.classic(&[hop.as_bytes(), rest.as_bytes()], url);
+            out.push_str("SRS1");
+            out.push(sep);
+            out.push_str(ascii(&h[..len]));
+            for field in [hop, rest] {
+                out.push('=');
+                out.push_str(field);
+            }
+        } else {
+            let tt = timestamp::encode(now);
+            let h = self
+                .keys
+                .classic(&[&tt, sender.domain.as_bytes(), local.as_bytes()], url);
+            out.push_str("SRS0");
+            out.push(sep);
+            out.push_str(ascii(&h[..len]));
+            for field in [ascii(&tt), sender.domain, local] {
+                out.push('=');
+                out.push_str(field);
+            }
+        }
+        out
+    }
+
+    /// The Microsoft-form local part. A sender we signed ourselves is first decoded, so the
+    /// new address leads straight back to the first sender.
+    fn microsoft_local(&self, sender: &Mailbox<'_>, user: &str, now: u64) -> String {
+        let decoded = self.microsoft_reverse(&sender.local, now).ok();
+        let (domain, local) = match &decoded {
+            Some((domain, local)) => (*domain, *local),
+            None => (sender.domain, &*sender.local),
+        };
+        let tt = timestamp::encode(now);
+        let h = self
+            .keys
+            .microsoft(&[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()]);
+        let mut out = String::with_capacity(64);
+        out.push_str(user);
+        out.push_str("+SRS=");
+        out.push_str(ascii(&h[..self.options.microsoft_hash_length]));
+        for field in [ascii(&tt), domain, local] {
+            out.push('=');
+            out.push_str(field);
+        }
+        out
+    }
+
+    /// Decodes an SRS address of ours (either form, any case, any configured secret) to
+    /// the address it stands for, now. Classic SRS1 goes back one hop, to the SRS0 address
+    /// at the previous forwarder.
+    pub fn reverse(&self, address: &str) -> Result<String, ReverseError> {
+        self.reverse_at(address, unix_now())
+    }
+
+    /// [`reverse`](Self::reverse) with a fixed clock (seconds since the epoch).
+    pub fn reverse_at(&self, address: &str, now: u64) -> Result<String, ReverseError> {
+        if address::is_null(address) {
+            return Err(ReverseError::NotSrs);
+        }
+        let mailbox = address::parse(address).map_err(|_| ReverseError::NotSrs)?;
+        let local: &str = &mailbox.local;
+        match classic_tag(local) {
+            Some((b'0', rest)) => {
+                let (hash, tt, rest) = split3(rest).ok_or(ReverseError::Malformed(
+                    "SRS0 needs hash, timestamp, domain and local part",
+                ))?;
+                let (domain, orig) = rest.split_once('=').ok_or(ReverseError::Malformed(
+                    "SRS0 needs hash, timestamp, domain and local part",
+                ))?;
+                if domain.is_empty() || orig.is_empty() {
+                    return Err(ReverseError::Malformed(
+                        "SRS0 with an empty domain or local part",
+                    ));
+                }
+                let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
+                let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
+                if !self
+                    .keys
+                    .classic_verify(hash, &parts, self.options.hash_length)
+                {
+                    return Err(ReverseError::BadHash);
+                }
+                self.check_age(slot, now)?;
+                Ok(address::render(orig, domain))
+            }
+            Some((_, rest)) => {
+                let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
+                    "SRS1 needs hash, hop domain and the rest",
+                ))?;
+                if hop.is_empty() || rest.is_empty() {
+                    return Err(ReverseError::Malformed(
+                        "SRS1 with an empty hop domain or rest",
+                    ));
+                }
+                if !self.keys.classic_verify(
+                    hash,
+                    &[hop.as_bytes(), rest.as_bytes()],
+                    self.options.hash_length,
+                ) {
+                    return Err(ReverseError::BadHash);
+                }
+                Ok(address::render(&format!("SRS0{rest}"), hop))
+            }
+            None => {
+                let (domain, orig) = self.microsoft_reverse(local, now)?;
+                Ok(address::render(orig, domain))
+            }
+        }
+    }
+
+    /// Checks a Microsoft-form local part; returns the original (domain, local part).
+    fn microsoft_reverse<'a>(
+        &self,
+        local: &'a str,
+        now: u64,
+    ) -> Result<(&'a str, &'a str), ReverseError> {
+        let tag = find_microsoft_tag(local).ok_or(ReverseError::NotSrs)?;
+        let user = &local[..tag];
+        let (hash, tt, rest) = split3(&local[tag + 5..]).ok_or(ReverseError::Malformed(
+            "+SRS= needs hash, timestamp, domain and local part",
+        ))?;
+        let (domain, orig) = rest.split_once('=').ok_or(ReverseError::Malformed(
+            "+SRS= needs hash, timestamp, domain and local part",
+        ))?;
+        if user.is_empty() || domain.is_empty() || orig.is_empty() {
+            return Err(ReverseError::Malformed(
+                "+SRS= with an empty user, domain or local part",
+            ));
+        }
+        let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
+        let parts: [&[u8]; 4] = [
+            tt.as_bytes(),
+            domain.as_bytes(),
+            orig.as_bytes(),
+            user.as_bytes(),
+        ];
+        if !self
+            .keys
+            .microsoft_verify(hash, &parts, self.options.microsoft_hash_length)
+        {
+            return Err(ReverseError::BadHash);
+        }
+        self.check_age(slot, now)?;
+        Ok((domain, orig))
+    }
+
+    fn check_age(&self, slot: u32, now: u64) -> Result<(), ReverseError> {
+        let age_days = timestamp::age_days(slot, now);
+        if age_days > self.options.max_age_days {
+            return Err(ReverseError::Expired {
+                age_days,
+                max_age_days: self.options.max_age_days,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `SRS0`/`SRS1` followed by `=`, `+` or `-` (any case): the digit and what follows.
+fn classic_tag(local: &str) -> Option<(u8, &str)> {
+    let b = local.as_bytes();
+    if b.len() > 5
+        && b[..3].eq_ignore_ascii_case(b"SRS")
+        && matches!(b[3], b'0' | b'1')
+        && matches!(b[4], b'=' | b'+' | b'-')
+    {
+        Some((b[3], &local[5..]))
+    } else {
+        None
+    }
+}
+
+/// Byte offset of the first `+SRS=` (any case) in a local part.
+fn find_microsoft_tag(local: &str) -> Option<usize> {
+    local
+        .as_bytes()
+        .windows(5)
+        .position(|w| w.eq_ignore_ascii_case(b"+SRS="))
+}
+
+/// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`.
+fn split3(s: &str) -> Option<(&str, &str, &str)> {
+    let mut it = s.splitn(3, '=');
+    Some((it.next()?, it.next()?, it.next()?))
+}
+
+/// Our hash and stamp alphabets are ASCII.
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).expect("hash and timestamp alphabets are ASCII")
+}
+
+#[cfg(test)]
+mod tests;
