@@ -5,4 +5,7 @@
 
 pub mod srs;
 
+#[cfg(feature = "cli")]
+pub mod config;
+
 pub use srs::{Format, Options, Srs};

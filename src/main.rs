@@ -1,1 +1,163 @@
-fn main() {}
+//! The `srs-relay` command: the SRS codec from the shell, and (with the `server` feature)
+//! the relay itself. Exit status: 0 done, 1 the address was refused, 2 usage or
+//! configuration error — each failure one line on stderr.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use srs_relay::config::{self, Config};
+use srs_relay::srs::{Format, Srs, unix_now};
+
+#[derive(Parser)]
+#[command(
+    name = "srs-relay",
+    version,
+    about = "SMTP forwarding relay with the Sender Rewriting Scheme"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct CodecArgs {
+    /// Configuration file (TOML); without it, defaults and SRS_RELAY__* variables apply.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Secrets file (one per line, first signs), overriding srs.secrets_file.
+    #[arg(long, value_name = "FILE")]
+    secrets_file: Option<PathBuf>,
+    /// Clock, in seconds since the epoch (for tests and for checking old addresses).
+    #[arg(long, value_name = "UNIX_SECONDS")]
+    now: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Rewrite a sender address; prints the SRS address (or the sender, if exempt).
+    Forward {
+        #[command(flatten)]
+        codec: CodecArgs,
+        /// Form to write, overriding srs.format.
+        #[arg(long, value_parser = ["microsoft", "classic"])]
+        format: Option<String>,
+        /// Forwarding mailbox (the alias that forwarded the message).
+        #[arg(long, value_name = "USER@DOMAIN", conflicts_with = "domain")]
+        alias: Option<String>,
+        /// SRS domain, with no forwarding mailbox (default: srs.default_domain).
+        #[arg(long, value_name = "SRS_DOMAIN")]
+        domain: Option<String>,
+        address: String,
+    },
+    /// Decode an SRS address; prints the original, or exits 1 saying why not.
+    Reverse {
+        #[command(flatten)]
+        codec: CodecArgs,
+        address: String,
+    },
+    /// Print a new random secret (256 bits) for a secrets file.
+    Keygen,
+    /// Validate the configuration; names the offending key on error.
+    CheckConfig {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// A failure and the exit status it maps to.
+enum Failure {
+    Refused(String),
+    Usage(String),
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(msg)) => {
+            eprintln!("srs-relay: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("srs-relay: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Forward {
+            codec,
+            format,
+            alias,
+            domain,
+            address,
+        } => {
+            let (cfg, mut srs_options, secrets) = load_codec(&codec)?;
+            if let Some(f) = format {
+                srs_options.format = f.parse::<Format>().map_err(Failure::Usage)?;
+            }
+            let srs = Srs::new(&secrets, srs_options).map_err(|e| Failure::Usage(e.to_string()))?;
+            let now = codec.now.unwrap_or_else(unix_now);
+            let out = match (alias, domain.or(cfg.srs.default_domain)) {
+                (Some(alias), _) => srs.forward_at(&address, &alias, now),
+                (None, Some(domain)) => srs.forward_for_domain_at(&address, &domain, now),
+                (None, None) => {
+                    return Err(Failure::Usage("no forwarding address: give --alias or --domain, or set srs.default_domain".into()));
+                }
+            };
+            println!("{}", out.map_err(|e| Failure::Refused(e.to_string()))?);
+            Ok(())
+        }
+        Command::Reverse { codec, address } => {
+            let (_, options, secrets) = load_codec(&codec)?;
+            let srs = Srs::new(&secrets, options).map_err(|e| Failure::Usage(e.to_string()))?;
+            let now = codec.now.unwrap_or_else(unix_now);
+            println!(
+                "{}",
+                srs.reverse_at(&address, now)
+                    .map_err(|e| Failure::Refused(e.to_string()))?
+            );
+            Ok(())
+        }
+        Command::Keygen => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| Failure::Usage(format!("no randomness: {e}")))?;
+            println!("{}", data_encoding::BASE64_NOPAD.encode(&key));
+            Ok(())
+        }
+        Command::CheckConfig { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            let secrets = cfg.secrets_path();
+            if secrets.exists() {
+                config::read_secrets(&secrets)?;
+            } else {
+                eprintln!(
+                    "srs-relay: note: srs.secrets_file {} does not exist yet (serve creates it)",
+                    secrets.display()
+                );
+            }
+            println!("configuration OK");
+            Ok(())
+        }
+    }
+}
+
+fn load_codec(args: &CodecArgs) -> Result<(Config, srs_relay::Options, Vec<Vec<u8>>), Failure> {
+    let cfg = Config::load(args.config.as_deref())?;
+    let options = cfg.srs.options()?;
+    let secrets_path = match &args.secrets_file {
+        Some(p) => p.clone(),
+        None => cfg.secrets_path(),
+    };
+    let secrets = config::read_secrets(&secrets_path)?;
+    Ok((cfg, options, secrets))
+}

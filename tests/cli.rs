@@ -1,0 +1,289 @@
+//! The `srs-relay` command line, run as a user would: exit codes, one-line errors, the
+//! secrets file, the configuration file and environment overrides.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const NOW: &str = "1577836860"; // TT = 2W
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env_remove("SRS_RELAY__SRS__FORMAT")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .trim_end()
+        .to_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+fn secrets(dir: &Path, text: &str) -> PathBuf {
+    let p = dir.join("secrets");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn forward_reverse_roundtrip_microsoft() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(dir.path(), "tops3cr3t\n");
+    let s = s.to_str().unwrap();
+    let o = run(&[
+        "forward",
+        "--secrets-file",
+        s,
+        "--alias",
+        "john@forward.example",
+        "--now",
+        NOW,
+        "bob@example.org",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let srs = stdout(&o);
+    assert!(
+        srs.starts_with("john+SRS=") && srs.ends_with("=2W=example.org=bob@forward.example"),
+        "{srs}"
+    );
+    let o = run(&["reverse", "--secrets-file", s, "--now", NOW, &srs]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "bob@example.org");
+}
+
+#[test]
+fn forward_classic_matches_public_vector() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(dir.path(), "# comment\n\ntops3cr3t\n");
+    let o = run(&[
+        "forward",
+        "--secrets-file",
+        s.to_str().unwrap(),
+        "--format",
+        "classic",
+        "--domain",
+        "example.com",
+        "--now",
+        NOW,
+        "test@otherdomain.com",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "SRS0=vmyz=2W=otherdomain.com=test@example.com");
+}
+
+#[test]
+fn reverse_failures_exit_1_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(dir.path(), "tops3cr3t\n");
+    let s = s.to_str().unwrap();
+    for (addr, says) in [
+        ("bob@example.org", "not an SRS address"),
+        (
+            "SRS0=vmyy=2W=otherdomain.com=test@example.com",
+            "bad SRS hash",
+        ),
+        ("SRS0=te87=T7=otherdomain.com=test@example.com", "expired"),
+        ("SRS0=vmyz=2W@example.com", "malformed"),
+    ] {
+        let o = run(&["reverse", "--secrets-file", s, "--now", NOW, addr]);
+        assert_eq!(o.status.code(), Some(1), "{addr}");
+        let err = stderr(&o);
+        assert!(err.contains(says), "{addr}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(o.stdout.is_empty());
+    }
+}
+
+#[test]
+fn usage_and_config_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(dir.path(), "k\n");
+    let s = s.to_str().unwrap();
+    // No forwarding address anywhere.
+    let o = run(&["forward", "--secrets-file", s, "bob@example.org"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    // --alias and --domain together.
+    let o = run(&[
+        "forward",
+        "--secrets-file",
+        s,
+        "--alias",
+        "a@b.c",
+        "--domain",
+        "d.e",
+        "bob@example.org",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    // Missing secrets file.
+    let o = run(&["reverse", "--secrets-file", "/nonexistent/secrets", "x@y.z"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("srs.secrets_file"));
+    // Empty secrets file.
+    let empty = secrets(dir.path(), "# nothing\n\n");
+    let o = run(&[
+        "reverse",
+        "--secrets-file",
+        empty.to_str().unwrap(),
+        "x@y.z",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("holds no secret"));
+    // Missing config file.
+    let o = run(&["check-config", "--config", "/nonexistent.toml"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn secrets_never_come_from_argv() {
+    // There is no option that takes a secret; clap refuses one.
+    let o = run(&["reverse", "--secret", "tops3cr3t", "x@y.z"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn key_rotation_from_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = secrets(dir.path(), "old-secret\n");
+    let o = run(&[
+        "forward",
+        "--secrets-file",
+        old.to_str().unwrap(),
+        "--alias",
+        "j@f.example",
+        "bob@example.org",
+    ]);
+    let made = stdout(&o);
+    let both = dir.path().join("rotated");
+    std::fs::write(&both, "new-secret\nold-secret\n").unwrap();
+    let o = run(&["reverse", "--secrets-file", both.to_str().unwrap(), &made]);
+    assert_eq!(stdout(&o), "bob@example.org", "{}", stderr(&o));
+}
+
+#[test]
+fn keygen_prints_256_bit_secrets() {
+    let a = stdout(&run(&["keygen"]));
+    let b = stdout(&run(&["keygen"]));
+    assert_ne!(a, b);
+    let bytes = data_encoding::BASE64_NOPAD.decode(a.as_bytes()).unwrap();
+    assert!(bytes.len() >= 32, "{a}");
+    assert!(!a.contains(char::is_whitespace) && !a.starts_with('#'));
+}
+
+#[test]
+fn check_config_names_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    for (text, key) in [
+        ("[srs]\nformat = \"weird\"\n", "srs.format"),
+        (
+            "[srs]\nmicrosoft_hash_length = 4\n",
+            "srs.microsoft_hash_length",
+        ),
+        ("[srs]\nmax_age_days = \"x\"\n", "srs.max_age_days"),
+        ("[srs]\nunknown_key = 1\n", "unknown_key"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{text}");
+        assert!(stderr(&o).contains(key), "{text}: {}", stderr(&o));
+    }
+    // The shipped example is valid.
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/srs-relay.toml");
+    let o = run(&["check-config", "--config", example.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn config_file_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path(), "tops3cr3t\n");
+    let cfg = dir.path().join("c.toml");
+    // secrets_file is relative to the configuration file.
+    std::fs::write(&cfg, "[srs]\nformat = \"classic\"\nsecrets_file = \"secrets\"\ndefault_domain = \"example.com\"\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    let o = run(&[
+        "forward",
+        "--config",
+        c,
+        "--now",
+        NOW,
+        "test@otherdomain.com",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "SRS0=vmyz=2W=otherdomain.com=test@example.com",
+        "{}",
+        stderr(&o)
+    );
+    // The environment overrides the file.
+    let o = bin()
+        .args([
+            "forward",
+            "--config",
+            c,
+            "--now",
+            NOW,
+            "test@otherdomain.com",
+        ])
+        .env("SRS_RELAY__SRS__SEPARATOR", "+")
+        .output()
+        .unwrap();
+    assert_eq!(
+        stdout(&o),
+        "SRS0+vmyz=2W=otherdomain.com=test@example.com",
+        "{}",
+        stderr(&o)
+    );
+    let o = bin()
+        .args([
+            "forward",
+            "--config",
+            c,
+            "--now",
+            NOW,
+            "test@otherdomain.com",
+        ])
+        .env("SRS_RELAY__SRS__LOCAL_DOMAINS", "x.example,otherdomain.com")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&o), "test@otherdomain.com", "{}", stderr(&o));
+    // --format beats the file.
+    let o = run(&[
+        "forward",
+        "--config",
+        c,
+        "--format",
+        "microsoft",
+        "--now",
+        NOW,
+        "test@otherdomain.com",
+    ]);
+    assert!(stdout(&o).starts_with("bounces+SRS="), "{}", stdout(&o));
+}
+
+#[test]
+fn null_sender_is_printed_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = secrets(dir.path(), "k\n");
+    let o = run(&[
+        "forward",
+        "--secrets-file",
+        s.to_str().unwrap(),
+        "--domain",
+        "f.example",
+        "<>",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(stdout(&o), "<>");
+}
