@@ -40,6 +40,11 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub srs: SrsConfig,
+    pub server: ServerConfig,
+    pub spool: SpoolConfig,
+    pub relay: RelayConfig,
+    pub queue: QueueConfig,
+    pub tls: TlsConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -84,6 +89,129 @@ impl Default for SrsConfig {
     }
 }
 
+/// The SMTP listener and its limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// `host:port` entries to listen on.
+    pub listen: Vec<String>,
+    /// Name in the greeting, EHLO reply and Received headers.
+    pub hostname: String,
+    /// Largest message accepted, in octets (advertised in SIZE).
+    pub max_message_size: usize,
+    /// Recipients per message (RFC 5321 asks for at least 100).
+    pub max_recipients: usize,
+    /// Longest command line, CRLF included (RFC 5321 §4.5.3.1: 512; 1000 is usual).
+    pub max_line_length: usize,
+    /// Idle time allowed waiting for a command (RFC 5321 §4.5.3.2: 5 min).
+    pub command_timeout: String,
+    /// Idle time allowed between DATA blocks (RFC 5321 §4.5.3.2: 3 min).
+    pub data_timeout: String,
+    /// Concurrent SMTP connections in all.
+    pub max_connections: usize,
+    /// Concurrent SMTP connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Failed commands allowed in one session before 421 and close.
+    pub max_errors: usize,
+    /// Time sessions get to finish on SIGTERM before they are cut.
+    pub shutdown_grace: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: vec!["127.0.0.1:2525".into()],
+            hostname: "localhost".into(),
+            max_message_size: 36_700_160,
+            max_recipients: 1000,
+            max_line_length: 1000,
+            command_timeout: "5m".into(),
+            data_timeout: "3m".into(),
+            max_connections: 10_000,
+            max_connections_per_ip: 50,
+            max_errors: 10,
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolConfig {
+    /// Directory holding queued messages (created if missing).
+    pub dir: PathBuf,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig { dir: PathBuf::from("spool") }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// Alias map: `john@forward.example: john@home.example, other@else.example`.
+    pub aliases_file: Option<PathBuf>,
+    /// Clients (CIDRs) that may relay to any recipient: on-premises servers.
+    pub trusted_networks: Vec<String>,
+    /// Deliver everything to this `host:port` instead of looking up MX records.
+    pub smarthost: Option<String>,
+    /// More Received headers than this is a mail loop (refused with 554 5.4.6).
+    pub max_received_headers: usize,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig { aliases_file: None, trusted_networks: Vec::new(), smarthost: None, max_received_headers: 50 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Waits between delivery attempts; the last one repeats.
+    pub retry_intervals: Vec<String>,
+    /// After this long undelivered, a recipient fails permanently.
+    pub max_lifetime: String,
+    /// Deliveries under way at once, in all.
+    pub max_concurrent_deliveries: usize,
+    /// Deliveries under way at once to one destination (smarthost, or domain).
+    pub max_per_destination: usize,
+    /// Timeout of each outbound SMTP step (connect, command, DATA).
+    pub connect_timeout: String,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            retry_intervals: ["5m", "10m", "20m", "40m", "1h"].map(String::from).to_vec(),
+            max_lifetime: "48h".into(),
+            max_concurrent_deliveries: 100,
+            max_per_destination: 10,
+            connect_timeout: "2m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain for STARTTLS; without cert and key, STARTTLS is not offered.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+    /// Refuse MAIL before STARTTLS (530 5.7.0).
+    pub require: bool,
+    /// Outbound: refuse to deliver over a connection where STARTTLS did not succeed.
+    pub require_outbound: bool,
+}
+
+/// Parses a duration such as `"5m"`, `"48h"`, `"30s"`, naming `key` on error.
+pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
+    humantime::parse_duration(text.trim()).map_err(|e| ConfigError::key(key, format!("{text:?}: {e}")))
+}
+
 /// Environment variable prefix: `SRS_RELAY__SRS__MAX_AGE_DAYS=30`.
 pub const ENV_PREFIX: &str = "SRS_RELAY";
 
@@ -110,6 +238,9 @@ impl Config {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("srs.local_domains")
+                .with_list_parse_key("server.listen")
+                .with_list_parse_key("relay.trusted_networks")
+                .with_list_parse_key("queue.retry_intervals")
                 .try_parsing(true),
         );
         let raw = builder.build().map_err(from_config_error)?;
@@ -118,7 +249,7 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
-        cfg.srs.options()?;
+        cfg.validate()?;
         Ok(cfg)
     }
 
@@ -133,6 +264,55 @@ impl Config {
 
     pub fn secrets_path(&self) -> PathBuf {
         self.resolve(&self.srs.secrets_file)
+    }
+
+    /// Checks every key whose type alone does not make it valid.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.srs.options()?;
+        if self.server.listen.is_empty() {
+            return Err(ConfigError::key("server.listen", "needs at least one host:port"));
+        }
+        for l in &self.server.listen {
+            l.parse::<std::net::SocketAddr>()
+                .map_err(|e| ConfigError::key("server.listen", format!("{l:?}: {e} (expected host:port, e.g. 127.0.0.1:2525 or [::1]:2525)")))?;
+        }
+        if self.server.hostname.trim().is_empty() {
+            return Err(ConfigError::key("server.hostname", "must not be empty"));
+        }
+        if self.server.max_recipients < 1 {
+            return Err(ConfigError::key("server.max_recipients", "must be at least 1"));
+        }
+        if self.server.max_line_length < 512 {
+            return Err(ConfigError::key("server.max_line_length", "must be at least 512 (RFC 5321)"));
+        }
+        duration("server.command_timeout", &self.server.command_timeout)?;
+        duration("server.data_timeout", &self.server.data_timeout)?;
+        duration("server.shutdown_grace", &self.server.shutdown_grace)?;
+        for n in &self.relay.trusted_networks {
+            n.parse::<ipnet::IpNet>()
+                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))?;
+        }
+        if let Some(h) = &self.relay.smarthost {
+            if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+                return Err(ConfigError::key("relay.smarthost", format!("{h:?}: expected host:port")));
+            }
+        }
+        if self.queue.retry_intervals.is_empty() {
+            return Err(ConfigError::key("queue.retry_intervals", "needs at least one interval"));
+        }
+        for r in &self.queue.retry_intervals {
+            duration("queue.retry_intervals", r)?;
+        }
+        duration("queue.max_lifetime", &self.queue.max_lifetime)?;
+        duration("queue.connect_timeout", &self.queue.connect_timeout)?;
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::key("tls.cert", "tls.cert and tls.key go together"));
+        }
+        if self.tls.require && self.tls.cert.is_none() {
+            return Err(ConfigError::key("tls.require", "needs tls.cert and tls.key"));
+        }
+        Ok(())
     }
 }
 
