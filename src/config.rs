@@ -144,7 +144,9 @@ pub struct SpoolConfig {
 
 impl Default for SpoolConfig {
     fn default() -> Self {
-        SpoolConfig { dir: PathBuf::from("spool") }
+        SpoolConfig {
+            dir: PathBuf::from("spool"),
+        }
     }
 }
 
@@ -163,7 +165,12 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        RelayConfig { aliases_file: None, trusted_networks: Vec::new(), smarthost: None, max_received_headers: 50 }
+        RelayConfig {
+            aliases_file: None,
+            trusted_networks: Vec::new(),
+            smarthost: None,
+            max_received_headers: 50,
+        }
     }
 }
 
@@ -209,7 +216,8 @@ pub struct TlsConfig {
 
 /// Parses a duration such as `"5m"`, `"48h"`, `"30s"`, naming `key` on error.
 pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
-    humantime::parse_duration(text.trim()).map_err(|e| ConfigError::key(key, format!("{text:?}: {e}")))
+    humantime::parse_duration(text.trim())
+        .map_err(|e| ConfigError::key(key, format!("{text:?}: {e}")))
 }
 
 /// Environment variable prefix: `SRS_RELAY__SRS__MAX_AGE_DAYS=30`.
@@ -270,20 +278,33 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.srs.options()?;
         if self.server.listen.is_empty() {
-            return Err(ConfigError::key("server.listen", "needs at least one host:port"));
+            return Err(ConfigError::key(
+                "server.listen",
+                "needs at least one host:port",
+            ));
         }
         for l in &self.server.listen {
-            l.parse::<std::net::SocketAddr>()
-                .map_err(|e| ConfigError::key("server.listen", format!("{l:?}: {e} (expected host:port, e.g. 127.0.0.1:2525 or [::1]:2525)")))?;
+            l.parse::<std::net::SocketAddr>().map_err(|e| {
+                ConfigError::key(
+                    "server.listen",
+                    format!("{l:?}: {e} (expected host:port, e.g. 127.0.0.1:2525 or [::1]:2525)"),
+                )
+            })?;
         }
         if self.server.hostname.trim().is_empty() {
             return Err(ConfigError::key("server.hostname", "must not be empty"));
         }
         if self.server.max_recipients < 1 {
-            return Err(ConfigError::key("server.max_recipients", "must be at least 1"));
+            return Err(ConfigError::key(
+                "server.max_recipients",
+                "must be at least 1",
+            ));
         }
         if self.server.max_line_length < 512 {
-            return Err(ConfigError::key("server.max_line_length", "must be at least 512 (RFC 5321)"));
+            return Err(ConfigError::key(
+                "server.max_line_length",
+                "must be at least 512 (RFC 5321)",
+            ));
         }
         duration("server.command_timeout", &self.server.command_timeout)?;
         duration("server.data_timeout", &self.server.data_timeout)?;
@@ -294,12 +315,21 @@ impl Config {
                 .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))?;
         }
         if let Some(h) = &self.relay.smarthost {
-            if h.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
-                return Err(ConfigError::key("relay.smarthost", format!("{h:?}: expected host:port")));
+            if h.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                return Err(ConfigError::key(
+                    "relay.smarthost",
+                    format!("{h:?}: expected host:port"),
+                ));
             }
         }
         if self.queue.retry_intervals.is_empty() {
-            return Err(ConfigError::key("queue.retry_intervals", "needs at least one interval"));
+            return Err(ConfigError::key(
+                "queue.retry_intervals",
+                "needs at least one interval",
+            ));
         }
         for r in &self.queue.retry_intervals {
             duration("queue.retry_intervals", r)?;
@@ -307,10 +337,16 @@ impl Config {
         duration("queue.max_lifetime", &self.queue.max_lifetime)?;
         duration("queue.connect_timeout", &self.queue.connect_timeout)?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
-            return Err(ConfigError::key("tls.cert", "tls.cert and tls.key go together"));
+            return Err(ConfigError::key(
+                "tls.cert",
+                "tls.cert and tls.key go together",
+            ));
         }
         if self.tls.require && self.tls.cert.is_none() {
-            return Err(ConfigError::key("tls.require", "needs tls.cert and tls.key"));
+            return Err(ConfigError::key(
+                "tls.require",
+                "needs tls.cert and tls.key",
+            ));
         }
         Ok(())
     }

@@ -8,4 +8,17 @@ pub mod srs;
 #[cfg(feature = "cli")]
 pub mod config;
 
+#[cfg(feature = "server")]
+pub mod delivery;
+#[cfg(feature = "server")]
+pub mod policy;
+#[cfg(feature = "server")]
+pub mod relay;
+#[cfg(feature = "server")]
+pub mod smtp;
+#[cfg(feature = "server")]
+pub mod spool;
+#[cfg(feature = "server")]
+pub mod tls;
+
 pub use srs::{Format, Options, Srs};

@@ -63,6 +63,24 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run the relay: SMTP listeners, spool and delivery, until SIGTERM/SIGINT.
+    #[cfg(feature = "server")]
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Write a self-signed certificate and key (cert.pem, key.pem) for a first run.
+    #[cfg(feature = "server")]
+    GenCert {
+        /// Name in the certificate (default: server.hostname from the configuration).
+        #[arg(long)]
+        hostname: Option<String>,
+        /// Directory to write into.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
 }
 
 /// A failure and the exit status it maps to.
@@ -145,10 +163,60 @@ fn run(command: Command) -> Result<(), Failure> {
                     secrets.display()
                 );
             }
+            #[cfg(feature = "server")]
+            {
+                srs_relay::policy::Policy::from_config(&cfg)?;
+                if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
+                    srs_relay::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))
+                        .map_err(Failure::Usage)?;
+                }
+            }
             println!("configuration OK");
             Ok(())
         }
+        #[cfg(feature = "server")]
+        Command::Serve { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
+            runtime
+                .block_on(srs_relay::relay::serve(cfg))
+                .map_err(Failure::Usage)
+        }
+        #[cfg(feature = "server")]
+        Command::GenCert {
+            hostname,
+            dir,
+            config,
+        } => {
+            let cfg = Config::load(config.as_deref())?;
+            let hostname = hostname.unwrap_or(cfg.server.hostname);
+            let (cert, key) =
+                srs_relay::tls::generate_self_signed(&hostname, &dir).map_err(Failure::Usage)?;
+            println!(
+                "wrote {} and {} for {hostname}",
+                cert.display(),
+                key.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// One structured line per event on stderr; `RUST_LOG` filters (default `info`).
+#[cfg(feature = "server")]
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn load_codec(args: &CodecArgs) -> Result<(Config, srs_relay::Options, Vec<Vec<u8>>), Failure> {

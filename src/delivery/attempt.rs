@@ -1,0 +1,549 @@
+//! One delivery attempt of one envelope: group the pending recipients by destination,
+//! deliver each group (concurrently, under the connection limits), then record the
+//! outcome (see the module documentation of `delivery` for the order of things).
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, TxRecipient};
+use super::dns::{self, Destination, Resolve, Route};
+use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
+use crate::spool::{Envelope, RecipientState, Spool};
+
+/// What every attempt shares.
+pub(crate) struct Shared {
+    pub settings: DeliverySettings,
+    pub client: ClientSettings,
+    pub spool: Arc<Spool>,
+    pub on_failure: OnFailure,
+    pub resolver: Arc<dyn Resolve>,
+    pub limits: Limits,
+    /// Becomes `true` on shutdown: start nothing new.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The connection limits: one semaphore for all, one per destination.
+pub(crate) struct Limits {
+    global: Arc<Semaphore>,
+    per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
+    per_destination_max: usize,
+}
+
+impl Limits {
+    pub(crate) fn new(global: usize, per_destination: usize) -> Self {
+        Limits {
+            global: Arc::new(Semaphore::new(global)),
+            per_destination: Mutex::new(HashMap::new()),
+            per_destination_max: per_destination,
+        }
+    }
+
+    fn destination(&self, key: &str) -> Arc<Semaphore> {
+        let mut map = self
+            .per_destination
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if map.len() >= 1024 {
+            // Forget destinations nobody is using or waiting for.
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        map.entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.per_destination_max)))
+            .clone()
+    }
+}
+
+/// The fate of one recipient in this attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Outcome {
+    /// Index into `Envelope::recipients`.
+    pub index: usize,
+    pub result: RcptResult,
+    /// The host that gave the result, `host[ip]:port`.
+    pub remote: Option<String>,
+}
+
+type Body = Arc<OnceCell<Result<Arc<Vec<u8>>, String>>>;
+
+/// Runs one attempt; returns the envelope if recipients are still pending.
+pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelope> {
+    let snapshot = Arc::new(env.clone());
+    let body: Body = Arc::default();
+    let mut groups = JoinSet::new();
+    for (dest, indices) in group(&env, shared.settings.smarthost.as_deref()) {
+        groups.spawn(deliver_group(
+            shared.clone(),
+            snapshot.clone(),
+            dest,
+            indices,
+            body.clone(),
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let mut attempted = false;
+    while let Some(done) = groups.join_next().await {
+        match done {
+            Ok(Some(o)) => {
+                attempted = true;
+                outcomes.extend(o);
+            }
+            // Stopped before it started.
+            Ok(None) => {}
+            Err(e) => tracing::error!(id = %env.id, error = %e, "delivery task failed"),
+        }
+    }
+    drop(body);
+    if !attempted {
+        return Some(env);
+    }
+
+    let concluded = conclude(
+        &mut env,
+        &outcomes,
+        unix_now(),
+        &shared.settings.retry_intervals,
+        shared.settings.max_lifetime,
+    );
+    for &i in &concluded.expired {
+        let r = &env.recipients[i];
+        tracing::info!(event = "failed", id = %env.id, rcpt = %r.address,
+            remote = r.remote.as_deref().unwrap_or("-"),
+            reply = r.last_error.as_deref().unwrap_or(""), reason = "expired", "expired");
+    }
+    if !env.is_done() {
+        tracing::debug!(id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
+            "attempt finished; recipients still pending");
+    }
+
+    let shared2 = shared.clone();
+    let finish = tokio::task::spawn_blocking(move || {
+        record(&shared2, &env, concluded);
+        env
+    });
+    match finish.await {
+        Ok(env) if env.is_done() => None,
+        Ok(env) => Some(env),
+        Err(e) => {
+            tracing::error!(error = %e, "recording the delivery attempt failed");
+            None
+        }
+    }
+}
+
+/// Persist, report, remove: on a blocking thread.
+fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
+    if let Err(e) = shared.spool.update(env) {
+        // Carry on: the state in memory is right; a crash now means a repeat delivery.
+        tracing::error!(id = %env.id, error = %e, "cannot update the envelope in the spool");
+    }
+    for (failed, reason) in [
+        (concluded.permanent, FailureReason::Permanent),
+        (concluded.expired, FailureReason::Expired),
+    ] {
+        if failed.is_empty() {
+            continue;
+        }
+        let report = FailureReport {
+            envelope: env.clone(),
+            failed,
+            reason,
+        };
+        if std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report))).is_err() {
+            tracing::error!(id = %env.id, "the failure handler panicked");
+        }
+    }
+    if env.is_done() {
+        match shared.spool.remove(&env.id) {
+            Ok(()) => tracing::debug!(id = %env.id, "done; removed from the spool"),
+            Err(e) => {
+                tracing::error!(id = %env.id, error = %e, "cannot remove a finished message from the spool")
+            }
+        }
+    }
+}
+
+/// Pending recipients by destination, in recipient order.
+pub(crate) fn group(env: &Envelope, smarthost: Option<&str>) -> Vec<(Destination, Vec<usize>)> {
+    let mut groups: Vec<(Destination, Vec<usize>)> = Vec::new();
+    for (i, r) in env.recipients.iter().enumerate() {
+        if r.state != RecipientState::Pending {
+            continue;
+        }
+        let dest = match smarthost {
+            Some(h) => Destination::Smarthost(h.to_owned()),
+            None => Destination::of(&r.address),
+        };
+        match groups.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, indices)) => indices.push(i),
+            None => groups.push((dest, vec![i])),
+        }
+    }
+    groups
+}
+
+/// Waits for a permit, or gives up when the queue stops.
+async fn acquire(
+    sem: Arc<Semaphore>,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<OwnedSemaphorePermit> {
+    if *stop.borrow() {
+        return None;
+    }
+    tokio::select! {
+        permit = sem.acquire_owned() => permit.ok(),
+        _ = stop.wait_for(|s| *s) => None,
+    }
+}
+
+/// Delivers one destination's recipients; `None` if the queue stopped first.
+async fn deliver_group(
+    shared: Arc<Shared>,
+    env: Arc<Envelope>,
+    dest: Destination,
+    indices: Vec<usize>,
+    body: Body,
+) -> Option<Vec<Outcome>> {
+    let mut stop = shared.stop.clone();
+    // Destination first, then the global slot: a slow destination's backlog waits on its
+    // own limit without holding global slots.
+    let _dest_permit = acquire(shared.limits.destination(&dest.key()), &mut stop).await?;
+    let _global_permit = acquire(shared.limits.global.clone(), &mut stop).await?;
+
+    let outcomes = deliver_group_now(&shared, &env, &dest, &indices, &body).await;
+    for o in &outcomes {
+        log_outcome(&env.id, &env.recipients[o.index].address, o);
+    }
+    Some(outcomes)
+}
+
+async fn deliver_group_now(
+    shared: &Shared,
+    env: &Envelope,
+    dest: &Destination,
+    indices: &[usize],
+    body: &Body,
+) -> Vec<Outcome> {
+    let all = |result: RcptResult, remote: Option<String>| -> Vec<Outcome> {
+        indices
+            .iter()
+            .map(|&index| Outcome {
+                index,
+                result: result.clone(),
+                remote: remote.clone(),
+            })
+            .collect()
+    };
+
+    let targets = match dns::route(dest, &*shared.resolver, shared.settings.mx_port).await {
+        Route::Targets(t) => t,
+        Route::Permanent(e) => return all(RcptResult::Failed(e), None),
+        Route::Temporary(e) => return all(RcptResult::Deferred(e), None),
+    };
+
+    let body = body
+        .get_or_init(|| async {
+            let spool = shared.spool.clone();
+            let id = env.id.clone();
+            match tokio::task::spawn_blocking(move || spool.read_message(&id)).await {
+                Ok(Ok(b)) => Ok(Arc::new(b)),
+                Ok(Err(e)) => Err(format!("4.3.0 cannot read the message from the spool: {e}")),
+                Err(e) => Err(format!("4.3.0 cannot read the message from the spool: {e}")),
+            }
+        })
+        .await;
+    let body = match body {
+        Ok(b) => b.clone(),
+        Err(e) => {
+            tracing::error!(id = %env.id, error = %e, "message unreadable");
+            return all(RcptResult::Deferred(e.clone()), None);
+        }
+    };
+
+    let tx = Transaction {
+        id: &env.id,
+        sender: &env.sender,
+        env_id: env.env_id.as_deref(),
+        ret_full: env.ret_full,
+        recipients: indices
+            .iter()
+            .map(|&i| {
+                let r = &env.recipients[i];
+                TxRecipient {
+                    address: &r.address,
+                    original: &r.original,
+                    notify: r.notify.as_deref(),
+                }
+            })
+            .collect(),
+        body: &body,
+    };
+
+    let mut last = (String::new(), None);
+    for target in &targets {
+        match client::deliver(target, &shared.client, &tx).await {
+            HostOutcome::Done(results) => {
+                let remote = Some(target.describe());
+                return indices
+                    .iter()
+                    .zip(results)
+                    .map(|(&index, result)| Outcome {
+                        index,
+                        result,
+                        remote: remote.clone(),
+                    })
+                    .collect();
+            }
+            HostOutcome::TryNext(e) => {
+                tracing::debug!(id = %env.id, remote = %target.describe(), error = %e, "host failed; trying the next");
+                last = (e, Some(target.describe()));
+            }
+        }
+    }
+    all(RcptResult::Deferred(last.0), last.1)
+}
+
+fn log_outcome(id: &str, rcpt: &str, o: &Outcome) {
+    let remote = o.remote.as_deref().unwrap_or("-");
+    match &o.result {
+        RcptResult::Delivered(reply) => {
+            tracing::info!(event = "delivered", id, rcpt, remote, reply = %reply, "delivered");
+        }
+        RcptResult::Deferred(reply) => {
+            tracing::info!(event = "deferred", id, rcpt, remote, reply = %reply, "deferred");
+        }
+        RcptResult::Failed(reply) => {
+            tracing::info!(event = "failed", id, rcpt, remote, reply = %reply, "failed");
+        }
+    }
+}
+
+/// Recipients that failed in this attempt.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Concluded {
+    pub permanent: Vec<usize>,
+    pub expired: Vec<usize>,
+}
+
+/// Applies the outcomes to `env`, counts the attempt, schedules the next one or expires
+/// what is left.
+pub(crate) fn conclude(
+    env: &mut Envelope,
+    outcomes: &[Outcome],
+    now: u64,
+    retry: &[Duration],
+    max_lifetime: Duration,
+) -> Concluded {
+    let mut out = Concluded::default();
+    for o in outcomes {
+        let Some(r) = env.recipients.get_mut(o.index) else {
+            continue;
+        };
+        if r.state != RecipientState::Pending {
+            continue;
+        }
+        r.remote = o.remote.clone();
+        match &o.result {
+            RcptResult::Delivered(reply) => {
+                r.state = RecipientState::Delivered;
+                r.last_error = Some(reply.clone());
+            }
+            RcptResult::Deferred(e) => r.last_error = Some(e.clone()),
+            RcptResult::Failed(e) => {
+                r.state = RecipientState::Failed;
+                r.last_error = Some(e.clone());
+                out.permanent.push(o.index);
+            }
+        }
+    }
+    env.attempts = env.attempts.saturating_add(1);
+    if env.is_done() {
+        return out;
+    }
+
+    let deadline = env.arrival.saturating_add(max_lifetime.as_secs());
+    if deadline <= now {
+        for (i, r) in env.recipients.iter_mut().enumerate() {
+            if r.state == RecipientState::Pending {
+                r.state = RecipientState::Failed;
+                let last = r
+                    .last_error
+                    .as_deref()
+                    .unwrap_or("4.4.7 not delivered in time");
+                r.last_error = Some(format!("expired: {last}"));
+                out.expired.push(i);
+            }
+        }
+        return out;
+    }
+    let step = (env.attempts as usize)
+        .saturating_sub(1)
+        .min(retry.len().saturating_sub(1));
+    let wait = retry.get(step).map_or(300, |d| d.as_secs().max(1));
+    // The last try falls on the end of the lifetime, not up to an interval after it.
+    env.next_attempt = now.saturating_add(wait).min(deadline.max(now + 1));
+    out
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{ClientInfo, Recipient};
+
+    fn rcpt(address: &str) -> Recipient {
+        Recipient {
+            address: address.into(),
+            original: address.into(),
+            state: RecipientState::Pending,
+            last_error: None,
+            remote: None,
+            notify: None,
+        }
+    }
+
+    fn envelope(rcpts: &[&str]) -> Envelope {
+        Envelope {
+            id: "t1".into(),
+            arrival: 1000,
+            original_sender: "s@example.org".into(),
+            sender: "s@example.org".into(),
+            recipients: rcpts.iter().map(|a| rcpt(a)).collect(),
+            client: ClientInfo {
+                ip: "127.0.0.1".into(),
+                helo: "h".into(),
+                tls: None,
+            },
+            attempts: 0,
+            next_attempt: 1000,
+            size: 10,
+            env_id: None,
+            ret_full: false,
+        }
+    }
+
+    fn o(index: usize, result: RcptResult) -> Outcome {
+        Outcome {
+            index,
+            result,
+            remote: Some("mx[192.0.2.1]:25".into()),
+        }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn groups_by_domain_or_smarthost() {
+        let env = envelope(&["a@x.org", "b@y.org", "c@X.org", "bad"]);
+        let g = group(&env, None);
+        assert_eq!(
+            g,
+            vec![
+                (Destination::Domain("x.org".into()), vec![0, 2]),
+                (Destination::Domain("y.org".into()), vec![1]),
+                (Destination::Unroutable, vec![3]),
+            ]
+        );
+        let g = group(&env, Some("relay:25"));
+        assert_eq!(
+            g,
+            vec![(Destination::Smarthost("relay:25".into()), vec![0, 1, 2, 3])]
+        );
+    }
+
+    #[test]
+    fn outcomes_and_backoff() {
+        let retry = [S(60), S(600)];
+        let mut env = envelope(&["a@x.org", "b@x.org", "c@x.org"]);
+        let c = conclude(
+            &mut env,
+            &[
+                o(0, RcptResult::Delivered("250 ok".into())),
+                o(1, RcptResult::Deferred("450 later".into())),
+                o(2, RcptResult::Failed("550 no".into())),
+            ],
+            2000,
+            &retry,
+            S(86400),
+        );
+        assert_eq!(
+            c,
+            Concluded {
+                permanent: vec![2],
+                expired: vec![]
+            }
+        );
+        assert_eq!(env.attempts, 1);
+        assert_eq!(env.next_attempt, 2060);
+        assert_eq!(env.recipients[0].state, RecipientState::Delivered);
+        assert_eq!(env.recipients[1].state, RecipientState::Pending);
+        assert_eq!(env.recipients[1].last_error.as_deref(), Some("450 later"));
+        assert_eq!(env.recipients[2].state, RecipientState::Failed);
+
+        conclude(
+            &mut env,
+            &[o(1, RcptResult::Deferred("451 x".into()))],
+            3000,
+            &retry,
+            S(86400),
+        );
+        assert_eq!((env.attempts, env.next_attempt), (2, 3600));
+        conclude(
+            &mut env,
+            &[o(1, RcptResult::Deferred("451 x".into()))],
+            4000,
+            &retry,
+            S(86400),
+        );
+        assert_eq!(
+            (env.attempts, env.next_attempt),
+            (3, 4600),
+            "the last interval repeats"
+        );
+    }
+
+    #[test]
+    fn expiry_and_last_try_on_time() {
+        let retry = [S(3600)];
+        let mut env = envelope(&["a@x.org"]);
+        // Lifetime ends at 1000 + 5000: the next try is clamped to it.
+        conclude(
+            &mut env,
+            &[o(0, RcptResult::Deferred("451 x".into()))],
+            5000,
+            &retry,
+            S(5000),
+        );
+        assert_eq!(env.next_attempt, 6000);
+        let c = conclude(
+            &mut env,
+            &[o(0, RcptResult::Deferred("451 y".into()))],
+            6000,
+            &retry,
+            S(5000),
+        );
+        assert_eq!(
+            c,
+            Concluded {
+                permanent: vec![],
+                expired: vec![0]
+            }
+        );
+        assert_eq!(env.recipients[0].state, RecipientState::Failed);
+        assert_eq!(
+            env.recipients[0].last_error.as_deref(),
+            Some("expired: 451 y")
+        );
+        assert!(env.is_done());
+    }
+}

@@ -1,0 +1,300 @@
+//! The scheduler: one task with a min-heap of (next attempt, queue id) over the envelopes
+//! waiting in memory, starting an attempt task for each envelope that falls due.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::attempt::{self, Limits, Shared};
+use super::client::{ClientSettings, opportunistic_tls};
+use super::dns::{Resolve, SystemResolver};
+use super::{DeliverySettings, OnFailure};
+use crate::spool::{Envelope, Spool};
+
+/// A delivery queue, configured and not yet running.
+pub struct Queue {
+    settings: DeliverySettings,
+    spool: Arc<Spool>,
+    on_failure: OnFailure,
+    resolver: Option<Arc<dyn Resolve>>,
+}
+
+impl Queue {
+    pub fn new(settings: DeliverySettings, spool: Arc<Spool>, on_failure: OnFailure) -> Queue {
+        Queue {
+            settings,
+            spool,
+            on_failure,
+            resolver: None,
+        }
+    }
+
+    /// Looks up MX and address records with `resolver` instead of the system's DNS.
+    pub fn resolver(mut self, resolver: Arc<dyn Resolve>) -> Queue {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Starts the scheduler on the current tokio runtime with the envelopes recovered
+    /// from the spool. Envelopes with nothing pending are removed from the spool.
+    pub fn start(self, recovered: Vec<Envelope>) -> QueueHandle {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
+        let s = &self.settings;
+        let client = ClientSettings {
+            ehlo_name: s.ehlo_name.clone(),
+            connect_timeout: s.connect_timeout,
+            command_timeout: s.command_timeout,
+            data_done_timeout: s.data_done_timeout,
+            require_tls: s.require_tls,
+            tls: opportunistic_tls(),
+        };
+        let limits = Limits::new(
+            s.max_concurrent_deliveries.max(1),
+            s.max_per_destination.max(1),
+        );
+        let shared = Arc::new(Shared {
+            client,
+            limits,
+            spool: self.spool,
+            on_failure: self.on_failure,
+            resolver: self
+                .resolver
+                .unwrap_or_else(|| Arc::new(SystemResolver::new())),
+            stop: stop_rx.clone(),
+            settings: self.settings,
+        });
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut scheduler = Scheduler {
+            shared,
+            waiting: HashMap::new(),
+            heap: BinaryHeap::new(),
+            running: JoinSet::new(),
+            running_ids: HashMap::new(),
+            queued: queued.clone(),
+        };
+        let count = recovered.len();
+        for env in recovered {
+            scheduler.add(env);
+        }
+        if count > 0 {
+            tracing::info!(
+                recovered = count,
+                queued = scheduler.queued.load(Ordering::Relaxed),
+                "delivery queue loaded"
+            );
+        }
+        let task = tokio::spawn(scheduler.run(submit_rx, stop_rx));
+        QueueHandle {
+            inner: Arc::new(Inner {
+                submit: submit_tx,
+                stop: stop_tx,
+                task: Mutex::new(Some(task)),
+                queued,
+            }),
+        }
+    }
+}
+
+/// Starts a delivery queue using the system's DNS; see [`Queue::start`].
+pub fn start(
+    settings: DeliverySettings,
+    spool: Arc<Spool>,
+    recovered: Vec<Envelope>,
+    on_failure: OnFailure,
+) -> QueueHandle {
+    Queue::new(settings, spool, on_failure).start(recovered)
+}
+
+/// The running queue. Cheap to clone; when the last clone is dropped the queue stops
+/// as on [`QueueHandle::shutdown`], without waiting.
+#[derive(Clone)]
+pub struct QueueHandle {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    submit: mpsc::UnboundedSender<Envelope>,
+    stop: watch::Sender<bool>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl QueueHandle {
+    /// Hands over an envelope that is durably in the spool; it is tried when its
+    /// `next_attempt` comes (at once if that is now or past). After shutdown this does
+    /// nothing: the message stays in the spool for the next start.
+    pub fn submit(&self, env: Envelope) {
+        let id = env.id.clone();
+        if self.inner.submit.send(env).is_err() {
+            tracing::warn!(id = %id, "delivery queue stopped; message left in the spool");
+        }
+    }
+
+    /// Messages in the queue (waiting or being delivered).
+    pub fn queued(&self) -> usize {
+        self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// Starts no new delivery, lets those under way finish for up to `shutdown_grace`,
+    /// then cuts the rest (their messages stay in the spool as they were before the
+    /// attempt). Returns when the queue has stopped; later calls return at once.
+    pub async fn shutdown(&self) {
+        self.inner.stop.send_replace(true);
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "delivery scheduler failed");
+        }
+    }
+}
+
+struct Scheduler {
+    shared: Arc<Shared>,
+    /// Envelopes waiting for their next attempt.
+    waiting: HashMap<String, Envelope>,
+    /// (next attempt, id) of every waiting envelope; entries whose id is not waiting
+    /// any more are skipped.
+    heap: BinaryHeap<Reverse<(u64, String)>>,
+    running: JoinSet<Option<Envelope>>,
+    running_ids: HashMap<tokio::task::Id, String>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Scheduler {
+    fn add(&mut self, env: Envelope) {
+        if self.waiting.contains_key(&env.id) || self.running_ids.values().any(|id| *id == env.id) {
+            tracing::warn!(id = %env.id, "envelope already queued; ignored");
+            return;
+        }
+        if env.is_done() {
+            // Finished before a crash or restart, but not removed yet.
+            let spool = self.shared.spool.clone();
+            let id = env.id;
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = spool.remove(&id) {
+                    tracing::error!(id = %id, error = %e, "cannot remove a finished message from the spool");
+                }
+            });
+            return;
+        }
+        self.heap.push(Reverse((env.next_attempt, env.id.clone())));
+        self.waiting.insert(env.id.clone(), env);
+        self.queued.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Time until the earliest waiting envelope is due.
+    fn next_due(&mut self) -> Option<Duration> {
+        loop {
+            let Reverse((at, id)) = self.heap.peek()?;
+            if !self.waiting.contains_key(id) {
+                self.heap.pop();
+                continue;
+            }
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            return Some(Duration::from_secs(*at).saturating_sub(now));
+        }
+    }
+
+    fn launch_due(&mut self) {
+        let now = attempt::unix_now();
+        while let Some(Reverse((at, _))) = self.heap.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.heap.pop() else {
+                break;
+            };
+            let Some(env) = self.waiting.remove(&id) else {
+                continue;
+            };
+            let handle = self.running.spawn(attempt::run(self.shared.clone(), env));
+            self.running_ids.insert(handle.id(), id);
+        }
+    }
+
+    fn finished(
+        &mut self,
+        done: Result<(tokio::task::Id, Option<Envelope>), tokio::task::JoinError>,
+    ) {
+        let (task, env) = match done {
+            Ok((task, env)) => (task, env),
+            Err(e) => {
+                let id = self.running_ids.remove(&e.id()).unwrap_or_default();
+                if !e.is_cancelled() {
+                    tracing::error!(id = %id, error = %e,
+                        "delivery attempt failed; the message waits in the spool for a restart");
+                }
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.running_ids.remove(&task);
+        match env {
+            Some(env) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.add(env);
+            }
+            None => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut submit: mpsc::UnboundedReceiver<Envelope>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let due = self.next_due();
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => break,
+                env = submit.recv() => match env {
+                    Some(env) => self.add(env),
+                    None => break,
+                },
+                Some(done) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                    self.finished(done);
+                }
+                _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => self.launch_due(),
+            }
+        }
+
+        // Stopping: attempts waiting for a slot return at once (untouched); give the
+        // others the grace period.
+        let grace = self.shared.settings.shutdown_grace;
+        let running = self.running.len();
+        if running > 0 {
+            tracing::info!(running, grace = ?grace, "delivery queue stopping; waiting for attempts under way");
+        }
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(done) = self.running.join_next_with_id().await {
+                self.finished(done);
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                cut = self.running.len(),
+                "delivery attempts cut at shutdown; they will be repeated"
+            );
+            self.running.shutdown().await;
+        }
+        tracing::info!(waiting = self.waiting.len(), "delivery queue stopped");
+    }
+}

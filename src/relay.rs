@@ -1,0 +1,126 @@
+//! `srs-relay serve`: wires configuration, codec, policy, spool, delivery and the SMTP
+//! listeners together, and shuts them down in order on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::{self, Config, duration};
+use crate::delivery;
+use crate::policy::Policy;
+use crate::smtp::Server;
+use crate::spool::Spool;
+use crate::srs::Srs;
+
+/// Reads the secrets file, creating it with a fresh random secret on first run.
+pub fn load_or_create_secrets(cfg: &Config) -> Result<Vec<Vec<u8>>, String> {
+    let path = cfg.secrets_path();
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
+        let line = format!("{}\n", data_encoding::BASE64_NOPAD.encode(&key));
+        crate::tls::write_private(&path, line.as_bytes())?;
+        // The path only: the secret itself is never logged.
+        tracing::info!(path = %path.display(), "created a new secrets file (mode 0600)");
+    }
+    config::read_secrets(&path).map_err(|e| e.to_string())
+}
+
+/// Runs the relay until SIGTERM or SIGINT.
+pub async fn serve(cfg: Config) -> Result<(), String> {
+    let secrets = load_or_create_secrets(&cfg)?;
+    let srs = Srs::new(&secrets, cfg.srs.options().map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    drop(secrets);
+    let policy = Policy::from_config(&cfg).map_err(|e| e.to_string())?;
+    let spool_dir = cfg.resolve(&cfg.spool.dir);
+    let (spool, recovered) =
+        Spool::open(&spool_dir).map_err(|e| format!("spool.dir: {}: {e}", spool_dir.display()))?;
+    tracing::info!(
+        dir = %spool_dir.display(),
+        queued = recovered.envelopes.len(),
+        removed_incomplete = recovered.removed_incomplete,
+        set_aside = ?recovered.set_aside,
+        "spool recovered"
+    );
+    let spool = Arc::new(spool);
+    let tls = match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(cert), Some(key)) => {
+            let config = crate::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))?;
+            Some(tokio_rustls::TlsAcceptor::from(config))
+        }
+        _ => None,
+    };
+
+    let settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
+    let on_failure: delivery::OnFailure = Arc::new(|report: delivery::FailureReport| {
+        for &i in &report.failed {
+            let r = &report.envelope.recipients[i];
+            tracing::warn!(
+                queue_id = %report.envelope.id,
+                rcpt = %r.address,
+                sender = %report.envelope.original_sender,
+                error = ?r.last_error,
+                "permanent failure recorded"
+            );
+        }
+    });
+    let queue = delivery::start(settings, spool.clone(), recovered.envelopes, on_failure);
+    let submit = queue.clone();
+    let server = Arc::new(
+        Server::new(
+            &cfg,
+            srs,
+            policy,
+            spool,
+            tls,
+            Arc::new(move |env| submit.submit(env)),
+        )
+        .map_err(|e| e.to_string())?,
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut listeners = Vec::new();
+    for addr in &cfg.server.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("server.listen: {addr}: {e}"))?;
+        tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
+        listeners.push(tokio::spawn(
+            server.clone().serve(listener, stop_rx.clone()),
+        ));
+    }
+
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections");
+    let _ = stop_tx.send(true);
+    for l in listeners {
+        let _ = l.await;
+    }
+    let grace =
+        duration("server.shutdown_grace", &cfg.server.shutdown_grace).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + grace;
+    while server.active_connections() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if server.active_connections() > 0 {
+        tracing::warn!(
+            open = server.active_connections(),
+            "grace period over; cutting remaining sessions"
+        );
+    }
+    queue.shutdown().await;
+    tracing::info!("stopped; the spool is kept and delivery resumes on restart");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,520 @@
+//! One SMTP session: the state machine from greeting to QUIT. Replies carry RFC 3463
+//! enhanced status codes. A 250 after DATA is sent only once every copy of the message
+//! is durably in the spool.
+
+use std::net::SocketAddr;
+
+use smtp_proto::{MAIL_RET_FULL, MAIL_SMTPUTF8, Request};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use super::Server;
+use super::io::{self, DataError, Line};
+use super::received::Trace;
+use crate::policy;
+use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
+use crate::srs::{ForwardError, unix_now};
+
+/// How a session ended.
+pub enum End<S> {
+    /// The client asked for STARTTLS and was told to go ahead: upgrade this stream.
+    StartTls(S),
+    Closed,
+}
+
+/// A recipient accepted at RCPT: where it goes, and the sender it goes with.
+struct Accepted {
+    original: String,
+    targets: Vec<String>,
+    sender: String,
+    notify: Option<String>,
+}
+
+struct Transaction {
+    sender: String,
+    smtputf8: bool,
+    env_id: Option<String>,
+    ret_full: bool,
+    recipients: Vec<Accepted>,
+}
+
+struct Session<'a, S> {
+    srv: &'a Server,
+    io: BufReader<S>,
+    peer: SocketAddr,
+    tls: Option<String>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: usize,
+    out: Vec<u8>,
+}
+
+/// What the loop does after a command.
+enum Next {
+    Continue,
+    Close,
+    StartTls,
+}
+
+pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    srv: &Server,
+    stream: S,
+    peer: SocketAddr,
+    tls: Option<String>,
+    mut shutdown: watch::Receiver<bool>,
+) -> End<S> {
+    let mut s = Session {
+        srv,
+        io: BufReader::with_capacity(16 * 1024, stream),
+        peer,
+        tls,
+        helo: None,
+        esmtp: false,
+        tx: None,
+        errors: 0,
+        out: Vec::with_capacity(512),
+    };
+    let limits = &srv.limits;
+    if s.tls.is_none() {
+        s.reply(&format!("220 {} ESMTP srs-relay", limits.hostname));
+    }
+    let mut line = Vec::with_capacity(1024);
+    loop {
+        // Pipelining: answer a batch of commands in one write, once the batch is read.
+        if s.io.buffer().is_empty() && s.flush().await.is_err() {
+            return End::Closed;
+        }
+        if *shutdown.borrow() {
+            s.reply("421 4.3.2 Service shutting down, closing connection");
+            let _ = s.flush().await;
+            return End::Closed;
+        }
+        let read = tokio::select! {
+            r = tokio::time::timeout(limits.command_timeout, io::read_line(&mut s.io, &mut line, limits.max_line_length)) => r,
+            _ = shutdown.changed() => continue,
+        };
+        let next = match read {
+            Err(_) => {
+                s.reply("421 4.4.2 Idle timeout, closing connection");
+                let _ = s.flush().await;
+                return End::Closed;
+            }
+            Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::Closed,
+            Ok(Ok(Line::TooLong)) => s.error("500 5.5.2 Line too long"),
+            Ok(Ok(Line::Complete)) => s.command(&line).await,
+        };
+        match next {
+            Next::Continue => {}
+            Next::Close => {
+                let _ = s.flush().await;
+                return End::Closed;
+            }
+            Next::StartTls => {
+                if s.flush().await.is_err() {
+                    return End::Closed;
+                }
+                // Anything pipelined after STARTTLS is dropped (RFC 3207 §4.2, CVE-2011-0411).
+                return End::StartTls(s.io.into_inner());
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    fn reply(&mut self, text: &str) {
+        self.out.extend_from_slice(text.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stream = self.io.get_mut();
+        stream.write_all(&self.out).await?;
+        stream.flush().await?;
+        self.out.clear();
+        Ok(())
+    }
+
+    /// A reply for a failed command; too many of them end the session.
+    fn error(&mut self, text: &str) -> Next {
+        self.reply(text);
+        self.errors += 1;
+        if self.errors >= self.srv.limits.max_errors {
+            tracing::warn!(peer = %self.peer.ip(), errors = self.errors, "too many errors, closing");
+            self.reply("421 4.7.0 Too many errors, closing connection");
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    async fn command(&mut self, line: &[u8]) -> Next {
+        let request = match Request::parse(&mut line.iter()) {
+            Ok(r) => r,
+            Err(e) => {
+                use smtp_proto::Error as E;
+                let text = match e {
+                    E::UnknownCommand => "500 5.5.2 Command unrecognized".to_owned(),
+                    E::InvalidSenderAddress => "501 5.1.7 Bad sender address syntax".to_owned(),
+                    E::InvalidRecipientAddress => {
+                        "501 5.1.3 Bad recipient address syntax".to_owned()
+                    }
+                    E::SyntaxError { syntax } => format!("501 5.5.4 Syntax: {syntax}"),
+                    E::InvalidParameter { param } => format!("501 5.5.4 Invalid parameter {param}"),
+                    E::UnsupportedParameter { param } => {
+                        format!(
+                            "555 5.5.4 Unsupported parameter {}",
+                            param.chars().take(64).collect::<String>()
+                        )
+                    }
+                    _ => "500 5.5.2 Syntax error".to_owned(),
+                };
+                return self.error(&text);
+            }
+        };
+        match request {
+            Request::Ehlo { host } => {
+                self.hello(host.into_owned(), true);
+                Next::Continue
+            }
+            Request::Helo { host } => {
+                self.hello(host.into_owned(), false);
+                Next::Continue
+            }
+            Request::Mail { from } => self.mail(from.into_owned()),
+            Request::Rcpt { to } => self.rcpt(to.into_owned()),
+            Request::Data => self.data().await,
+            Request::Rset => {
+                self.tx = None;
+                self.reply("250 2.0.0 OK");
+                Next::Continue
+            }
+            Request::Noop { .. } => {
+                self.reply("250 2.0.0 OK");
+                Next::Continue
+            }
+            Request::Quit => {
+                self.reply("221 2.0.0 Bye");
+                Next::Close
+            }
+            Request::Vrfy { .. } => {
+                self.reply(
+                    "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery",
+                );
+                Next::Continue
+            }
+            Request::Help { .. } => {
+                self.reply("214 2.0.0 See RFC 5321");
+                Next::Continue
+            }
+            Request::StartTls => {
+                if self.tls.is_some() {
+                    self.error("503 5.5.1 TLS already active")
+                } else if self.srv.tls.is_none() {
+                    self.error("454 4.7.0 TLS not available")
+                } else {
+                    self.reply("220 2.0.0 Ready to start TLS");
+                    Next::StartTls
+                }
+            }
+            Request::Lhlo { .. } => self.error("500 5.5.1 This is not an LMTP server"),
+            _ => self.error("502 5.5.1 Command not implemented"),
+        }
+    }
+
+    fn hello(&mut self, host: String, esmtp: bool) {
+        let hostname = &self.srv.limits.hostname;
+        if esmtp {
+            let mut lines = vec![
+                format!("{hostname} Hello {host} [{}]", self.peer.ip()),
+                "PIPELINING".to_owned(),
+                format!("SIZE {}", self.srv.limits.max_message_size),
+                "8BITMIME".to_owned(),
+                "SMTPUTF8".to_owned(),
+                "ENHANCEDSTATUSCODES".to_owned(),
+            ];
+            if self.tls.is_none() && self.srv.tls.is_some() {
+                lines.push("STARTTLS".to_owned());
+            }
+            let last = lines.len() - 1;
+            for (i, l) in lines.iter().enumerate() {
+                let sep = if i == last { ' ' } else { '-' };
+                self.out
+                    .extend_from_slice(format!("250{sep}{l}\r\n").as_bytes());
+            }
+        } else {
+            self.reply(&format!("250 {hostname}"));
+        }
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        self.tx = None;
+    }
+
+    fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Next {
+        if self.helo.is_none() {
+            return self.error("503 5.5.1 Send EHLO or HELO first");
+        }
+        if self.tx.is_some() {
+            return self.error("503 5.5.1 Sender already specified");
+        }
+        if self.srv.limits.require_tls && self.tls.is_none() {
+            return self.error("530 5.7.0 Must issue a STARTTLS command first");
+        }
+        if from.size > self.srv.limits.max_message_size {
+            return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        self.tx = Some(Transaction {
+            sender: from.address,
+            smtputf8: from.flags & MAIL_SMTPUTF8 != 0,
+            env_id: from.env_id,
+            ret_full: from.flags & MAIL_RET_FULL != 0,
+            recipients: Vec::new(),
+        });
+        self.reply("250 2.1.0 Sender OK");
+        Next::Continue
+    }
+
+    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
+        let Some(tx) = &self.tx else {
+            return self.error("503 5.5.1 Need MAIL before RCPT");
+        };
+        if tx.recipients.len() >= self.srv.limits.max_recipients {
+            // Not counted as an error: the client is expected to send the rest later.
+            self.reply("452 4.5.3 Too many recipients");
+            return Next::Continue;
+        }
+        let address = to.address;
+        let srs = &self.srv.srs;
+        let ip = self.peer.ip();
+        let (targets, sender) = match self.srv.policy.recipient(&address, ip) {
+            policy::Recipient::Alias { alias, targets } => {
+                let sender = rewrite(srs.forward(&tx.sender, &alias), &tx.sender);
+                (targets, sender)
+            }
+            policy::Recipient::Relay => {
+                let sender = rewrite(
+                    srs.forward_for_domain(&tx.sender, &self.srv.limits.default_domain),
+                    &tx.sender,
+                );
+                (vec![address.clone()], sender)
+            }
+            policy::Recipient::UnknownLocal => {
+                tracing::info!(peer = %ip, rcpt = %address, "recipient refused: unknown user");
+                return self.error(&format!(
+                    "550 5.1.1 <{address}>: Recipient address rejected: unknown user"
+                ));
+            }
+            policy::Recipient::Denied => {
+                tracing::info!(peer = %ip, rcpt = %address, "recipient refused: relaying denied");
+                return self.error(&format!("550 5.7.1 <{address}>: Relay access denied"));
+            }
+        };
+        let notify = (to.flags != 0).then(|| notify_text(to.flags));
+        if let Some(tx) = &mut self.tx {
+            tx.recipients.push(Accepted {
+                original: address,
+                targets,
+                sender,
+                notify,
+            });
+        }
+        self.reply("250 2.1.5 Recipient OK");
+        Next::Continue
+    }
+
+    async fn data(&mut self) -> Next {
+        match &self.tx {
+            None => return self.error("503 5.5.1 Need MAIL command"),
+            Some(tx) if tx.recipients.is_empty() => {
+                return self.error("554 5.5.1 No valid recipients");
+            }
+            Some(_) => {}
+        }
+        self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
+        if self.flush().await.is_err() {
+            return Next::Close;
+        }
+        let limits = &self.srv.limits;
+        let mut body = Vec::with_capacity(8 * 1024);
+        let report = match io::read_data(
+            &mut self.io,
+            &mut body,
+            limits.max_message_size,
+            limits.data_timeout,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(DataError::Timeout) => {
+                self.reply("421 4.4.2 Timeout waiting for data, closing connection");
+                return Next::Close;
+            }
+            Err(_) => return Next::Close,
+        };
+        let tx = self.tx.take().expect("checked above");
+        if report.too_big {
+            return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        if report.bare_lf || report.bare_cr {
+            tracing::warn!(peer = %self.peer.ip(), bare_lf = report.bare_lf, bare_cr = report.bare_cr, "message refused: bare line ending");
+            return self.error(
+                "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8)",
+            );
+        }
+        if report.received_headers > limits.max_received_headers {
+            tracing::warn!(peer = %self.peer.ip(), received = report.received_headers, "message refused: mail loop");
+            return self.error("554 5.4.6 Too many Received headers: mail loop detected");
+        }
+        match self.spool(tx, body).await {
+            Ok(ids) => {
+                self.reply(&format!("250 2.0.0 OK queued as {}", ids.join(",")));
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer.ip(), error = %e, "spool write failed; message not accepted");
+                self.reply("452 4.3.1 Insufficient system storage");
+                Next::Continue
+            }
+        }
+    }
+
+    /// Stores the message, one envelope per rewritten sender (the SRS address depends on
+    /// the alias), all or nothing; then hands the envelopes to delivery.
+    async fn spool(&self, tx: Transaction, body: Vec<u8>) -> std::io::Result<Vec<String>> {
+        let now = unix_now();
+        let mut groups: Vec<(String, Vec<Recipient>)> = Vec::new();
+        let single = match tx.recipients.as_slice() {
+            [one] => Some(one.original.clone()),
+            _ => None,
+        };
+        for acc in tx.recipients {
+            let idx = match groups.iter().position(|(s, _)| *s == acc.sender) {
+                Some(i) => i,
+                None => {
+                    groups.push((acc.sender.clone(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let list = &mut groups[idx].1;
+            for target in acc.targets {
+                if list.iter().any(|r| r.address.eq_ignore_ascii_case(&target)) {
+                    continue;
+                }
+                list.push(Recipient {
+                    address: target,
+                    original: acc.original.clone(),
+                    state: RecipientState::Pending,
+                    last_error: None,
+                    remote: None,
+                    notify: acc.notify.clone(),
+                });
+            }
+        }
+        let ids: Vec<String> = groups.iter().map(|_| Spool::new_id()).collect();
+        let helo = self.helo.clone().unwrap_or_default();
+        let trace = Trace {
+            helo: &helo,
+            ip: self.peer.ip(),
+            hostname: &self.srv.limits.hostname,
+            esmtp: self.esmtp,
+            smtputf8: tx.smtputf8,
+            tls: self.tls.as_deref(),
+            id: &ids[0],
+            single_recipient: single.as_deref(),
+            now,
+        }
+        .header();
+        let mut message = Vec::with_capacity(trace.len() + body.len());
+        message.extend_from_slice(trace.as_bytes());
+        message.extend_from_slice(&body);
+        drop(body);
+        let client = ClientInfo {
+            ip: self.peer.ip().to_string(),
+            helo,
+            tls: self.tls.clone(),
+        };
+        let envelopes: Vec<Envelope> = groups
+            .into_iter()
+            .zip(&ids)
+            .map(|((sender, recipients), id)| Envelope {
+                id: id.clone(),
+                arrival: now,
+                original_sender: tx.sender.clone(),
+                sender,
+                recipients,
+                client: client.clone(),
+                attempts: 0,
+                next_attempt: now,
+                size: message.len() as u64,
+                env_id: tx.env_id.clone(),
+                ret_full: tx.ret_full,
+            })
+            .collect();
+        let spool = self.srv.spool.clone();
+        let envelopes = tokio::task::spawn_blocking(move || {
+            let mut stored: Vec<&str> = Vec::new();
+            for env in &envelopes {
+                if let Err(e) = spool.store(env, &message) {
+                    for id in stored {
+                        let _ = spool.remove(id);
+                    }
+                    return Err(e);
+                }
+                stored.push(&env.id);
+            }
+            Ok(envelopes)
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        for env in envelopes {
+            let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+            tracing::info!(
+                queue_id = %env.id,
+                size = env.size,
+                from = %env.original_sender,
+                sender = %env.sender,
+                rcpts = ?rcpts,
+                tls = ?env.client.tls,
+                "received"
+            );
+            (self.srv.on_spooled)(env);
+        }
+        Ok(ids)
+    }
+}
+
+/// The rewritten sender, or the original one where SRS cannot apply.
+fn rewrite(result: Result<String, ForwardError>, original: &str) -> String {
+    match result {
+        Ok(s) => s,
+        Err(e) => {
+            // Too long to encode statelessly: sent unrewritten (as postsrsd does) until the
+            // stored bounces+SRS= form exists.
+            tracing::warn!(sender = %original, error = %e, "sender not rewritten");
+            original.to_owned()
+        }
+    }
+}
+
+/// NOTIFY flags back to their RFC 3461 text.
+fn notify_text(flags: u64) -> String {
+    use smtp_proto::{
+        RCPT_NOTIFY_DELAY, RCPT_NOTIFY_FAILURE, RCPT_NOTIFY_NEVER, RCPT_NOTIFY_SUCCESS,
+    };
+    if flags & RCPT_NOTIFY_NEVER != 0 {
+        return "NEVER".to_owned();
+    }
+    let mut parts = Vec::new();
+    for (bit, name) in [
+        (RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+        (RCPT_NOTIFY_FAILURE, "FAILURE"),
+        (RCPT_NOTIFY_DELAY, "DELAY"),
+    ] {
+        if flags & bit != 0 {
+            parts.push(name);
+        }
+    }
+    parts.join(",")
+}

@@ -1,0 +1,471 @@
+//! Shared harness for end-to-end tests: the real `srs-relay` binary started on loopback
+//! ports picked at run time, a scriptable SMTP receiver that records envelopes and bodies
+//! byte for byte, and swaks. Every wait is bounded.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SECRET: &str = "test-secret-for-the-suite";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it is true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+/// A running `srs-relay serve` with its own directory, config, secrets and aliases.
+pub struct Relay {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Relay {
+    /// `extra` is TOML appended to the base configuration (sections may be repeated by
+    /// writing them in full in `extra` instead: the base only sets what tests share).
+    pub fn start(extra: &str) -> Relay {
+        Self::start_with(extra, "[relay]\naliases_file = \"aliases\"\n")
+    }
+
+    /// Extra keys for `[server]`, `[relay]` (the aliases file is always set) and
+    /// further sections.
+    pub fn start_full(server_extra: &str, relay_extra: &str, extra: &str) -> Relay {
+        Self::start_inner(
+            server_extra,
+            &format!("[relay]\naliases_file = \"aliases\"\n{relay_extra}"),
+            extra,
+        )
+    }
+
+    pub fn start_with(extra: &str, relay_section: &str) -> Relay {
+        Self::start_inner("", relay_section, extra)
+    }
+
+    fn start_inner(server_extra: &str, relay_section: &str, extra: &str) -> Relay {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(dir.path().join("secrets"), format!("{SECRET}\n")).unwrap();
+        std::fs::write(
+            dir.path().join("aliases"),
+            "john@forward.example: john@home.example\nteam@forward.example: a@home.example, b@home.example\n",
+        )
+        .unwrap();
+        let config = dir.path().join("srs-relay.toml");
+        let text = format!(
+            "[srs]\nsecrets_file = \"secrets\"\nlocal_domains = [\"forward.example\"]\ndefault_domain = \"forward.example\"\n\n\
+             [server]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\n{server_extra}\n\
+             [spool]\ndir = \"spool\"\n\n{relay_section}\n{extra}\n"
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.path().join("relay.log");
+        let mut r = Relay {
+            dir,
+            port,
+            config,
+            child: None,
+            log,
+        };
+        r.spawn();
+        r
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+            .args(["serve", "--config", self.config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(20), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
+            "relay did not start listening; log:\n{}",
+            self.log()
+        );
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill(); // SIGKILL
+            let _ = c.wait();
+        }
+    }
+
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        unsafe_kill(c.id(), 15);
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < end, "relay ignored SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Files in the spool's queue directory with this extension.
+    pub fn spooled(&self, ext: &str) -> usize {
+        std::fs::read_dir(self.dir.path().join("spool/queue"))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn reverse(&self, address: &str) -> String {
+        let o = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+            .args([
+                "reverse",
+                "--secrets-file",
+                self.dir.path().join("secrets").to_str().unwrap(),
+                address,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "reverse {address}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap().trim().to_owned()
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status();
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// What a receiver got in one transaction.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub mail_from: String,
+    pub rcpt_to: Vec<String>,
+    pub data: Vec<u8>,
+    pub tls: bool,
+}
+
+/// How the receiver answers.
+#[derive(Clone)]
+pub struct Script {
+    /// Reply to RCPT for addresses containing the key (else 250).
+    pub rcpt: HashMap<String, String>,
+    /// Reply after the final dot (default 250).
+    pub data: String,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            rcpt: HashMap::new(),
+            data: "250 2.0.0 queued".into(),
+        }
+    }
+}
+
+/// A minimal SMTP receiver on a loopback port: records everything, byte for byte
+/// (undoing dot-stuffing only), answers as scripted.
+pub struct Receiver {
+    pub port: u16,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<Script>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    pub fn start() -> Receiver {
+        Self::start_on(0)
+    }
+
+    pub fn start_on(port: u16) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let script = Arc::new(Mutex::new(Script::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s, st) = (got.clone(), script.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (g, s) = (g.clone(), s.clone());
+                        std::thread::spawn(move || {
+                            let _ = serve_one(conn, g, s);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        Receiver {
+            port,
+            got,
+            script,
+            stop,
+        }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+
+    pub fn count(&self) -> usize {
+        self.got.lock().unwrap().len()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn serve_one(
+    conn: TcpStream,
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+) -> std::io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    w.write_all(b"220 receiver.test ESMTP\r\n")?;
+    let mut cur = Received {
+        mail_from: String::new(),
+        rcpt_to: Vec::new(),
+        data: Vec::new(),
+        tls: false,
+    };
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let upper = line.to_ascii_uppercase();
+        if upper.starts_with("EHLO") {
+            w.write_all(
+                b"250-receiver.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
+            )?;
+        } else if upper.starts_with("HELO") {
+            w.write_all(b"250 receiver.test\r\n")?;
+        } else if upper.starts_with("MAIL FROM:") {
+            cur = Received {
+                mail_from: angle(&line[10..]),
+                rcpt_to: Vec::new(),
+                data: Vec::new(),
+                tls: false,
+            };
+            w.write_all(b"250 2.1.0 ok\r\n")?;
+        } else if upper.starts_with("RCPT TO:") {
+            let a = angle(&line[8..]);
+            let reply = {
+                let s = script.lock().unwrap();
+                s.rcpt
+                    .iter()
+                    .find(|(k, _)| a.contains(k.as_str()))
+                    .map(|(_, v)| v.clone())
+            };
+            match reply {
+                Some(rep) => w.write_all(format!("{rep}\r\n").as_bytes())?,
+                None => {
+                    cur.rcpt_to.push(a);
+                    w.write_all(b"250 2.1.5 ok\r\n")?;
+                }
+            }
+        } else if upper.starts_with("DATA") {
+            w.write_all(b"354 go\r\n")?;
+            let mut data = Vec::new();
+            loop {
+                let mut l = Vec::new();
+                if r.read_until(b'\n', &mut l)? == 0 {
+                    return Ok(());
+                }
+                if l == b".\r\n" {
+                    break;
+                }
+                if l.first() == Some(&b'.') {
+                    l.remove(0);
+                }
+                data.extend_from_slice(&l);
+            }
+            cur.data = data;
+            let reply = script.lock().unwrap().data.clone();
+            if reply.starts_with('2') {
+                got.lock().unwrap().push(cur.clone());
+            }
+            w.write_all(format!("{reply}\r\n").as_bytes())?;
+        } else if upper.starts_with("QUIT") {
+            w.write_all(b"221 bye\r\n")?;
+            return Ok(());
+        } else if upper.starts_with("RSET") || upper.starts_with("NOOP") {
+            w.write_all(b"250 ok\r\n")?;
+        } else {
+            w.write_all(b"502 5.5.1 no\r\n")?;
+        }
+    }
+}
+
+fn angle(s: &str) -> String {
+    let s = s.trim();
+    let start = s.find('<').map(|i| i + 1).unwrap_or(0);
+    let end = s[start..].find('>').map(|i| i + start).unwrap_or(s.len());
+    s[start..end].to_owned()
+}
+
+/// Runs swaks; returns its output (the transcript is on stdout).
+pub fn swaks(args: &[&str]) -> Output {
+    Command::new("swaks")
+        .args(args)
+        .output()
+        .expect("swaks is installed by scripts/test.sh")
+}
+
+pub fn swaks_ok(args: &[&str]) -> String {
+    let o = swaks(args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "swaks failed:\n{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+/// A raw SMTP client for tests that need to misbehave.
+pub struct Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: &str) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let w = s.try_clone().unwrap();
+        let mut c = Client {
+            r: BufReader::new(s),
+            w,
+        };
+        let greeting = c.reply();
+        assert!(greeting.starts_with("220"), "{greeting}");
+        c
+    }
+
+    /// Reads one (possibly multi-line) reply.
+    pub fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line).unwrap_or(0) == 0 {
+                return all;
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Reads until EOF (the server closed), bounded by the read timeout.
+    pub fn rest(&mut self) -> String {
+        let mut s = String::new();
+        let _ = self.r.read_to_string(&mut s);
+        s
+    }
+}
+
+pub fn read_file(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap()
+}
+
+pub fn socket(addr: &str) -> SocketAddr {
+    addr.parse().unwrap()
+}
+
+/// Byte equality with a readable failure: lengths and the first difference.
+pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got
+            .iter()
+            .zip(want)
+            .position(|(a, b)| a != b)
+            .unwrap_or(got.len().min(want.len()));
+        let show = |b: &[u8]| {
+            String::from_utf8_lossy(&b[at.saturating_sub(20)..(at + 20).min(b.len())]).into_owned()
+        };
+        panic!(
+            "{what}: {} octets vs {} expected; first difference at {at}: got {:?}, want {:?}",
+            got.len(),
+            want.len(),
+            show(got),
+            show(want)
+        );
+    }
+}

@@ -1,0 +1,351 @@
+//! The inbound session against misbehaving and careful clients: limits, smuggling,
+//! loops, STARTTLS with a real rustls client, TLS 1.1 refused, tls.require.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn limits() {
+    let relay = Relay::start_full(
+        "max_message_size = 2000\nmax_recipients = 3\ncommand_timeout = \"2s\"\nmax_errors = 50\n",
+        "",
+        "",
+    );
+    let mut c = Client::connect(&relay.addr());
+    let ehlo = c.cmd("EHLO client.test");
+    for ext in [
+        "PIPELINING",
+        "SIZE 2000",
+        "8BITMIME",
+        "SMTPUTF8",
+        "ENHANCEDSTATUSCODES",
+    ] {
+        assert!(ehlo.contains(ext), "{ehlo}");
+    }
+    // SIZE declared too big.
+    assert!(
+        c.cmd("MAIL FROM:<a@b.example> SIZE=5000")
+            .starts_with("552 5.3.4")
+    );
+    assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("250 2.1.0"));
+    // Recipients per message.
+    for _ in 0..3 {
+        assert!(
+            c.cmd("RCPT TO:<john@forward.example>")
+                .starts_with("250 2.1.5")
+        );
+    }
+    assert!(
+        c.cmd("RCPT TO:<john@forward.example>")
+            .starts_with("452 4.5.3")
+    );
+    // Oversized data is drained, then refused; the session goes on.
+    assert!(c.cmd("DATA").starts_with("354"));
+    let mut big = b"Subject: x\r\n\r\n".to_vec();
+    for _ in 0..100 {
+        big.extend_from_slice(&b"y".repeat(98));
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b".\r\n");
+    c.send(&big);
+    assert!(c.reply().starts_with("552 5.3.4"));
+    assert!(c.cmd("NOOP").starts_with("250"));
+    // Overlong command line.
+    let long = format!("MAIL FROM:<{}@b.example>", "a".repeat(1100));
+    assert!(c.cmd(&long).starts_with("500 5.5.2"));
+    assert!(c.cmd("RSET").starts_with("250 2.0.0"));
+    assert!(c.cmd("VRFY john").starts_with("252"));
+    assert!(c.cmd("BOGUS").starts_with("500 5.5.2"));
+    // Idle timeout.
+    let started = std::time::Instant::now();
+    let rest = c.rest();
+    assert!(rest.starts_with("421 4.4.2"), "{rest}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(relay.spooled("env"), 0);
+}
+
+#[test]
+fn sequence_errors_and_error_limit() {
+    let relay = Relay::start_full("max_errors = 3\n", "", "");
+    let mut c = Client::connect(&relay.addr());
+    assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("503 5.5.1"));
+    assert!(c.cmd("HELO client.test").starts_with("250"));
+    assert!(
+        c.cmd("RCPT TO:<john@forward.example>")
+            .starts_with("503 5.5.1")
+    );
+    assert!(c.cmd("DATA").starts_with("503 5.5.1"));
+    assert!(c.reply().starts_with("421 4.7.0"));
+    assert_eq!(c.rest(), "");
+}
+
+#[test]
+fn bare_lf_and_bare_cr_are_refused() {
+    let relay = Relay::start_full("", "", "");
+    for bad in [
+        &b"Subject: x\r\n\r\nsmuggled\n.\nMAIL FROM:<evil@x>\r\n.\r\n"[..],
+        b"Subject: x\r\n\r\nbare\rcr\r\n.\r\n",
+    ] {
+        let mut c = Client::connect(&relay.addr());
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<a@b.example>");
+        c.cmd("RCPT TO:<john@forward.example>");
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(bad);
+        let r = c.reply();
+        assert!(r.starts_with("550 5.5.2"), "{r}");
+        assert!(c.cmd("QUIT").starts_with("221"));
+    }
+    assert_eq!(relay.spooled("env"), 0);
+}
+
+#[test]
+fn mail_loops_are_refused_at_data() {
+    let relay = Relay::start_full("", "max_received_headers = 5\n", "");
+    let mut c = Client::connect(&relay.addr());
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<a@b.example>");
+    c.cmd("RCPT TO:<john@forward.example>");
+    c.cmd("DATA");
+    let mut m = String::new();
+    for i in 0..6 {
+        m.push_str(&format!(
+            "Received: from hop{i} by hop{i}; Thu, 1 Jan 2026 00:00:00 +0000\r\n"
+        ));
+    }
+    m.push_str("Subject: loop\r\n\r\nbody\r\n.\r\n");
+    c.send(m.as_bytes());
+    assert!(c.reply().starts_with("554 5.4.6"));
+    assert_eq!(relay.spooled("env"), 0);
+}
+
+#[test]
+fn pipelined_transaction() {
+    let relay = Relay::start_full("", "", "");
+    let mut c = Client::connect(&relay.addr());
+    c.cmd("EHLO client.test");
+    c.send(b"MAIL FROM:<a@b.example>\r\nRCPT TO:<john@forward.example>\r\nRCPT TO:<x@stranger.example>\r\nDATA\r\n");
+    assert!(c.reply().starts_with("250 2.1.0"));
+    assert!(c.reply().starts_with("250 2.1.5"));
+    assert!(c.reply().starts_with("550 5.7.1"));
+    assert!(c.reply().starts_with("354"));
+    c.send(b"Subject: p\r\n\r\nhi\r\n.\r\nQUIT\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 OK queued as"));
+    assert!(c.reply().starts_with("221"));
+    assert_eq!(relay.spooled("env"), 1);
+}
+
+// ---- TLS ----
+
+fn tls_relay(require: bool) -> Relay {
+    let certs = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args([
+            "gen-cert",
+            "--hostname",
+            "relay.test",
+            "--dir",
+            certs.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cert = certs.path().join("cert.pem");
+    let key = certs.path().join("key.pem");
+    let relay = Relay::start_full(
+        "",
+        "",
+        &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nrequire = {require}\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    std::mem::forget(certs); // lives as long as the test process; tiny
+    relay
+}
+
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+fn rustls_client(version: &'static rustls::SupportedProtocolVersion) -> Arc<rustls::ClientConfig> {
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny))
+        .with_no_client_auth(),
+    )
+}
+
+fn read_reply<R: Read>(r: &mut R) -> String {
+    let mut out = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        match r.read(&mut b) {
+            Ok(1) => {
+                out.push(b[0]);
+                if out.ends_with(b"\r\n") {
+                    let text = String::from_utf8_lossy(&out).into_owned();
+                    let last = text
+                        .trim_end()
+                        .rsplit("\r\n")
+                        .next()
+                        .unwrap_or("")
+                        .to_owned();
+                    if last.len() < 4 || last.as_bytes()[3] != b'-' {
+                        return text;
+                    }
+                }
+            }
+            _ => return String::from_utf8_lossy(&out).into_owned(),
+        }
+    }
+}
+
+#[test]
+fn starttls_with_rustls_then_mail() {
+    let relay = tls_relay(true);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut c = Client::connect(&relay.addr());
+        let ehlo = c.cmd("EHLO client.test");
+        assert!(ehlo.contains("STARTTLS"), "{ehlo}");
+        // tls.require: no mail in the clear.
+        assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("530 5.7.0"));
+        assert!(c.cmd("STARTTLS").starts_with("220"));
+        let tcp: TcpStream = c.w.try_clone().unwrap();
+        let conn =
+            rustls::ClientConnection::new(rustls_client(version), "relay.test".try_into().unwrap())
+                .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(b"EHLO client.test\r\n").unwrap();
+        let ehlo = read_reply(&mut tls);
+        assert!(
+            ehlo.starts_with("250") && !ehlo.contains("STARTTLS"),
+            "{ehlo}"
+        );
+        assert_eq!(tls.conn.protocol_version(), Some(version.version));
+        for (cmd, want) in [
+            ("MAIL FROM:<a@b.example>", "250"),
+            ("RCPT TO:<john@forward.example>", "250"),
+            ("DATA", "354"),
+            ("Subject: tls\r\n\r\nsecret stuff\r\n.", "250 2.0.0"),
+            ("QUIT", "221"),
+        ] {
+            tls.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+            let r = read_reply(&mut tls);
+            assert!(r.starts_with(want), "{cmd}: {r}");
+        }
+    }
+    let log = relay.log();
+    assert!(
+        log.contains("TLSv1.3") && log.contains("TLSv1.2"),
+        "TLS version not logged:\n{log}"
+    );
+    // The Received header records TLS.
+    let queue = relay.dir.path().join("spool/queue");
+    let msg = std::fs::read_dir(&queue)
+        .unwrap()
+        .filter_map(Result::ok)
+        .find(|e| e.path().extension().is_some_and(|x| x == "msg"))
+        .unwrap();
+    let text = String::from_utf8(std::fs::read(msg.path()).unwrap()).unwrap();
+    assert!(
+        text.contains("with ESMTPS") && text.contains("(using TLSv1."),
+        "{text}"
+    );
+}
+
+#[test]
+fn tls_1_1_is_refused() {
+    let relay = tls_relay(false);
+    let o = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &relay.addr(),
+            "-starttls",
+            "smtp",
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT:@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!o.status.success(), "{out}");
+    // No session: openssl reports the attempted protocol with no cipher.
+    assert!(
+        out.contains("Cipher is (NONE)") && !out.contains("New, TLSv1.1"),
+        "{out}"
+    );
+    // ...while TLS 1.2 from the same client works.
+    let o = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &relay.addr(),
+            "-starttls",
+            "smtp",
+            "-tls1_2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("TLSv1.2"),
+        "{out}\n{}\nlog:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        relay.log()
+    );
+}
