@@ -88,39 +88,62 @@ fn unquote(quoted: &str) -> Result<String, &'static str> {
     Ok(out)
 }
 
-/// RFC 5322 atext, extended to UTF-8 by RFC 6531; `.` is let through too so that the
-/// dotted local parts seen in the field (`john..doe`) round-trip unquoted.
-fn is_unquoted_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || !c.is_ascii() || "!#$%&'*+-/=?^_`{|}~.".contains(c)
+/// RFC 5322 atext, extended to UTF-8 by RFC 6531 (every non-ASCII octet); `.` is let
+/// through too so that the dotted local parts seen in the field (`john..doe`) round-trip
+/// unquoted. A table, because this runs for every address on the hot path.
+const UNQUOTED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || c >= 0x80;
+        i += 1;
+    }
+    let specials = b"!#$%&'*+-/=?^_`{|}~.";
+    let mut j = 0;
+    while j < specials.len() {
+        t[specials[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
+
+fn needs_quotes(local: &str) -> bool {
+    !local.bytes().all(|b| UNQUOTED[b as usize])
 }
 
 /// The octets `local` takes on the wire (with quotes and escapes if it needs them).
 pub(crate) fn wire_len(local: &str) -> usize {
-    if local.chars().all(is_unquoted_char) {
-        local.len()
-    } else {
+    if needs_quotes(local) {
         2 + local.len() + local.bytes().filter(|b| matches!(b, b'"' | b'\\')).count()
+    } else {
+        local.len()
     }
 }
 
 /// Writes `local@domain`, quoting the local part only when it needs it.
 pub(crate) fn render(local: &str, domain: &str) -> String {
     let mut out = String::with_capacity(wire_len(local) + 1 + domain.len());
-    if local.chars().all(is_unquoted_char) {
-        out.push_str(local);
-    } else {
-        out.push('"');
-        for c in local.chars() {
-            if c == '"' || c == '\\' {
-                out.push('\\');
-            }
-            out.push(c);
-        }
-        out.push('"');
-    }
+    push_local(&mut out, local);
     out.push('@');
     out.push_str(domain);
     out
+}
+
+/// Appends `local`, quoted if it needs it.
+pub(crate) fn push_local(out: &mut String, local: &str) {
+    if !needs_quotes(local) {
+        out.push_str(local);
+        return;
+    }
+    out.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
 }
 
 /// Whether `domain` is `target` or, for a `local_domains` entry with a leading dot, a

@@ -261,7 +261,7 @@ impl Srs {
         if self.is_local(mailbox.domain, domain) {
             return Ok(address::strip_brackets(sender).to_owned());
         }
-        let local = match self.options.format {
+        let mut local = match self.options.format {
             Format::Classic => self.classic_local(&mailbox, now),
             Format::Microsoft => self.microsoft_local(&mailbox, user, now),
         };
@@ -269,7 +269,13 @@ impl Srs {
         if length > MAX_LOCAL_OCTETS {
             return Err(ForwardError::TooLong { length });
         }
-        Ok(address::render(&local, domain))
+        if length != local.len() {
+            return Ok(address::render(&local, domain));
+        }
+        // The common case: no quoting, so the local part's buffer becomes the address.
+        local.push('@');
+        local.push_str(domain);
+        Ok(local)
     }
 
     /// The classic local part: SRS0 for an ordinary sender, SRS1 for an SRS0/SRS1 one.
@@ -278,7 +284,7 @@ impl Srs {
         let sep = self.options.separator;
         let url = self.options.hash_encoding == HashEncoding::Base64Url;
         let len = self.options.hash_length;
-        let mut out = String::with_capacity(64);
+        let mut out = String::with_capacity(96);
         // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
         let srs1 = match classic_tag(local) {
             Some((b'0', _)) => Some((sender.domain, &local[4..])),
@@ -325,7 +331,7 @@ impl Srs {
         let h = self
             .keys
             .microsoft(&[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()]);
-        let mut out = String::with_capacity(64);
+        let mut out = String::with_capacity(96);
         out.push_str(user);
         out.push_str("+SRS=");
         out.push_str(ascii(&h[..self.options.microsoft_hash_length]));

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Relay throughput: Postfix's smtp-source -> srs-relay -> Postfix's smtp-sink, on loopback
+# ports picked at run time. Prints messages/s accepted and delivered, the relay's peak RSS,
+# and its RSS with 1,000 idle connections open.
+#
+# Needs: postfix (for smtp-source, smtp-sink), python3. Installs nothing itself.
+# Usage: benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MESSAGES=${1:-5000}
+SESSIONS=${2:-20}
+SIZE=${3:-4096}
+IDLE=${IDLE:-1000}
+
+for tool in /usr/sbin/smtp-source /usr/sbin/smtp-sink python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install postfix python3)"; exit 1; }
+done
+
+cargo build --release --quiet
+BIN=$PWD/target/release/srs-relay
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+RELAY_PORT=$(port); SINK_PORT=$(port)
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+chmod 777 "$WORK"
+/usr/sbin/smtp-sink -u nobody -c 127.0.0.1:"$SINK_PORT" 1024 >"$WORK/sink.out" 2>&1 &
+PIDS+=($!)
+
+printf 'bench-secret\n' >"$WORK/secrets"
+: >"$WORK/aliases"
+cat >"$WORK/relay.toml" <<TOML
+[srs]
+secrets_file = "secrets"
+default_domain = "relay.bench"
+local_domains = ["relay.bench"]
+[server]
+listen = ["127.0.0.1:$RELAY_PORT"]
+hostname = "relay.bench"
+max_connections_per_ip = 20000
+max_connections = 20000
+[spool]
+dir = "spool"
+[relay]
+aliases_file = "aliases"
+trusted_networks = ["127.0.0.0/8"]
+smarthost = "127.0.0.1:$SINK_PORT"
+[queue]
+retry_intervals = ["1s"]
+max_per_destination = 20
+TOML
+RUST_LOG=warn "$BIN" serve --config "$WORK/relay.toml" 2>"$WORK/relay.log" &
+RELAY=$!
+PIDS+=($RELAY)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$RELAY_PORT) 2>/dev/null && break; sleep 0.1; done
+
+queued() { find "$WORK/spool/queue" -name '*.env' 2>/dev/null | wc -l; }
+
+start=$(date +%s.%N)
+/usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bob@sender.bench -t someone@dest.bench 127.0.0.1:"$RELAY_PORT"
+accepted=$(date +%s.%N)
+for _ in $(seq 1200); do [ "$(queued)" -eq 0 ] && break; sleep 0.05; done
+delivered=$(date +%s.%N)
+left=$(queued)
+rss_peak=$(awk '/VmHWM/ {print $2}' /proc/$RELAY/status)
+
+# Idle connections: open them, wait for every greeting, read RSS.
+rss_idle=$(python3 - "$RELAY_PORT" "$IDLE" "$RELAY" <<'PY'
+import socket, sys, time
+port, n, pid = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port)); socks.append(s)
+for s in socks:
+    s.settimeout(10); assert s.recv(100).startswith(b"220")
+t = time.time(); probe = socket.create_connection(("127.0.0.1", port)); probe.settimeout(10)
+assert probe.recv(100).startswith(b"220"); greet_ms = (time.time() - t) * 1000
+rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0]
+print(f"{rss} {greet_ms:.1f}")
+PY
+)
+
+python3 - "$MESSAGES" "$SESSIONS" "$SIZE" "$start" "$accepted" "$delivered" "$left" "$rss_peak" $rss_idle "$IDLE" <<'PY'
+import sys
+m, s, size = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+t0, ta, td = map(float, sys.argv[4:7])
+left, peak, idle_rss, greet, idle = int(sys.argv[7]), int(sys.argv[8]), int(sys.argv[9]), float(sys.argv[10]), int(sys.argv[11])
+print(f"messages: {m} x {size} B over {s} sessions (fsync before every 250)")
+print(f"accepted:  {m/(ta-t0):8.0f} msg/s  ({ta-t0:.2f} s)")
+print(f"delivered: {(m-left)/(td-t0):8.0f} msg/s  ({td-t0:.2f} s, {left} still queued)")
+print(f"peak RSS under load: {peak/1024:.1f} MiB")
+print(f"RSS with {idle} idle connections: {idle_rss/1024:.1f} MiB; a new session's 220 took {greet:.1f} ms")
+PY
