@@ -1,5 +1,5 @@
 //! The inbound SMTP server: listeners, connection limits, STARTTLS, graceful shutdown.
-//! One task per connection runs a [`session`]; a session that asks for STARTTLS hands its
+//! One task per connection runs a session; a session that asks for STARTTLS hands its
 //! socket back, is upgraded here, and runs again over TLS with a fresh state (RFC 3207).
 
 pub mod io;

@@ -25,10 +25,8 @@ pub(crate) struct Keys {
 fn update_lowercase<M: Mac>(mac: &mut M, parts: &[&[u8]], separator: Option<u8>) {
     let mut buf = [0u8; 128];
     for (i, part) in parts.iter().enumerate() {
-        if i > 0 {
-            if let Some(sep) = separator {
-                mac.update(&[sep]);
-            }
+        if let (true, Some(sep)) = (i > 0, separator) {
+            mac.update(&[sep]);
         }
         for chunk in part.chunks(buf.len()) {
             for (dst, src) in buf.iter_mut().zip(chunk) {
