@@ -349,3 +349,61 @@ fn tls_1_1_is_refused() {
         relay.log()
     );
 }
+
+#[test]
+fn connection_limits_per_ip() {
+    let relay = Relay::start_full("max_connections_per_ip = 2\n", "", "");
+    let _a = Client::connect(&relay.addr());
+    let _b = Client::connect(&relay.addr());
+    let mut third = std::io::BufReader::new(TcpStream::connect(relay.addr()).unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut third, &mut line).unwrap();
+    assert!(line.starts_with("421 4.7.0"), "{line}");
+    drop(_a);
+    // The slot is given back when a session ends.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let mut c = std::io::BufReader::new(TcpStream::connect(relay.addr()).unwrap());
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut c, &mut l).is_ok() && l.starts_with("220")
+    }));
+}
+
+#[test]
+fn first_run_creates_the_secrets_file() {
+    let relay = Relay::start_full("", "", "");
+    // The harness wrote `secrets`; a relay pointed at a missing file creates it.
+    let dir = relay.dir.path();
+    let cfg = std::fs::read_to_string(&relay.config).unwrap().replace(
+        "secrets_file = \"secrets\"",
+        "secrets_file = \"new-secrets\"",
+    );
+    let port = free_port();
+    let cfg = cfg
+        .replace(
+            &format!("127.0.0.1:{}", relay.port),
+            &format!("127.0.0.1:{port}"),
+        )
+        .replace("dir = \"spool\"", "dir = \"spool2\""); // the first relay holds its spool's lock
+    let path = dir.join("second.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let created = wait_until(Duration::from_secs(20), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(created, "{}", String::from_utf8_lossy(&out.stderr));
+    let secret_file = dir.join("new-secrets");
+    let meta = std::fs::metadata(&secret_file).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(secret.trim().len() >= 43);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("created a new secrets file"), "{log}");
+    assert!(!log.contains(secret.trim()), "the secret was logged");
+}

@@ -112,8 +112,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     for &i in &concluded.expired {
         let r = &env.recipients[i];
         tracing::info!(event = "failed", id = %env.id, rcpt = %r.address,
-            remote = r.remote.as_deref().unwrap_or("-"),
-            reply = r.last_error.as_deref().unwrap_or(""), reason = "expired", "expired");
+            remote = %r.remote.as_deref().unwrap_or("-"),
+            reply = %r.last_error.as_deref().unwrap_or(""), reason = "expired", "expired");
     }
     if !env.is_done() {
         tracing::debug!(id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
@@ -311,13 +311,13 @@ fn log_outcome(id: &str, rcpt: &str, o: &Outcome) {
     let remote = o.remote.as_deref().unwrap_or("-");
     match &o.result {
         RcptResult::Delivered(reply) => {
-            tracing::info!(event = "delivered", id, rcpt, remote, reply = %reply, "delivered");
+            tracing::info!(event = "delivered", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "delivered");
         }
         RcptResult::Deferred(reply) => {
-            tracing::info!(event = "deferred", id, rcpt, remote, reply = %reply, "deferred");
+            tracing::info!(event = "deferred", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "deferred");
         }
         RcptResult::Failed(reply) => {
-            tracing::info!(event = "failed", id, rcpt, remote, reply = %reply, "failed");
+            tracing::info!(event = "failed", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "failed");
         }
     }
 }

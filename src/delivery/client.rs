@@ -84,7 +84,7 @@ pub(crate) async fn deliver(
         // The connection is lost after a failed handshake: like Postfix at the `may`
         // level, come back in plain text.
         Session::TlsFailed(e) if !cfg.require_tls => {
-            tracing::info!(id = tx.id, remote = %target.describe(), error = %e,
+            tracing::info!(id = %tx.id, remote = %target.describe(), error = %e,
                 "STARTTLS failed; retrying in plain text");
             match session(target, cfg, tx, false).await {
                 Session::Outcome(o) => o,
@@ -143,7 +143,7 @@ async fn session(
                     }
                 };
                 let tls = crate::tls::describe(client.tls_connection());
-                tracing::info!(id = tx.id, remote = %remote, tls = %tls, "connected");
+                tracing::info!(id = %tx.id, remote = %remote, tls = %tls, "connected");
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 let caps = match hello(&mut client, &cfg.ehlo_name).await {
                     Ok(c) => c,
@@ -157,7 +157,7 @@ async fn session(
                 return next(format!("{} (in reply to STARTTLS)", reply_text(&r)));
             }
             // RFC 3207 §4: the session may go on without TLS.
-            Ok(r) => tracing::info!(id = tx.id, remote = %remote, reply = %reply_text(&r),
+            Ok(r) => tracing::info!(id = %tx.id, remote = %remote, reply = %reply_text(&r),
                 "STARTTLS refused; going on in plain text"),
             Err(e) => {
                 return next(format!(
@@ -173,7 +173,7 @@ async fn session(
         ));
     }
 
-    tracing::info!(id = tx.id, remote = %remote, tls = "none", "connected");
+    tracing::info!(id = %tx.id, remote = %remote, tls = "none", "connected");
     let outcome = transaction(&mut client, &caps, tx, cfg.data_done_timeout).await;
     quit(&mut client).await;
     Session::Outcome(outcome)

@@ -2,7 +2,7 @@
 //! waiting in memory, starting an attempt task for each envelope that falls due.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,8 +74,9 @@ impl Queue {
             shared,
             waiting: HashMap::new(),
             heap: BinaryHeap::new(),
-            running: JoinSet::new(),
+            attempts: JoinSet::new(),
             running_ids: HashMap::new(),
+            running: HashSet::new(),
             queued: queued.clone(),
         };
         let count = recovered.len();
@@ -167,14 +168,16 @@ struct Scheduler {
     /// (next attempt, id) of every waiting envelope; entries whose id is not waiting
     /// any more are skipped.
     heap: BinaryHeap<Reverse<(u64, String)>>,
-    running: JoinSet<Option<Envelope>>,
+    attempts: JoinSet<Option<Envelope>>,
+    /// Queue id of each attempt task, and the ids being attempted.
     running_ids: HashMap<tokio::task::Id, String>,
+    running: HashSet<String>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Scheduler {
     fn add(&mut self, env: Envelope) {
-        if self.waiting.contains_key(&env.id) || self.running_ids.values().any(|id| *id == env.id) {
+        if self.waiting.contains_key(&env.id) || self.running.contains(&env.id) {
             tracing::warn!(id = %env.id, "envelope already queued; ignored");
             return;
         }
@@ -221,7 +224,8 @@ impl Scheduler {
             let Some(env) = self.waiting.remove(&id) else {
                 continue;
             };
-            let handle = self.running.spawn(attempt::run(self.shared.clone(), env));
+            let handle = self.attempts.spawn(attempt::run(self.shared.clone(), env));
+            self.running.insert(id.clone());
             self.running_ids.insert(handle.id(), id);
         }
     }
@@ -230,26 +234,23 @@ impl Scheduler {
         &mut self,
         done: Result<(tokio::task::Id, Option<Envelope>), tokio::task::JoinError>,
     ) {
-        let (task, env) = match done {
-            Ok((task, env)) => (task, env),
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        match done {
+            Ok((task, env)) => {
+                if let Some(id) = self.running_ids.remove(&task) {
+                    self.running.remove(&id);
+                }
+                if let Some(env) = env {
+                    self.add(env);
+                }
+            }
             Err(e) => {
                 let id = self.running_ids.remove(&e.id()).unwrap_or_default();
+                self.running.remove(&id);
                 if !e.is_cancelled() {
                     tracing::error!(id = %id, error = %e,
                         "delivery attempt failed; the message waits in the spool for a restart");
                 }
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                return;
-            }
-        };
-        self.running_ids.remove(&task);
-        match env {
-            Some(env) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.add(env);
-            }
-            None => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -262,13 +263,12 @@ impl Scheduler {
         loop {
             let due = self.next_due();
             tokio::select! {
-                biased;
                 _ = stop.wait_for(|s| *s) => break,
                 env = submit.recv() => match env {
                     Some(env) => self.add(env),
                     None => break,
                 },
-                Some(done) = self.running.join_next_with_id(), if !self.running.is_empty() => {
+                Some(done) = self.attempts.join_next_with_id(), if !self.attempts.is_empty() => {
                     self.finished(done);
                 }
                 _ = tokio::time::sleep(due.unwrap_or_default()), if due.is_some() => self.launch_due(),
@@ -278,22 +278,22 @@ impl Scheduler {
         // Stopping: attempts waiting for a slot return at once (untouched); give the
         // others the grace period.
         let grace = self.shared.settings.shutdown_grace;
-        let running = self.running.len();
+        let running = self.attempts.len();
         if running > 0 {
             tracing::info!(running, grace = ?grace, "delivery queue stopping; waiting for attempts under way");
         }
         let drained = tokio::time::timeout(grace, async {
-            while let Some(done) = self.running.join_next_with_id().await {
+            while let Some(done) = self.attempts.join_next_with_id().await {
                 self.finished(done);
             }
         })
         .await;
         if drained.is_err() {
             tracing::warn!(
-                cut = self.running.len(),
+                cut = self.attempts.len(),
                 "delivery attempts cut at shutdown; they will be repeated"
             );
-            self.running.shutdown().await;
+            self.attempts.shutdown().await;
         }
         tracing::info!(waiting = self.waiting.len(), "delivery queue stopped");
     }
