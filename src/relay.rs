@@ -102,16 +102,19 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let grace =
         duration("server.shutdown_grace", &cfg.server.shutdown_grace).map_err(|e| e.to_string())?;
     let deadline = Instant::now() + grace;
-    while server.active_connections() > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    if server.active_connections() > 0 {
-        tracing::warn!(
-            open = server.active_connections(),
-            "grace period over; cutting remaining sessions"
-        );
-    }
-    queue.shutdown().await;
+    // Sessions and deliveries under way share one grace period.
+    let sessions = async {
+        while server.active_connections() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if server.active_connections() > 0 {
+            tracing::warn!(
+                open = server.active_connections(),
+                "grace period over; cutting remaining sessions"
+            );
+        }
+    };
+    tokio::join!(sessions, queue.shutdown());
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
 }

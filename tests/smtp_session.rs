@@ -353,13 +353,26 @@ fn tls_1_1_is_refused() {
 #[test]
 fn connection_limits_per_ip() {
     let relay = Relay::start_full("max_connections_per_ip = 2\n", "", "");
-    let _a = Client::connect(&relay.addr());
-    let _b = Client::connect(&relay.addr());
+    // The harness's readiness probe holds a slot until the server sees it close.
+    let greeted = |addr: &str| {
+        let s = TcpStream::connect(addr).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        let mut l = String::new();
+        std::io::BufRead::read_line(&mut r, &mut l).unwrap();
+        l.starts_with("220").then_some(s)
+    };
+    let mut held = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        if let Some(s) = greeted(&relay.addr()) {
+            held.push(s);
+        }
+        held.len() == 2
+    }));
     let mut third = std::io::BufReader::new(TcpStream::connect(relay.addr()).unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut third, &mut line).unwrap();
     assert!(line.starts_with("421 4.7.0"), "{line}");
-    drop(_a);
+    held.pop();
     // The slot is given back when a session ends.
     assert!(wait_until(Duration::from_secs(5), || {
         let mut c = std::io::BufReader::new(TcpStream::connect(relay.addr()).unwrap());
