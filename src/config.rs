@@ -274,6 +274,19 @@ impl Config {
         self.resolve(&self.srs.secrets_file)
     }
 
+    /// `relay.trusted_networks` parsed: CIDRs, or single addresses.
+    pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+        self.relay
+            .trusted_networks
+            .iter()
+            .map(|n| {
+                n.parse::<ipnet::IpNet>()
+                    .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))
+            })
+            .collect()
+    }
+
     /// Checks every key whose type alone does not make it valid.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.srs.options()?;
@@ -309,11 +322,7 @@ impl Config {
         duration("server.command_timeout", &self.server.command_timeout)?;
         duration("server.data_timeout", &self.server.data_timeout)?;
         duration("server.shutdown_grace", &self.server.shutdown_grace)?;
-        for n in &self.relay.trusted_networks {
-            n.parse::<ipnet::IpNet>()
-                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))?;
-        }
+        self.trusted_networks()?;
         if let Some(h) = &self.relay.smarthost {
             if h.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -410,6 +419,16 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
         key: None,
         message: e.to_string(),
     }
+}
+
+/// A new random secret (256 bits, base64 without padding): one line of a secrets file.
+pub fn new_secret() -> Result<String, ConfigError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| ConfigError {
+        key: None,
+        message: format!("no randomness: {e}"),
+    })?;
+    Ok(data_encoding::BASE64_NOPAD.encode(&key))
 }
 
 /// Reads a secrets file: one secret per line, the first signs; blank lines and lines

@@ -147,9 +147,7 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keygen => {
-            let mut key = [0u8; 32];
-            getrandom::fill(&mut key).map_err(|e| Failure::Usage(format!("no randomness: {e}")))?;
-            println!("{}", data_encoding::BASE64_NOPAD.encode(&key));
+            println!("{}", config::new_secret()?);
             Ok(())
         }
         Command::CheckConfig { config } => {

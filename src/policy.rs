@@ -37,14 +37,7 @@ impl Policy {
             Some(p) => read_aliases(&cfg.resolve(p))?,
             None => HashMap::new(),
         };
-        let mut trusted = Vec::new();
-        for n in &cfg.relay.trusted_networks {
-            let net = n
-                .parse::<IpNet>()
-                .or_else(|_| n.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))?;
-            trusted.push(net);
-        }
+        let trusted = cfg.trusted_networks()?;
         let mut local_domains: Vec<String> = cfg
             .srs
             .local_domains
@@ -75,15 +68,7 @@ impl Policy {
         let domain = domain.trim_end_matches('.');
         self.local_domains
             .iter()
-            .any(|entry| match entry.strip_prefix('.') {
-                Some(parent) => {
-                    domain.len() > parent.len() && {
-                        let (head, tail) = domain.split_at(domain.len() - parent.len());
-                        head.ends_with('.') && tail.eq_ignore_ascii_case(parent)
-                    }
-                }
-                None => domain.eq_ignore_ascii_case(entry),
-            })
+            .any(|entry| crate::srs::domain_matches(domain, entry))
     }
 
     pub fn recipient(&self, address: &str, client: IpAddr) -> Recipient {

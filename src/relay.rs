@@ -18,9 +18,7 @@ use crate::srs::Srs;
 pub fn load_or_create_secrets(cfg: &Config) -> Result<Vec<Vec<u8>>, String> {
     let path = cfg.secrets_path();
     if !path.exists() {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key).map_err(|e| format!("no randomness: {e}"))?;
-        let line = format!("{}\n", data_encoding::BASE64_NOPAD.encode(&key));
+        let line = format!("{}\n", config::new_secret().map_err(|e| e.to_string())?);
         crate::tls::write_private(&path, line.as_bytes())?;
         // The path only: the secret itself is never logged.
         tracing::info!(path = %path.display(), "created a new secrets file (mode 0600)");

@@ -149,6 +149,13 @@ impl fmt::Debug for Srs {
     }
 }
 
+/// Whether `domain` matches a `local_domains` entry: equal, or for an entry with a
+/// leading dot, a subdomain of it (ASCII case-insensitive). The one rule the codec and
+/// the relay's policy share.
+pub fn domain_matches(domain: &str, entry: &str) -> bool {
+    address::domain_matches(domain, entry)
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> u64 {
     SystemTime::now()
