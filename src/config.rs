@@ -70,6 +70,11 @@ pub struct SrsConfig {
     pub local_domains: Vec<String>,
     /// Domain for relayed mail (`bounces+SRS=…@default_domain`) and the CLI's default.
     pub default_domain: Option<String>,
+    /// Where the stored form keeps original senders: a database file (relative to this
+    /// file's directory), or `redis://host:port/db` shared by several relays.
+    pub store: String,
+    /// Relayed mail (trusted clients) gets the stored form instead of the stateless one.
+    pub stored_for_relayed: bool,
 }
 
 impl Default for SrsConfig {
@@ -85,6 +90,8 @@ impl Default for SrsConfig {
             hash_encoding: "base64".into(),
             local_domains: Vec::new(),
             default_domain: None,
+            store: "srs-senders.redb".into(),
+            stored_for_relayed: false,
         }
     }
 }
@@ -181,6 +188,8 @@ pub struct QueueConfig {
     pub retry_intervals: Vec<String>,
     /// After this long undelivered, a recipient fails permanently.
     pub max_lifetime: String,
+    /// After this long undelivered, the sender gets one "delayed" DSN; `0` turns it off.
+    pub delay_warning: String,
     /// Deliveries under way at once, in all.
     pub max_concurrent_deliveries: usize,
     /// Deliveries under way at once to one destination (smarthost, or domain).
@@ -194,6 +203,7 @@ impl Default for QueueConfig {
         QueueConfig {
             retry_intervals: ["5m", "10m", "20m", "40m", "1h"].map(String::from).to_vec(),
             max_lifetime: "48h".into(),
+            delay_warning: "4h".into(),
             max_concurrent_deliveries: 100,
             max_per_destination: 10,
             connect_timeout: "2m".into(),
@@ -218,6 +228,15 @@ pub struct TlsConfig {
 pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
     humantime::parse_duration(text.trim())
         .map_err(|e| ConfigError::key(key, format!("{text:?}: {e}")))
+}
+
+/// `queue.delay_warning`: a duration, or `0` for none.
+pub fn delay_warning(text: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    let d = duration("queue.delay_warning", text)?;
+    Ok((!d.is_zero()).then_some(d))
 }
 
 /// Environment variable prefix: `SRS_RELAY__SRS__MAX_AGE_DAYS=30`.
@@ -344,6 +363,7 @@ impl Config {
             duration("queue.retry_intervals", r)?;
         }
         duration("queue.max_lifetime", &self.queue.max_lifetime)?;
+        delay_warning(&self.queue.delay_warning)?;
         duration("queue.connect_timeout", &self.queue.connect_timeout)?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::key(

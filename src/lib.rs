@@ -15,6 +15,8 @@ pub mod policy;
 #[cfg(feature = "server")]
 pub mod relay;
 #[cfg(feature = "server")]
+pub mod sender_store;
+#[cfg(feature = "server")]
 pub mod smtp;
 #[cfg(feature = "server")]
 pub mod spool;

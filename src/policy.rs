@@ -44,6 +44,16 @@ impl Policy {
             .iter()
             .map(|d| d.to_ascii_lowercase())
             .collect();
+        // Relayed mail's (and the stored form's) SRS addresses come back to this domain.
+        let srs_domain = cfg
+            .srs
+            .default_domain
+            .clone()
+            .unwrap_or_else(|| cfg.server.hostname.clone())
+            .to_ascii_lowercase();
+        if !local_domains.contains(&srs_domain) {
+            local_domains.push(srs_domain);
+        }
         for alias in aliases.keys() {
             if let Some((_, d)) = alias.rsplit_once('@') {
                 if !local_domains.iter().any(|l| l == d) {

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::{self, Config, duration};
 use crate::delivery;
 use crate::policy::Policy;
+use crate::sender_store::SenderStore;
 use crate::smtp::Server;
 use crate::spool::Spool;
 use crate::srs::Srs;
@@ -52,6 +53,12 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         _ => None,
     };
 
+    let store = SenderStore::open(&cfg.srs.store, &cfg.base_dir)
+        .await
+        .map_err(|e| format!("srs.store: {e}"))?;
+    tracing::info!(store = %store.describe(), "sender store open");
+    tokio::spawn(purge_expired_senders(store.clone()));
+
     let settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
     let on_failure: delivery::OnFailure = Arc::new(|report: delivery::FailureReport| {
         for &i in &report.failed {
@@ -73,6 +80,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
             srs,
             policy,
             spool,
+            store,
             tls,
             Arc::new(move |env| submit.submit(env)),
         )
@@ -115,6 +123,19 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     tokio::join!(sessions, queue.shutdown());
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
+}
+
+/// Keeps the embedded store from growing: expired entries go once an hour.
+async fn purge_expired_senders(store: SenderStore) {
+    let mut every = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        match store.purge_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired senders dropped from the store"),
+            Err(e) => tracing::warn!(error = %e, "cannot purge the sender store"),
+        }
+    }
 }
 
 async fn wait_for_signal() {

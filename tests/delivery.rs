@@ -444,6 +444,7 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
                 last_error: None,
                 remote: None,
                 notify: None,
+                orcpt: None,
             })
             .collect(),
         client: ClientInfo {
@@ -456,6 +457,7 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
         size: 0,
         env_id: None,
         ret_full: false,
+        delay_warned: false,
     }
 }
 

@@ -396,7 +396,8 @@ fn first_run_creates_the_secrets_file() {
             &format!("127.0.0.1:{}", relay.port),
             &format!("127.0.0.1:{port}"),
         )
-        .replace("dir = \"spool\"", "dir = \"spool2\""); // the first relay holds its spool's lock
+        .replace("dir = \"spool\"", "dir = \"spool2\"") // the first relay holds its spool's lock
+        .replace("[srs]\n", "[srs]\nstore = \"senders2.redb\"\n"); // and its store's
     let path = dir.join("second.toml");
     std::fs::write(&path, cfg).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))

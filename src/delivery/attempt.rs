@@ -277,6 +277,7 @@ async fn deliver_group_now(
                     address: &r.address,
                     original: &r.original,
                     notify: r.notify.as_deref(),
+                    orcpt: r.orcpt.as_deref(),
                 }
             })
             .collect(),
@@ -409,6 +410,7 @@ mod tests {
             last_error: None,
             remote: None,
             notify: None,
+            orcpt: None,
         }
     }
 
@@ -429,6 +431,7 @@ mod tests {
             size: 10,
             env_id: None,
             ret_full: false,
+            delay_warned: false,
         }
     }
 

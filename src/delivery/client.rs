@@ -53,6 +53,8 @@ pub(crate) struct TxRecipient<'a> {
     /// The address the client gave (sent as ORCPT where the receiver speaks DSN).
     pub original: &'a str,
     pub notify: Option<&'a str>,
+    /// The ORCPT the client gave, passed on as is (RFC 3461 §4.2); else `original` is sent.
+    pub orcpt: Option<&'a str>,
 }
 
 /// The fate of one recipient at one host; the text becomes `last_error`.
@@ -290,8 +292,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             if let Some(notify) = rcpt.notify.filter(|n| !n.is_empty()) {
                 cmd.push_str(&format!(" NOTIFY={notify}"));
             }
-            if !rcpt.original.is_empty() && rcpt.original.is_ascii() {
-                cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(rcpt.original)));
+            let orcpt = rcpt.orcpt.unwrap_or(rcpt.original);
+            if !orcpt.is_empty() && orcpt.is_ascii() {
+                cmd.push_str(&format!(" ORCPT=rfc822;{}", xtext(orcpt)));
             }
         }
         cmd.push_str("\r\n");

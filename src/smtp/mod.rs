@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, ConfigError, duration};
 use crate::policy::Policy;
+use crate::sender_store::SenderStore;
 use crate::spool::{Envelope, Spool};
 use crate::srs::Srs;
 
@@ -67,6 +68,9 @@ pub struct Server {
     pub srs: Srs,
     pub policy: Policy,
     pub spool: Arc<Spool>,
+    pub store: SenderStore,
+    /// `srs.stored_for_relayed`.
+    pub stored_for_relayed: bool,
     pub tls: Option<TlsAcceptor>,
     pub on_spooled: OnSpooled,
     max_connections: Arc<Semaphore>,
@@ -81,6 +85,7 @@ impl Server {
         srs: Srs,
         policy: Policy,
         spool: Arc<Spool>,
+        store: SenderStore,
         tls: Option<TlsAcceptor>,
         on_spooled: OnSpooled,
     ) -> Result<Server, ConfigError> {
@@ -89,6 +94,8 @@ impl Server {
             srs,
             policy,
             spool,
+            store,
+            stored_for_relayed: cfg.srs.stored_for_relayed,
             tls,
             on_spooled,
             max_connections: Arc::new(Semaphore::new(cfg.server.max_connections)),

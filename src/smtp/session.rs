@@ -12,8 +12,9 @@ use super::Server;
 use super::io::{self, DataError, Line};
 use super::received::Trace;
 use crate::policy;
+use crate::sender_store::new_token;
 use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
-use crate::srs::{ForwardError, unix_now};
+use crate::srs::{Decoded, ForwardError, ReverseError, unix_now};
 
 /// How a session ended.
 pub enum End<S> {
@@ -25,6 +26,8 @@ pub enum End<S> {
 /// A recipient accepted at RCPT: where it goes, and the sender it goes with.
 struct Accepted {
     original: String,
+    /// DSN ORCPT as given.
+    orcpt: Option<String>,
     targets: Vec<String>,
     sender: String,
     notify: Option<String>,
@@ -36,6 +39,8 @@ struct Transaction {
     env_id: Option<String>,
     ret_full: bool,
     recipients: Vec<Accepted>,
+    /// The stored-form address made for `sender` in this transaction, if one was needed.
+    stored_sender: Option<String>,
 }
 
 struct Session<'a, S> {
@@ -184,7 +189,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 Next::Continue
             }
             Request::Mail { from } => self.mail(from.into_owned()),
-            Request::Rcpt { to } => self.rcpt(to.into_owned()),
+            Request::Rcpt { to } => self.rcpt(to.into_owned()).await,
             Request::Data => self.data().await,
             Request::Rset => {
                 self.tx = None;
@@ -234,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 "8BITMIME".to_owned(),
                 "SMTPUTF8".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
+                "DSN".to_owned(),
             ];
             if self.tls.is_none() && self.srv.tls.is_some() {
                 lines.push("STARTTLS".to_owned());
@@ -271,12 +277,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             env_id: from.env_id,
             ret_full: from.flags & MAIL_RET_FULL != 0,
             recipients: Vec::new(),
+            stored_sender: None,
         });
         self.reply("250 2.1.0 Sender OK");
         Next::Continue
     }
 
-    fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
+    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
         let Some(tx) = &self.tx else {
             return self.error("503 5.5.1 Need MAIL before RCPT");
         };
@@ -288,33 +295,57 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let address = to.address;
         let srs = &self.srv.srs;
         let ip = self.peer.ip();
-        let (targets, sender) = match self.srv.policy.recipient(&address, ip) {
+        let default_domain = &self.srv.limits.default_domain;
+        let rewritten = match self.srv.policy.recipient(&address, ip) {
             policy::Recipient::Alias { alias, targets } => {
-                let sender = rewrite(srs.forward(&tx.sender, &alias), &tx.sender);
-                (targets, sender)
+                let sender = tx.sender.clone();
+                match srs.forward(&sender, &alias) {
+                    Err(ForwardError::TooLong { .. }) => self.stored_sender().await,
+                    other => Ok(unrewritten_on_error(other, &sender)),
+                }
+                .map(|s| (targets, s))
             }
             policy::Recipient::Relay => {
-                let sender = rewrite(
-                    srs.forward_for_domain(&tx.sender, &self.srv.limits.default_domain),
-                    &tx.sender,
-                );
-                (vec![address.clone()], sender)
+                let sender = tx.sender.clone();
+                let stored = self.srv.stored_for_relayed && !srs.is_exempt(&sender, default_domain);
+                if stored {
+                    self.stored_sender().await
+                } else {
+                    match srs.forward_for_domain(&sender, default_domain) {
+                        Err(ForwardError::TooLong { .. }) => self.stored_sender().await,
+                        other => Ok(unrewritten_on_error(other, &sender)),
+                    }
+                }
+                .map(|s| (vec![address.clone()], s))
             }
-            policy::Recipient::UnknownLocal => {
-                tracing::info!(peer = %ip, rcpt = %address, "recipient refused: unknown user");
-                return self.error(&format!(
-                    "550 5.1.1 <{address}>: Recipient address rejected: unknown user"
-                ));
-            }
+            policy::Recipient::UnknownLocal => match self.bounce_target(&address).await {
+                // A bounce (or reply) to one of our SRS addresses: on to the original
+                // sender, with its own MAIL FROM (usually <>) untouched.
+                Ok(target) => {
+                    tracing::info!(peer = %ip, rcpt = %address, to = %target, "SRS address reversed");
+                    Ok((vec![target], tx.sender.clone()))
+                }
+                Err(Refusal::Permanent(text)) => return self.error(&text),
+                Err(Refusal::Temporary(text)) => Err(text),
+            },
             policy::Recipient::Denied => {
                 tracing::info!(peer = %ip, rcpt = %address, "recipient refused: relaying denied");
                 return self.error(&format!("550 5.7.1 <{address}>: Relay access denied"));
+            }
+        };
+        let (targets, sender) = match rewritten {
+            Ok(r) => r,
+            Err(text) => {
+                // The store is down: the client may try again later; not its error.
+                self.reply(&text);
+                return Next::Continue;
             }
         };
         let notify = (to.flags != 0).then(|| notify_text(to.flags));
         if let Some(tx) = &mut self.tx {
             tx.recipients.push(Accepted {
                 original: address,
+                orcpt: to.orcpt,
                 targets,
                 sender,
                 notify,
@@ -322,6 +353,99 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         self.reply("250 2.1.5 Recipient OK");
         Next::Continue
+    }
+
+    /// The stored-form address for this transaction's sender: one token per transaction,
+    /// kept in the store before the RCPT that needs it is answered.
+    async fn stored_sender(&mut self) -> Result<String, String> {
+        let Some(tx) = &self.tx else {
+            return Err("503 5.5.1 Need MAIL before RCPT".into());
+        };
+        if let Some(s) = &tx.stored_sender {
+            return Ok(s.clone());
+        }
+        let sender = tx.sender.clone();
+        let srv = self.srv;
+        let ttl = std::time::Duration::from_secs(
+            u64::from(srv.srs.options().max_age_days) * 86_400 + 86_400,
+        );
+        let stored = async {
+            let token = new_token()?;
+            srv.store.put(&token, &sender, ttl).await?;
+            Ok::<_, crate::sender_store::StoreError>(
+                srv.srs.stored_address(&token, &srv.limits.default_domain),
+            )
+        }
+        .await;
+        match stored {
+            Ok(address) => {
+                tracing::info!(sender = %sender, stored = %address, "sender kept in the store");
+                if let Some(tx) = &mut self.tx {
+                    tx.stored_sender = Some(address.clone());
+                }
+                Ok(address)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot keep the sender in the store");
+                Err("451 4.3.0 Temporary failure: cannot record the sender, try again later".into())
+            }
+        }
+    }
+
+    /// Where mail to `address`, in one of our domains but no alias, goes: if it is an SRS
+    /// address of ours, the address it decodes to (a stored one from the store).
+    async fn bounce_target(&self, address: &str) -> Result<String, Refusal> {
+        let srs = &self.srv.srs;
+        let unknown = || {
+            Refusal::Permanent(format!(
+                "550 5.1.1 <{address}>: Recipient address rejected: unknown user"
+            ))
+        };
+        let mut current = address.to_owned();
+        // SRS1 goes back one hop; when that hop is us too, keep going (bounded).
+        for _ in 0..3 {
+            let decoded = match srs.decode(&current) {
+                Ok(d) => d,
+                Err(ReverseError::NotSrs) if current != address => return Ok(current),
+                Err(ReverseError::NotSrs) => return Err(unknown()),
+                Err(e) => {
+                    tracing::info!(peer = %self.peer.ip(), rcpt = %address, error = %e, "SRS address refused");
+                    return Err(Refusal::Permanent(match e {
+                        ReverseError::Malformed(_) => {
+                            format!("550 5.1.1 <{address}>: Recipient address rejected: {e}")
+                        }
+                        _ => format!("550 5.7.1 <{address}>: Recipient address rejected: {e}"),
+                    }));
+                }
+            };
+            let target = match decoded {
+                Decoded::Address(a) => a,
+                Decoded::Stored { token } => match self.srv.store.get(&token).await {
+                    Ok(Some(sender)) => sender,
+                    Ok(None) => {
+                        tracing::info!(peer = %self.peer.ip(), rcpt = %address, "SRS address refused: token unknown or expired");
+                        return Err(Refusal::Permanent(format!(
+                            "550 5.1.1 <{address}>: Recipient address rejected: unknown or expired SRS address"
+                        )));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sender store lookup failed");
+                        return Err(Refusal::Temporary(
+                            "451 4.3.0 Temporary failure looking up the SRS address, try again later"
+                                .into(),
+                        ));
+                    }
+                },
+            };
+            let ours = target
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| self.srv.policy.is_local_domain(d));
+            if !ours {
+                return Ok(target);
+            }
+            current = target;
+        }
+        Err(unknown())
     }
 
     async fn data(&mut self) -> Next {
@@ -409,6 +533,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     last_error: None,
                     remote: None,
                     notify: acc.notify.clone(),
+                    orcpt: acc.orcpt.clone(),
                 });
             }
         }
@@ -450,6 +575,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 size: message.len() as u64,
                 env_id: tx.env_id.clone(),
                 ret_full: tx.ret_full,
+                delay_warned: false,
             })
             .collect();
         let spool = self.srv.spool.clone();
@@ -485,13 +611,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 }
 
-/// The rewritten sender, or the original one where SRS cannot apply.
-fn rewrite(result: Result<String, ForwardError>, original: &str) -> String {
+/// Why a recipient is refused: for good (5xx, counted as the client's error) or for now.
+enum Refusal {
+    Permanent(String),
+    Temporary(String),
+}
+
+/// The rewritten sender, or the original one where the codec cannot parse it (as
+/// postsrsd does). Too long is handled by the caller, with the stored form.
+fn unrewritten_on_error(result: Result<String, ForwardError>, original: &str) -> String {
     match result {
         Ok(s) => s,
         Err(e) => {
-            // Too long to encode statelessly: sent unrewritten (as postsrsd does) until the
-            // stored bounces+SRS= form exists.
             tracing::warn!(sender = %original, error = %e, "sender not rewritten");
             original.to_owned()
         }

@@ -87,6 +87,9 @@ pub struct Envelope {
     pub env_id: Option<String>,
     /// DSN RET=FULL (otherwise RET=HDRS).
     pub ret_full: bool,
+    /// The sender has had its "delayed" DSN (one per message).
+    #[serde(default)]
+    pub delay_warned: bool,
 }
 
 /// One recipient of a queued message and its delivery state.
@@ -103,6 +106,9 @@ pub struct Recipient {
     pub remote: Option<String>,
     /// DSN NOTIFY value as given, if any.
     pub notify: Option<String>,
+    /// DSN ORCPT address as given (type rfc822, xtext-decoded), if any.
+    #[serde(default)]
+    pub orcpt: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ fn sample(id: &str) -> Envelope {
                 last_error: None,
                 remote: None,
                 notify: Some("FAILURE,DELAY".into()),
+                orcpt: None,
             },
             Recipient {
                 address: "jane@else.example".into(),
@@ -27,6 +28,7 @@ fn sample(id: &str) -> Envelope {
                 last_error: None,
                 remote: None,
                 notify: None,
+                orcpt: None,
             },
         ],
         client: ClientInfo {
@@ -39,6 +41,7 @@ fn sample(id: &str) -> Envelope {
         size: 0,
         env_id: Some("QQ314159".into()),
         ret_full: false,
+        delay_warned: false,
     }
 }
 

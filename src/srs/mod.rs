@@ -33,6 +33,7 @@
 mod address;
 mod error;
 mod hash;
+mod stored;
 mod timestamp;
 
 use std::fmt;
@@ -40,6 +41,7 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{ForwardError, OptionsError, ReverseError};
+pub use stored::{Decoded, TOKEN_LEN, is_token};
 
 use address::{MAX_LOCAL_OCTETS, Mailbox};
 use hash::Keys;
