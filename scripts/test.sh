@@ -9,6 +9,7 @@ perl -MMail::SRS -e 1 2>/dev/null || missing+=(libmail-srs-perl)
 command -v swaks >/dev/null || missing+=(swaks)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"

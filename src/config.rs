@@ -166,6 +166,9 @@ pub struct RelayConfig {
     pub trusted_networks: Vec<String>,
     /// Deliver everything to this `host:port` instead of looking up MX records.
     pub smarthost: Option<String>,
+    /// Per-domain next hops, before the smarthost and MX: `"home.example" = "10.0.0.5:25"`
+    /// (a leading dot matches subdomains), like Postfix's transport map.
+    pub routes: std::collections::BTreeMap<String, String>,
     /// More Received headers than this is a mail loop (refused with 554 5.4.6).
     pub max_received_headers: usize,
 }
@@ -176,6 +179,7 @@ impl Default for RelayConfig {
             aliases_file: None,
             trusted_networks: Vec::new(),
             smarthost: None,
+            routes: Default::default(),
             max_received_headers: 50,
         }
     }

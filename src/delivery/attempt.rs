@@ -75,7 +75,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     let snapshot = Arc::new(env.clone());
     let body: Body = Arc::default();
     let mut groups = JoinSet::new();
-    for (dest, indices) in group(&env, shared.settings.smarthost.as_deref()) {
+    for (dest, indices) in group(&env, &shared.settings) {
         groups.spawn(deliver_group(
             shared.clone(),
             snapshot.clone(),
@@ -167,14 +167,25 @@ fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
     }
 }
 
+/// The next hop configured for `address`: its domain's route, else the smarthost.
+fn configured_hop<'a>(address: &str, settings: &'a DeliverySettings) -> Option<&'a str> {
+    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+    settings
+        .routes
+        .iter()
+        .find(|(d, _)| crate::srs::domain_matches(domain, d))
+        .map(|(_, h)| h.as_str())
+        .or(settings.smarthost.as_deref())
+}
+
 /// Pending recipients by destination, in recipient order.
-pub(crate) fn group(env: &Envelope, smarthost: Option<&str>) -> Vec<(Destination, Vec<usize>)> {
+pub(crate) fn group(env: &Envelope, settings: &DeliverySettings) -> Vec<(Destination, Vec<usize>)> {
     let mut groups: Vec<(Destination, Vec<usize>)> = Vec::new();
     for (i, r) in env.recipients.iter().enumerate() {
         if r.state != RecipientState::Pending {
             continue;
         }
-        let dest = match smarthost {
+        let dest = match configured_hop(&r.address, settings) {
             Some(h) => Destination::Smarthost(h.to_owned()),
             None => Destination::of(&r.address),
         };
@@ -448,7 +459,8 @@ mod tests {
     #[test]
     fn groups_by_domain_or_smarthost() {
         let env = envelope(&["a@x.org", "b@y.org", "c@X.org", "bad"]);
-        let g = group(&env, None);
+        let mut settings = DeliverySettings::default();
+        let g = group(&env, &settings);
         assert_eq!(
             g,
             vec![
@@ -457,10 +469,22 @@ mod tests {
                 (Destination::Unroutable, vec![3]),
             ]
         );
-        let g = group(&env, Some("relay:25"));
+        settings.routes = vec![(".y.org".into(), "inner:2525".into())];
+        let env = envelope(&["a@x.org", "b@mx.Y.org", "c@X.org"]);
         assert_eq!(
-            g,
-            vec![(Destination::Smarthost("relay:25".into()), vec![0, 1, 2, 3])]
+            group(&env, &settings),
+            vec![
+                (Destination::Domain("x.org".into()), vec![0, 2]),
+                (Destination::Smarthost("inner:2525".into()), vec![1]),
+            ]
+        );
+        settings.smarthost = Some("relay:25".into());
+        assert_eq!(
+            group(&env, &settings),
+            vec![
+                (Destination::Smarthost("relay:25".into()), vec![0, 2]),
+                (Destination::Smarthost("inner:2525".into()), vec![1]),
+            ]
         );
     }
 

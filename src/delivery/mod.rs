@@ -63,6 +63,8 @@ pub use queue::{Queue, QueueHandle, start};
 pub struct DeliverySettings {
     /// `host:port` receiving all mail (`relay.smarthost`); `None` looks up MX records.
     pub smarthost: Option<String>,
+    /// `relay.routes`: (domain, `host:port`), checked before the smarthost and MX.
+    pub routes: Vec<(String, String)>,
     /// Waits between attempts; the last one repeats (`queue.retry_intervals`).
     pub retry_intervals: Vec<Duration>,
     /// A recipient still pending this long after arrival fails (`queue.max_lifetime`).
@@ -130,6 +132,14 @@ impl DeliverySettings {
                 )
             })?;
         }
+        for (domain, h) in &cfg.relay.routes {
+            dns::split_host_port(h).ok_or_else(|| {
+                ConfigError::key(
+                    "relay.routes",
+                    format!("{domain}: {h:?}: expected host:port (or [ipv6]:port)"),
+                )
+            })?;
+        }
         let timeout = config::duration("queue.connect_timeout", &cfg.queue.connect_timeout)?;
         if timeout.is_zero() {
             return Err(ConfigError::key(
@@ -139,6 +149,12 @@ impl DeliverySettings {
         }
         Ok(DeliverySettings {
             smarthost: cfg.relay.smarthost.clone(),
+            routes: cfg
+                .relay
+                .routes
+                .iter()
+                .map(|(d, h)| (d.to_ascii_lowercase(), h.clone()))
+                .collect(),
             retry_intervals,
             max_lifetime: config::duration("queue.max_lifetime", &cfg.queue.max_lifetime)?,
             max_concurrent_deliveries: cfg.queue.max_concurrent_deliveries,
