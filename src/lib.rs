@@ -11,6 +11,8 @@ pub mod config;
 #[cfg(feature = "server")]
 pub mod delivery;
 #[cfg(feature = "server")]
+pub mod dsn;
+#[cfg(feature = "server")]
 pub mod policy;
 #[cfg(feature = "server")]
 pub mod relay;

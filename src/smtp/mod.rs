@@ -3,7 +3,7 @@
 //! socket back, is upgraded here, and runs again over TLS with a fresh state (RFC 3207).
 
 pub mod io;
-mod received;
+pub(crate) mod received;
 mod session;
 
 use std::collections::HashMap;
