@@ -10,9 +10,9 @@
 //!
 //! * `text/plain`: what happened, per recipient, for a person.
 //! * `message/delivery-status`: the same for programs. Fields follow the RFC 3464
-//!   grammar's order; `Original-Recipient` is the RCPT TO the client gave (this relay
-//!   keeps no separate ORCPT, and the address the sender wrote is what they can
-//!   recognise: Postfix does the same); `Final-Log-ID` is our queue id.
+//!   grammar's order; `Original-Recipient` is the client's ORCPT, or else the RCPT TO it
+//!   gave (the address the sender wrote, which they can recognise: Postfix does the
+//!   same); `Final-Log-ID` is our queue id.
 //! * the returned message: the header section as `text/rfc822-headers`; the whole message
 //!   as `message/rfc822` for a failure with RET=FULL when it is at most
 //!   [`MAX_RETURNED_MESSAGE`] octets and is plain lines (CRLF, no NUL, none over 998
@@ -560,8 +560,10 @@ fn status_part(req: &DsnRequest, mta: &str, reported: &[(&Recipient, Diagnosis)]
     push_field(&mut out, "Arrival-Date", &rfc5322_date(env.arrival));
     for (r, d) in reported {
         out.push_str("\r\n");
-        if !r.original.is_empty() {
-            push_field(&mut out, "Original-Recipient", &typed_address(&r.original));
+        // RFC 3461 §4.2: the ORCPT the client gave; else the RCPT TO it gave.
+        let original = r.orcpt.as_deref().unwrap_or(&r.original);
+        if !original.is_empty() {
+            push_field(&mut out, "Original-Recipient", &typed_address(original));
         }
         push_field(&mut out, "Final-Recipient", &typed_address(&r.address));
         push_field(&mut out, "Action", req.action.field());

@@ -30,6 +30,7 @@ fn rcpt(address: &str, state: RecipientState, last_error: Option<&str>) -> Recip
         last_error: last_error.map(Into::into),
         remote: None,
         notify: None,
+        orcpt: None,
     }
 }
 
@@ -57,6 +58,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         size: ORIGINAL.len() as u64,
         env_id: None,
         ret_full: false,
+        delay_warned: false,
     }
 }
 
@@ -433,6 +435,7 @@ fn delayed() {
         Recipient {
             remote: Some("mx.home.test[192.0.2.1]:25".into()),
             notify: Some("FAILURE,DELAY".into()),
+            orcpt: None,
             ..rcpt(
                 "john@home.test",
                 RecipientState::Pending,
