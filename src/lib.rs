@@ -9,6 +9,8 @@ pub mod srs;
 pub mod config;
 
 #[cfg(feature = "server")]
+pub mod bounce;
+#[cfg(feature = "server")]
 pub mod delivery;
 #[cfg(feature = "server")]
 pub mod dsn;

@@ -60,19 +60,20 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     tokio::spawn(purge_expired_senders(store.clone()));
 
     let settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let on_failure: delivery::OnFailure = Arc::new(|report: delivery::FailureReport| {
-        for &i in &report.failed {
-            let r = &report.envelope.recipients[i];
-            tracing::warn!(
-                queue_id = %report.envelope.id,
-                rcpt = %r.address,
-                sender = %report.envelope.original_sender,
-                error = ?r.last_error,
-                "permanent failure recorded"
-            );
+    let (dsn_tx, mut dsn_rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_failure = crate::bounce::dsn_on_failure(
+        spool.clone(),
+        cfg.server.hostname.clone(),
+        settings.max_lifetime,
+        dsn_tx,
+    );
+    let queue = delivery::start(settings, spool.clone(), recovered.envelopes, on_failure);
+    let dsn_queue = queue.clone();
+    tokio::spawn(async move {
+        while let Some(env) = dsn_rx.recv().await {
+            dsn_queue.submit(env);
         }
     });
-    let queue = delivery::start(settings, spool.clone(), recovered.envelopes, on_failure);
     let submit = queue.clone();
     let server = Arc::new(
         Server::new(

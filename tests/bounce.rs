@@ -452,3 +452,250 @@ fn relayed_mail_takes_the_stored_form_when_configured() {
         w.relay.log()
     );
 }
+
+/// Sends one message with DSN parameters over a raw session; returns the final reply.
+fn send_with_dsn_params(relay: &Relay, mail: &str, rcpts: &[&str], body: &str) -> String {
+    let mut c = Client::connect(&relay.addr());
+    let ehlo = c.cmd("EHLO sender.test");
+    assert!(ehlo.contains("DSN"), "DSN is offered: {ehlo}");
+    let r = c.cmd(mail);
+    assert!(r.starts_with("250"), "{r}");
+    for rcpt in rcpts {
+        let r = c.cmd(rcpt);
+        assert!(r.starts_with("250"), "{rcpt}: {r}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(body.as_bytes());
+    let r = c.cmd(".");
+    c.cmd("QUIT");
+    r
+}
+
+/// A DSN as the original sender's server received it, parsed with a real MIME parser.
+struct ParsedDsn {
+    top: Vec<(String, String)>,
+    /// The `message/delivery-status` blocks: per message, then per recipient.
+    status: Vec<Vec<(String, String)>>,
+    text: String,
+    returned_type: String,
+    returned: String,
+}
+
+fn parse_dsn(raw: &[u8]) -> ParsedDsn {
+    use mail_parser::{MessageParser, MimeHeaders, PartType};
+    let msg = MessageParser::default().parse(raw).expect("the DSN parses");
+    let ct = msg.content_type().expect("Content-Type");
+    assert_eq!((ct.ctype(), ct.subtype()), ("multipart", Some("report")));
+    assert_eq!(ct.attribute("report-type"), Some("delivery-status"));
+    let PartType::Multipart(ids) = &msg.parts[0].body else {
+        panic!("not multipart");
+    };
+    assert_eq!(ids.len(), 3, "text, delivery-status, returned headers");
+    let part = |i: usize| &msg.parts[ids[i] as usize];
+    let ctype = |i: usize| {
+        let c = part(i).content_type().unwrap();
+        format!("{}/{}", c.ctype(), c.subtype().unwrap_or(""))
+    };
+    assert_eq!(ctype(0), "text/plain");
+    assert_eq!(ctype(1), "message/delivery-status");
+    let status_text = String::from_utf8(part(1).contents().to_vec()).unwrap();
+    let mut status = Vec::new();
+    for block in status_text.split("\r\n\r\n") {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        for line in block.split("\r\n").filter(|l| !l.is_empty()) {
+            if line.starts_with([' ', '\t']) {
+                fields.last_mut().unwrap().1.push_str(line);
+            } else {
+                let (n, v) = line.split_once(':').expect("a field");
+                fields.push((n.to_owned(), v.trim().to_owned()));
+            }
+        }
+        if !fields.is_empty() {
+            status.push(fields);
+        }
+    }
+    let head_end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let top = String::from_utf8_lossy(&raw[..head_end])
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
+        .collect();
+    ParsedDsn {
+        top,
+        status,
+        text: part(0).text_contents().unwrap_or_default().to_owned(),
+        returned_type: ctype(2),
+        returned: String::from_utf8_lossy(part(2).contents()).into_owned(),
+    }
+}
+
+fn field<'a>(block: &'a [(String, String)], name: &str) -> &'a str {
+    block
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} in {block:?}"))
+}
+
+#[test]
+fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
+    let w = world("");
+    w.home.script.lock().unwrap().rcpt.insert(
+        "john@home.example".into(),
+        "550 5.1.1 <john@home.example>: Recipient address rejected: User unknown".into(),
+    );
+    let reply = send_with_dsn_params(
+        &w.relay,
+        "MAIL FROM:<bob@sender.test> RET=HDRS ENVID=env-42",
+        &["RCPT TO:<john@forward.example> NOTIFY=FAILURE,DELAY ORCPT=rfc822;john@forward.example"],
+        "From: Bob <bob@sender.test>\r\nTo: john@forward.example\r\nSubject: dsn test\r\nMessage-ID: <m1@sender.test>\r\n\r\nbody\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_count(&w.sender, 1, &w.relay, "DSN");
+    let m = &w.sender.messages()[0];
+    assert_eq!(m.mail_from, "", "DSNs come from <>");
+    assert_eq!(
+        m.rcpt_to,
+        ["bob@sender.test"],
+        "to the original sender, not the SRS address"
+    );
+    let dsn = parse_dsn(&m.data);
+    assert_eq!(field(&dsn.top, "To"), "<bob@sender.test>");
+    assert!(field(&dsn.top, "From").contains("MAILER-DAEMON@relay.test"));
+    assert_eq!(field(&dsn.top, "Auto-Submitted"), "auto-replied");
+    assert_eq!(field(&dsn.top, "In-Reply-To"), "<m1@sender.test>");
+    let per_message = &dsn.status[0];
+    assert_eq!(field(per_message, "Reporting-MTA"), "dns; relay.test");
+    assert_eq!(field(per_message, "Original-Envelope-Id"), "env-42");
+    assert!(field(per_message, "Arrival-Date").contains(" +0000"));
+    assert_eq!(dsn.status.len(), 2, "one recipient block");
+    let r = &dsn.status[1];
+    assert_eq!(
+        field(r, "Original-Recipient"),
+        "rfc822; john@forward.example"
+    );
+    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@home.example");
+    assert_eq!(field(r, "Action"), "failed");
+    assert_eq!(field(r, "Status"), "5.1.1");
+    assert_eq!(field(r, "Remote-MTA"), "dns; 127.0.0.1");
+    assert_eq!(
+        field(r, "Diagnostic-Code"),
+        "smtp; 550 5.1.1 <john@home.example>: Recipient address rejected: User unknown"
+    );
+    assert_eq!(dsn.returned_type, "text/rfc822-headers");
+    assert!(
+        dsn.returned.contains("Subject: dsn test"),
+        "{}",
+        dsn.returned
+    );
+    assert!(!dsn.returned.contains("body"), "RET=HDRS returns no body");
+    assert!(dsn.text.contains("john@home.example"), "{}", dsn.text);
+    let raw = String::from_utf8_lossy(&m.data);
+    assert!(
+        !raw.contains("+SRS="),
+        "the SRS address is not the DSN's business"
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || w.relay.spooled("env") == 0),
+        "the failed message and its DSN leave the spool"
+    );
+}
+
+#[test]
+fn deferrals_bring_one_delay_warning_then_an_expiry_dsn() {
+    let w = world("max_lifetime = \"5s\"\ndelay_warning = \"2s\"\n");
+    w.home.script.lock().unwrap().rcpt.insert(
+        "john@home.example".into(),
+        "451 4.3.0 try again later".into(),
+    );
+    let reply = send_with_dsn_params(
+        &w.relay,
+        "MAIL FROM:<bob@sender.test> RET=FULL",
+        &["RCPT TO:<john@forward.example>"],
+        "Subject: slow\r\n\r\nthe whole message comes back\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    assert!(
+        wait_until(Duration::from_secs(30), || w.sender.count() >= 2),
+        "{} DSNs; log:\n{}",
+        w.sender.count(),
+        w.relay.log()
+    );
+    let msgs = w.sender.messages();
+    let delayed = parse_dsn(&msgs[0].data);
+    let r = &delayed.status[1];
+    assert_eq!(field(r, "Action"), "delayed");
+    assert_eq!(field(r, "Status"), "4.3.0");
+    assert!(field(r, "Will-Retry-Until").contains(" +0000"));
+    assert_eq!(
+        delayed.returned_type, "text/rfc822-headers",
+        "warnings return headers"
+    );
+    let failed = parse_dsn(&msgs[1].data);
+    let r = &failed.status[1];
+    assert_eq!(field(r, "Action"), "failed");
+    assert_eq!(
+        field(r, "Status"),
+        "4.3.0",
+        "an expiry keeps its transient status"
+    );
+    assert_eq!(failed.returned_type, "message/rfc822", "RET=FULL");
+    assert!(failed.returned.contains("the whole message comes back"));
+    for m in &msgs {
+        assert_eq!(m.rcpt_to, ["bob@sender.test"]);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        w.sender.count(),
+        2,
+        "one warning, one failure: nothing more"
+    );
+}
+
+#[test]
+fn a_bounce_that_cannot_be_delivered_is_not_bounced_again() {
+    let w = world("");
+    let srs = forward_to_john(&w, "bob@sender.test");
+    w.sender.script.lock().unwrap().rcpt.insert(
+        "bob@sender.test".into(),
+        "550 5.1.1 <bob@sender.test>: no such user".into(),
+    );
+    send_ndr(&w, &srs);
+    assert!(
+        wait_until(Duration::from_secs(20), || w.relay.log().contains("no DSN")),
+        "{}",
+        w.relay.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || w.relay.spooled("env") == 0),
+        "the failed bounce leaves the spool"
+    );
+    assert_eq!(w.sender.count(), 0);
+    assert_eq!(
+        w.home.count(),
+        1,
+        "only the forwarded message ever reached home"
+    );
+    assert!(!w.relay.log().contains("DSN queued"), "{}", w.relay.log());
+}
+
+#[test]
+fn notify_never_means_no_dsn() {
+    let w = world("");
+    w.home.script.lock().unwrap().rcpt.insert(
+        "john@home.example".into(),
+        "550 5.1.1 <john@home.example>: User unknown".into(),
+    );
+    send_with_dsn_params(
+        &w.relay,
+        "MAIL FROM:<bob@sender.test>",
+        &["RCPT TO:<john@forward.example> NOTIFY=NEVER"],
+        "Subject: quiet\r\n\r\nx\r\n",
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || w.relay.log().contains("no DSN")),
+        "{}",
+        w.relay.log()
+    );
+    assert_eq!(w.sender.count(), 0);
+}

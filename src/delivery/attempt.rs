@@ -108,6 +108,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
         unix_now(),
         &shared.settings.retry_intervals,
         shared.settings.max_lifetime,
+        shared.settings.delay_warning,
     );
     for &i in &concluded.expired {
         let r = &env.recipients[i];
@@ -144,6 +145,7 @@ fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
     for (failed, reason) in [
         (concluded.permanent, FailureReason::Permanent),
         (concluded.expired, FailureReason::Expired),
+        (concluded.delayed, FailureReason::Delayed),
     ] {
         if failed.is_empty() {
             continue;
@@ -339,6 +341,8 @@ fn log_outcome(id: &str, rcpt: &str, o: &Outcome) {
 pub(crate) struct Concluded {
     pub permanent: Vec<usize>,
     pub expired: Vec<usize>,
+    /// Still pending past `delay_warning`, first time for this message.
+    pub delayed: Vec<usize>,
 }
 
 /// Applies the outcomes to `env`, counts the attempt, schedules the next one or expires
@@ -349,6 +353,7 @@ pub(crate) fn conclude(
     now: u64,
     retry: &[Duration],
     max_lifetime: Duration,
+    delay_warning: Option<Duration>,
 ) -> Concluded {
     let mut out = Concluded::default();
     for o in outcomes {
@@ -398,6 +403,15 @@ pub(crate) fn conclude(
     let wait = retry.get(step).map_or(300, |d| d.as_secs().max(1));
     // The last try falls on the end of the lifetime, not up to an interval after it.
     env.next_attempt = now.saturating_add(wait).min(deadline.max(now + 1));
+    if let Some(after) = delay_warning
+        && !env.delay_warned
+        && now >= env.arrival.saturating_add(after.as_secs())
+    {
+        env.delay_warned = true;
+        out.delayed = (0..env.recipients.len())
+            .filter(|&i| env.recipients[i].state == RecipientState::Pending)
+            .collect();
+    }
     out
 }
 
@@ -502,12 +516,14 @@ mod tests {
             2000,
             &retry,
             S(86400),
+            None,
         );
         assert_eq!(
             c,
             Concluded {
                 permanent: vec![2],
-                expired: vec![]
+                expired: vec![],
+                delayed: vec![],
             }
         );
         assert_eq!(env.attempts, 1);
@@ -523,6 +539,7 @@ mod tests {
             3000,
             &retry,
             S(86400),
+            None,
         );
         assert_eq!((env.attempts, env.next_attempt), (2, 3600));
         conclude(
@@ -531,6 +548,7 @@ mod tests {
             4000,
             &retry,
             S(86400),
+            None,
         );
         assert_eq!(
             (env.attempts, env.next_attempt),
@@ -550,6 +568,7 @@ mod tests {
             5000,
             &retry,
             S(5000),
+            None,
         );
         assert_eq!(env.next_attempt, 6000);
         let c = conclude(
@@ -558,12 +577,14 @@ mod tests {
             6000,
             &retry,
             S(5000),
+            None,
         );
         assert_eq!(
             c,
             Concluded {
                 permanent: vec![],
-                expired: vec![0]
+                expired: vec![0],
+                delayed: vec![],
             }
         );
         assert_eq!(env.recipients[0].state, RecipientState::Failed);
@@ -572,5 +593,33 @@ mod tests {
             Some("expired: 451 y")
         );
         assert!(env.is_done());
+    }
+
+    #[test]
+    fn one_delay_warning_per_message() {
+        let retry = [S(600)];
+        let mut env = envelope(&["a@x.org", "b@x.org"]);
+        let warn = Some(S(3600));
+        let outcomes = [
+            o(0, RcptResult::Deferred("451 x".into())),
+            o(1, RcptResult::Delivered("250 ok".into())),
+        ];
+        let c = conclude(&mut env, &outcomes, 1000 + 3599, &retry, S(86400), warn);
+        assert!(c.delayed.is_empty(), "not yet");
+        let c = conclude(&mut env, &outcomes, 1000 + 3600, &retry, S(86400), warn);
+        assert_eq!(c.delayed, vec![0], "the delivered one is not reported");
+        assert!(env.delay_warned);
+        let c = conclude(&mut env, &outcomes, 1000 + 7200, &retry, S(86400), warn);
+        assert!(c.delayed.is_empty(), "once per message");
+        let mut env = envelope(&["a@x.org"]);
+        let c = conclude(
+            &mut env,
+            &outcomes[..1],
+            1000 + 99_000,
+            &retry,
+            S(200_000),
+            None,
+        );
+        assert!(c.delayed.is_empty(), "delay_warning = 0 is off");
     }
 }

@@ -33,7 +33,9 @@
 //! 4. every recipient that failed in this attempt is reported, once, through the
 //!    `on_failure` callback (one [`FailureReport`] for permanent failures, one for
 //!    expiries), on a blocking thread and **before** the message is removed, so the
-//!    callback may still read it from the spool (to build a DSN);
+//!    callback may still read it from the spool (to build a DSN); so are, once per
+//!    message, the recipients still pending `delay_warning` after arrival (a
+//!    [`FailureReason::Delayed`] report; `delay_warned` is set in step 3);
 //! 5. an envelope with no pending recipient left is removed from the spool.
 //!
 //! A crash between sending and step 3 delivers again on restart (a duplicate, never a
@@ -69,6 +71,9 @@ pub struct DeliverySettings {
     pub retry_intervals: Vec<Duration>,
     /// A recipient still pending this long after arrival fails (`queue.max_lifetime`).
     pub max_lifetime: Duration,
+    /// Pending this long after arrival: reported once as [`FailureReason::Delayed`]
+    /// (`queue.delay_warning`; `None`: never).
+    pub delay_warning: Option<Duration>,
     /// Connections under way at once, in all (`queue.max_concurrent_deliveries`).
     pub max_concurrent_deliveries: usize,
     /// Connections under way at once to one destination (`queue.max_per_destination`).
@@ -157,6 +162,7 @@ impl DeliverySettings {
                 .collect(),
             retry_intervals,
             max_lifetime: config::duration("queue.max_lifetime", &cfg.queue.max_lifetime)?,
+            delay_warning: config::delay_warning(&cfg.queue.delay_warning)?,
             max_concurrent_deliveries: cfg.queue.max_concurrent_deliveries,
             max_per_destination: cfg.queue.max_per_destination,
             connect_timeout: timeout,
@@ -185,6 +191,9 @@ pub enum FailureReason {
     Permanent,
     /// Still undelivered at the end of `max_lifetime` (`last_error` starts `"expired: "`).
     Expired,
+    /// Not a failure yet: still pending `delay_warning` after arrival (reported once per
+    /// message, for a "delayed" DSN).
+    Delayed,
 }
 
 /// Recipients that failed in one attempt, handed to the `on_failure` callback (the DSN

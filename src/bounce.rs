@@ -1,0 +1,116 @@
+//! srs-relay's own bounces: the delivery queue's failure reports become DSNs (built by
+//! [`crate::dsn`]) to the **original** sender, never to the SRS address, spooled like any
+//! message (`MAIL FROM:<>`) and delivered by the same queue.
+//!
+//! The DSN is durably in the spool before the failed message leaves it (the queue calls
+//! the hook first), so a crash in between costs a duplicate DSN at worst, never a lost
+//! one. A message whose sender is `<>` gets none (no bounce loops): that is logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::delivery::{FailureReason, FailureReport, OnFailure};
+use crate::dsn::{self, Action, DsnRequest};
+use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
+use crate::srs::unix_now;
+
+/// The `on_failure` hook: builds and spools the DSN, then hands it to `submit` (the
+/// delivery queue, which may not exist yet when the hook is made, hence the channel).
+pub fn dsn_on_failure(
+    spool: Arc<Spool>,
+    reporting_mta: String,
+    max_lifetime: Duration,
+    submit: mpsc::UnboundedSender<Envelope>,
+) -> OnFailure {
+    Arc::new(move |report: FailureReport| {
+        if let Some(env) = spool_dsn(&spool, &reporting_mta, max_lifetime, &report)
+            && submit.send(env).is_err()
+        {
+            tracing::warn!("delivery queue stopped; the DSN waits in the spool for a restart");
+        }
+    })
+}
+
+/// Builds and stores the DSN for `report`; `None` when there is none to send.
+fn spool_dsn(
+    spool: &Spool,
+    reporting_mta: &str,
+    max_lifetime: Duration,
+    report: &FailureReport,
+) -> Option<Envelope> {
+    let env = &report.envelope;
+    let action = match report.reason {
+        FailureReason::Permanent | FailureReason::Expired => Action::Failed,
+        FailureReason::Delayed => Action::Delayed,
+    };
+    let reported = dsn::recipients_to_report(env, &report.failed, action);
+    if reported.is_empty() {
+        tracing::info!(
+            queue_id = %env.id,
+            reason = ?report.reason,
+            null_sender = env.original_sender.is_empty(),
+            "no DSN: null sender, or NOTIFY asked for none"
+        );
+        return None;
+    }
+    let original = spool.read_message(&env.id).unwrap_or_else(|e| {
+        // The DSN still goes, without the original's headers.
+        tracing::error!(queue_id = %env.id, error = %e, "cannot read the message for its DSN");
+        Vec::new()
+    });
+    let now = unix_now();
+    let message = dsn::compose(&DsnRequest {
+        reporting_mta,
+        envelope: env,
+        recipients: &reported,
+        action,
+        original: &original,
+        now,
+        retry_until: Some(env.arrival.saturating_add(max_lifetime.as_secs())),
+    })?;
+    let dsn_env = Envelope {
+        id: Spool::new_id(),
+        arrival: now,
+        original_sender: String::new(),
+        sender: String::new(),
+        recipients: vec![Recipient {
+            address: env.original_sender.clone(),
+            original: env.original_sender.clone(),
+            state: RecipientState::Pending,
+            last_error: None,
+            remote: None,
+            notify: None,
+            orcpt: None,
+        }],
+        client: ClientInfo {
+            ip: "127.0.0.1".into(),
+            helo: reporting_mta.to_owned(),
+            tls: None,
+        },
+        attempts: 0,
+        next_attempt: now,
+        size: message.len() as u64,
+        env_id: None,
+        ret_full: false,
+        delay_warned: false,
+    };
+    if let Err(e) = spool.store(&dsn_env, &message) {
+        tracing::error!(queue_id = %env.id, error = %e, "cannot spool the DSN; it is lost");
+        return None;
+    }
+    let rcpts: Vec<&str> = reported
+        .iter()
+        .map(|&i| env.recipients[i].address.as_str())
+        .collect();
+    tracing::info!(
+        queue_id = %env.id,
+        dsn_id = %dsn_env.id,
+        to = %env.original_sender,
+        action = ?action,
+        rcpts = ?rcpts,
+        "DSN queued"
+    );
+    Some(dsn_env)
+}
