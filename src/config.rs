@@ -346,16 +346,24 @@ impl Config {
         duration("server.data_timeout", &self.server.data_timeout)?;
         duration("server.shutdown_grace", &self.server.shutdown_grace)?;
         self.trusted_networks()?;
-        if let Some(h) = &self.relay.smarthost {
-            if h.rsplit_once(':')
+        let has_port = |h: &str| {
+            h.rsplit_once(':')
                 .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-            {
-                return Err(ConfigError::key(
-                    "relay.smarthost",
-                    format!("{h:?}: expected host:port"),
-                ));
-            }
+                .is_some()
+        };
+        if let Some(h) = &self.relay.smarthost
+            && !has_port(h)
+        {
+            return Err(ConfigError::key(
+                "relay.smarthost",
+                format!("{h:?}: expected host:port"),
+            ));
+        }
+        if let Some((d, h)) = self.relay.routes.iter().find(|(_, h)| !has_port(h)) {
+            return Err(ConfigError::key(
+                "relay.routes",
+                format!("{d}: {h:?}: expected host:port"),
+            ));
         }
         if self.queue.retry_intervals.is_empty() {
             return Err(ConfigError::key(

@@ -55,10 +55,10 @@ impl Policy {
             local_domains.push(srs_domain);
         }
         for alias in aliases.keys() {
-            if let Some((_, d)) = alias.rsplit_once('@') {
-                if !local_domains.iter().any(|l| l == d) {
-                    local_domains.push(d.to_owned());
-                }
+            if let Some((_, d)) = alias.rsplit_once('@')
+                && !local_domains.iter().any(|l| l == d)
+            {
+                local_domains.push(d.to_owned());
             }
         }
         Ok(Policy {

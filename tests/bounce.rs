@@ -699,3 +699,33 @@ fn notify_never_means_no_dsn() {
     );
     assert_eq!(w.sender.count(), 0);
 }
+
+#[test]
+fn a_sender_store_that_is_down_gets_a_temporary_refusal() {
+    let redis = Redis::start();
+    let store = format!("store = \"redis://127.0.0.1:{}/0\"", redis.port);
+    let w = world_with(&store, "");
+    drop(redis); // killed: the next RCPT that needs the store cannot have it
+    let o = swaks(&[
+        "--server",
+        &w.relay.addr(),
+        "--from",
+        LONG_SENDER,
+        "--to",
+        "john@forward.example",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("451 4.3.0"), "{out}");
+    assert_eq!(w.relay.spooled("env"), 0);
+    // Short senders need no store: mail keeps flowing.
+    forward_to_john(&w, "bob@sender.test");
+    // And an SRS address whose token cannot be looked up is deferred, not refused.
+    let ours = codec(SECRET, Format::Microsoft);
+    let stored = ours.stored_address_at(
+        "ABCDEFGHIJKLMNOP",
+        "forward.example",
+        srs_relay::srs::unix_now(),
+    );
+    let reply = rcpt_reply(&w.relay, &stored);
+    assert!(reply.starts_with("451 4.3.0"), "{reply}");
+}
