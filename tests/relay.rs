@@ -313,13 +313,24 @@ fn temporary_failure_then_recovery_and_permanent_failure() {
         "--to",
         "team@forward.example",
     ]);
-    // a@ is delivered, b@ fails for good, john@ is deferred.
+    // a@ is delivered, b@ fails for good (its DSN goes back to y@, through the same
+    // smarthost), john@ is deferred.
+    let to = |r: &Received| r.rcpt_to.join(",");
     assert!(
-        wait_until(Duration::from_secs(20), || receiver.count() == 1),
+        wait_until(Duration::from_secs(20), || receiver.count() == 2),
         "log:\n{}",
         relay.log()
     );
-    assert_eq!(receiver.messages()[0].rcpt_to, ["a@home.example"]);
+    let mut first: Vec<String> = receiver.messages().iter().map(to).collect();
+    first.sort();
+    assert_eq!(first, ["a@home.example", "y@a.example"]);
+    let dsn = receiver
+        .messages()
+        .into_iter()
+        .find(|m| to(m) == "y@a.example")
+        .unwrap();
+    assert_eq!(dsn.mail_from, "");
+    assert!(String::from_utf8_lossy(&dsn.data).contains("Final-Recipient: rfc822; b@home.example"));
     assert!(
         wait_until(Duration::from_secs(10), || relay.log().contains("deferred")),
         "log:\n{}",
@@ -333,11 +344,11 @@ fn temporary_failure_then_recovery_and_permanent_failure() {
     // The receiver recovers: john@ is delivered on a later attempt.
     receiver.script.lock().unwrap().rcpt.clear();
     assert!(
-        wait_until(Duration::from_secs(20), || receiver.count() == 2),
+        wait_until(Duration::from_secs(20), || receiver.count() == 3),
         "log:\n{}",
         relay.log()
     );
-    assert_eq!(receiver.messages()[1].rcpt_to, ["john@home.example"]);
+    assert_eq!(receiver.messages()[2].rcpt_to, ["john@home.example"]);
     assert!(wait_until(Duration::from_secs(5), || relay.spooled("env") == 0));
 }
 
