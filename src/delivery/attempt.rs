@@ -138,7 +138,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
 
 /// Persist, report, remove: on a blocking thread.
 fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
-    if let Err(e) = shared.spool.update(env) {
+    // A finished envelope is removed below: writing it first would only cost fsyncs.
+    if !env.is_done()
+        && let Err(e) = shared.spool.update(env)
+    {
         // Carry on: the state in memory is right; a crash now means a repeat delivery.
         tracing::error!(id = %env.id, error = %e, "cannot update the envelope in the spool");
     }

@@ -29,7 +29,9 @@
 //!    message's lifetime (so the last try happens on time);
 //! 2. pending recipients of a message older than `max_lifetime` fail as
 //!    `"expired: <last error>"`;
-//! 3. the envelope is written with [`Spool::update`](crate::spool::Spool::update);
+//! 3. the envelope is written with [`Spool::update`](crate::spool::Spool::update), unless
+//!    nothing is pending any more (then step 5 removes it; a crash before that repeats
+//!    the attempt: a duplicate, never a loss);
 //! 4. every recipient that failed in this attempt is reported, once, through the
 //!    `on_failure` callback (one [`FailureReport`] for permanent failures, one for
 //!    expiries), on a blocking thread and **before** the message is removed, so the

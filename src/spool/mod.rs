@@ -30,7 +30,8 @@
 //! point: **a message exists if and only if its `.env` exists**. Update writes a new
 //! `.tmp` the same way and renames it over the old `.env` (then fsyncs `queue/`), so a
 //! reader sees the old or the new envelope, never a mix. Remove deletes the `.env` first
-//! (un-commit), then the `.msg`, then fsyncs `queue/`.
+//! (un-commit), then the `.msg`, and does not fsync `queue/`: a crash may bring a removed
+//! message back, to be delivered again (a duplicate, never a loss).
 //!
 //! ## Recovery (on [`Spool::open`])
 //!
@@ -327,13 +328,15 @@ impl Spool {
         fs::read(self.file(id, "msg"))
     }
 
-    /// Removes `id` from the spool: envelope first, then message, then directory fsync.
-    /// Removing an id that is not there is not an error.
+    /// Removes `id` from the spool: envelope first, then message. Removing an id that is
+    /// not there is not an error. The directory is not fsynced: a removal that a crash
+    /// undoes only means the message is tried again (a duplicate, never a loss), and the
+    /// fsync would cost every delivered message a journal commit (Postfix does not sync
+    /// its deletes either).
     pub fn remove(&self, id: &str) -> io::Result<()> {
         check_id(id)?;
         remove_if_exists(&self.file(id, "env"))?;
-        remove_if_exists(&self.file(id, "msg"))?;
-        fsync_dir(&self.queue)
+        remove_if_exists(&self.file(id, "msg"))
     }
 
     /// The spool directory as given to [`Spool::open`].
