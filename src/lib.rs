@@ -17,6 +17,8 @@ pub mod relay;
 #[cfg(feature = "server")]
 pub mod smtp;
 #[cfg(feature = "server")]
+pub mod socketmap;
+#[cfg(feature = "server")]
 pub mod spool;
 #[cfg(feature = "server")]
 pub mod tls;
