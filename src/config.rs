@@ -483,8 +483,14 @@ impl Config {
         self.socketmap_listen()?;
         self.tcp_table_listen()?;
         self.socket_mode()?;
-        duration("socketmap.idle_timeout", &self.socketmap.idle_timeout)?;
-        duration("socketmap.request_timeout", &self.socketmap.request_timeout)?;
+        for (key, text) in [
+            ("socketmap.idle_timeout", &self.socketmap.idle_timeout),
+            ("socketmap.request_timeout", &self.socketmap.request_timeout),
+        ] {
+            if duration(key, text)?.is_zero() {
+                return Err(ConfigError::key(key, "must be longer than zero"));
+            }
+        }
         if self.socketmap.max_connections < 1 {
             return Err(ConfigError::key(
                 "socketmap.max_connections",

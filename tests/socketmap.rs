@@ -168,15 +168,32 @@ fn idle_and_stalled_connections_are_closed() {
     stalled.send(b"30:forward bob@");
     let mut stalled_tcp = TcpTableClient::connect(l.tcp_forward);
     stalled_tcp.send(b"get bob@exam");
+    // Trickling a byte at a time: the request must still be whole within the timeout.
+    let mut trickle = l.socketmap_client();
+    let mut writer = trickle.stream.try_clone().unwrap();
+    let trickler = std::thread::spawn(move || {
+        for b in b"40:forward a-rather-long-sender@example.org,"
+            .iter()
+            .cycle()
+            .take(25)
+        {
+            if writer.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
     let start = Instant::now();
     assert!(idle.closed());
     assert!(stalled.closed());
     assert!(stalled_tcp.closed());
+    assert!(trickle.closed());
     assert!(
-        start.elapsed() < Duration::from_secs(5),
+        start.elapsed() < Duration::from_secs(4),
         "{:?}",
         start.elapsed()
     );
+    trickler.join().unwrap();
 }
 
 #[test]
@@ -405,6 +422,11 @@ fn configuration_errors_name_the_key() {
             "",
             "[socketmap]\nrequest_timeout = \"soon\"",
             "socketmap.request_timeout",
+        ),
+        (
+            "",
+            "[socketmap]\nidle_timeout = \"0s\"",
+            "socketmap.idle_timeout: must be longer than zero",
         ),
         (
             "",

@@ -4,10 +4,18 @@
 //! `sender_canonical_maps` (forward) and `recipient_canonical_maps` (reverse).
 //!
 //! Both protocols share one decision ([`lookup::forward`], [`lookup::reverse`]), one
-//! connection limit and the same timeouts; each connection is one task answering its
-//! requests in order. Malformed or oversized requests are answered (`PERM`, `500`) and the
-//! connection closed; idle connections are closed after `socketmap.idle_timeout`, and a
-//! started request must arrive within `socketmap.request_timeout`, so nothing hangs.
+//! connection limit and the same timeouts. Listeners are async tasks; each accepted
+//! connection is served by a thread of its own with blocking reads and writes, answering
+//! its requests in order, as postsrsd serves each with a process. A lookup is about a
+//! microsecond of work between a read and a write, and the client waits for each reply:
+//! under 20 concurrent connections an event loop cost twice the CPU per lookup of a
+//! blocked reader that the kernel wakes directly (measured, see README's benchmarks).
+//! Connections are bounded by `socketmap.max_connections`; Postfix keeps a few per
+//! process and reuses them.
+//!
+//! Malformed or oversized requests are answered (`PERM`, `500`) and the connection closed;
+//! idle connections are closed after `socketmap.idle_timeout`, and a started request must
+//! arrive whole within `socketmap.request_timeout`, so nothing hangs.
 //!
 //! `serve` starts the services when configured; `srs-relay socketmap` runs them alone.
 
@@ -15,13 +23,14 @@ pub mod lookup;
 pub mod netstring;
 pub mod tcp_table;
 
+use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -147,6 +156,67 @@ struct Shared {
     request_timeout: Duration,
     connections: Arc<Semaphore>,
     max_connections: usize,
+    open: Mutex<Open>,
+}
+
+/// The sockets of open connections. A connection's thread blocks in `read`; shutting its
+/// socket down for reading is how shutdown wakes it (a reply under way is still sent).
+#[derive(Default)]
+struct Open {
+    stopping: bool,
+    next_id: u64,
+    sockets: HashMap<u64, Socket>,
+}
+
+/// A connection's socket, blocking once its thread has it.
+enum Socket {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Socket {
+    fn try_clone(&self) -> std::io::Result<Socket> {
+        Ok(match self {
+            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
+            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
+        })
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Socket::Tcp(s) => s.shutdown(std::net::Shutdown::Read),
+            Socket::Unix(s) => s.shutdown(std::net::Shutdown::Read),
+        };
+    }
+}
+
+impl Shared {
+    /// Records an open connection; `None` once shutdown began.
+    fn register(&self, socket: &Socket) -> Option<u64> {
+        let clone = socket.try_clone().ok()?;
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.stopping {
+            return None;
+        }
+        open.next_id += 1;
+        let id = open.next_id;
+        open.sockets.insert(id, clone);
+        Some(id)
+    }
+
+    fn unregister(&self, id: u64) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.sockets.remove(&id);
+    }
+
+    /// Refuses new connections and wakes every open one, which then ends.
+    fn close_all(&self) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.stopping = true;
+        for socket in open.sockets.values() {
+            socket.shutdown();
+        }
+    }
 }
 
 /// What a connection speaks.
@@ -167,7 +237,7 @@ impl Protocol {
 }
 
 /// Binds every configured listener (all or none: the first failure is returned), then
-/// serves until `shutdown` turns true.
+/// accepts connections until `shutdown` turns true; [`Services::stopped`] then ends them.
 pub async fn start(
     settings: Settings,
     srs: Srs,
@@ -206,6 +276,7 @@ pub async fn start(
         request_timeout: settings.request_timeout,
         connections: Arc::new(Semaphore::new(settings.max_connections)),
         max_connections: settings.max_connections,
+        open: Mutex::new(Open::default()),
     });
     let mut tasks = Vec::new();
     for (listener, protocol) in tcp {
@@ -244,12 +315,14 @@ impl Services {
         self.shared.max_connections - self.shared.connections.available_permits()
     }
 
-    /// Waits for the listeners to stop and the connections to close (they close at the
-    /// shutdown signal, after the request at hand), then removes the UNIX sockets.
+    /// Waits for the listeners to stop, closes the open connections (a request being
+    /// answered is answered first) and waits for them to end, then removes the UNIX
+    /// sockets.
     pub async fn stopped(self) {
         for t in self.tasks {
             let _ = t.await;
         }
+        self.shared.close_all();
         let all = u32::try_from(self.shared.max_connections).unwrap_or(u32::MAX);
         let closed = tokio::time::timeout(
             Duration::from_secs(5),
@@ -349,13 +422,10 @@ async fn accept_tcp(
         // Replies are small and awaited one by one: send each at once.
         let _ = stream.set_nodelay(true);
         tracing::debug!(peer = %peer, protocol = protocol.describe(), "lookup connection");
-        tokio::spawn(connection(
-            shared.clone(),
-            stream,
-            protocol,
-            shutdown.clone(),
-            permit,
-        ));
+        match stream.into_std() {
+            Ok(s) => spawn_connection(&shared, Socket::Tcp(s), protocol, permit),
+            Err(e) => tracing::warn!(error = %e, "lookup connection lost"),
+        }
     }
 }
 
@@ -380,13 +450,39 @@ async fn accept_unix(
             tracing::warn!("lookup connection refused: too many connections");
             continue;
         };
-        tokio::spawn(connection(
-            shared.clone(),
-            stream,
-            Protocol::Socketmap,
-            shutdown.clone(),
-            permit,
-        ));
+        match stream.into_std() {
+            Ok(s) => spawn_connection(&shared, Socket::Unix(s), Protocol::Socketmap, permit),
+            Err(e) => tracing::warn!(error = %e, "lookup connection lost"),
+        }
+    }
+}
+
+/// Serves a connection on a thread of its own, holding `permit` until it ends.
+fn spawn_connection(
+    shared: &Arc<Shared>,
+    socket: Socket,
+    protocol: Protocol,
+    permit: OwnedSemaphorePermit,
+) {
+    let Some(id) = shared.register(&socket) else {
+        tracing::debug!("lookup connection dropped: shutting down, or out of descriptors");
+        return;
+    };
+    let shared = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("lookup".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let _permit = permit;
+            match socket {
+                Socket::Tcp(s) => connection(&shared, s, protocol),
+                Socket::Unix(s) => connection(&shared, s, protocol),
+            }
+            shared.unregister(id);
+        });
+    if let Err(e) = spawned {
+        // The closure (socket, permit, registration) was dropped with the error.
+        tracing::warn!(error = %e, "lookup connection refused: cannot start a thread");
     }
 }
 
@@ -420,26 +516,62 @@ enum Step {
     Close,
 }
 
+/// A blocking stream with the timeouts a connection needs.
+trait Blocking: Read + Write {
+    fn read_timeout(&self, timeout: Duration) -> std::io::Result<()>;
+    fn write_timeout(&self, timeout: Duration) -> std::io::Result<()>;
+    fn blocking(&self) -> std::io::Result<()>;
+}
+
+impl Blocking for std::net::TcpStream {
+    fn read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+    fn write_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+    fn blocking(&self) -> std::io::Result<()> {
+        self.set_nonblocking(false)
+    }
+}
+
+impl Blocking for std::os::unix::net::UnixStream {
+    fn read_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(timeout))
+    }
+    fn write_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+    fn blocking(&self) -> std::io::Result<()> {
+        self.set_nonblocking(false)
+    }
+}
+
 /// Serves one connection: answers every complete request in the buffer (in order, the
 /// replies written together), then reads more, until the peer closes, a timeout, a
-/// malformed request or shutdown.
-async fn connection<S>(
-    shared: Arc<Shared>,
-    mut stream: S,
-    protocol: Protocol,
-    mut shutdown: watch::Receiver<bool>,
-    _permit: OwnedSemaphorePermit,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// malformed request or shutdown (which shuts the socket down for reading).
+fn connection<S: Blocking>(shared: &Shared, mut stream: S, protocol: Protocol) {
+    // A zero timeout would mean "none" to the socket: keep at least a millisecond.
+    let at_least = |d: Duration| d.max(Duration::from_millis(1));
+    if stream.blocking().is_err()
+        || stream.read_timeout(at_least(shared.idle_timeout)).is_err()
+        || stream
+            .write_timeout(at_least(shared.request_timeout))
+            .is_err()
+    {
+        return;
+    }
     let mut buf = vec![0u8; BUFFER];
     let mut filled = 0;
     let mut out = Vec::with_capacity(512);
+    // When the request in the buffer began to arrive, if one did: it must be whole within
+    // request_timeout, however slowly it trickles in.
+    let mut started: Option<Instant> = None;
     loop {
         let mut used = 0;
         let mut close = false;
         while used < filled {
-            match answer_one(&shared, protocol, &buf[used..filled], &mut out) {
+            match answer_one(shared, protocol, &buf[used..filled], &mut out) {
                 Step::More => break,
                 Step::Answered(n) => used += n,
                 Step::Close => {
@@ -451,32 +583,48 @@ async fn connection<S>(
         buf.copy_within(used..filled, 0);
         filled -= used;
         if !out.is_empty() {
-            match tokio::time::timeout(shared.request_timeout, stream.write_all(&out)).await {
-                Ok(Ok(())) => out.clear(),
-                _ => return,
+            if stream.write_all(&out).is_err() {
+                return;
             }
+            out.clear();
         }
-        if close || *shutdown.borrow() {
+        if close {
             return;
         }
-        let wait = if filled == 0 {
-            shared.idle_timeout
-        } else {
-            shared.request_timeout
-        };
-        let read = tokio::select! {
-            r = tokio::time::timeout(wait, stream.read(&mut buf[filled..])) => r,
-            _ = shutdown.changed() => return,
-        };
-        match read {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => filled += n,
-            Err(_) => {
-                tracing::debug!(
-                    protocol = protocol.describe(),
-                    partial_request = filled > 0,
-                    "lookup connection timed out"
-                );
+        // Timeouts change only between idle and a partial request, which Postfix never
+        // leaves: the usual lookup costs one read and one write.
+        match (filled > 0, started) {
+            (false, Some(_)) => {
+                started = None;
+                if stream.read_timeout(at_least(shared.idle_timeout)).is_err() {
+                    return;
+                }
+            }
+            (true, _) => {
+                let since = *started.get_or_insert_with(Instant::now);
+                let left = shared.request_timeout.saturating_sub(since.elapsed());
+                if left.is_zero() || stream.read_timeout(at_least(left)).is_err() {
+                    tracing::debug!(protocol = protocol.describe(), "lookup request timed out");
+                    return;
+                }
+            }
+            (false, None) => {}
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => return,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) {
+                    tracing::debug!(
+                        protocol = protocol.describe(),
+                        partial_request = filled > 0,
+                        "lookup connection timed out"
+                    );
+                }
                 return;
             }
         }
@@ -666,6 +814,7 @@ mod tests {
             request_timeout: Duration::from_secs(1),
             connections: Arc::new(Semaphore::new(1)),
             max_connections: 1,
+            open: Mutex::new(Open::default()),
         }
     }
 
