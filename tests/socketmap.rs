@@ -494,7 +494,8 @@ fn sigterm_stops_the_service_with_connections_open() {
 #[test]
 fn serve_starts_the_lookup_services() {
     let port = lookup::free_port();
-    let relay = common::Relay::start(&format!("[socketmap]\nlisten = [\"127.0.0.1:{port}\"]\n"));
+    let mut relay =
+        common::Relay::start(&format!("[socketmap]\nlisten = [\"127.0.0.1:{port}\"]\n"));
     assert!(wait_until(Duration::from_secs(10), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     }));
@@ -511,4 +512,8 @@ fn serve_starts_the_lookup_services() {
     // SMTP is served next to it.
     let mut smtp = common::Client::connect(&relay.addr());
     assert!(smtp.cmd("EHLO test").starts_with("250"));
+    assert!(smtp.cmd("QUIT").starts_with("221"));
+    // SIGTERM stops both, the open lookup connection included.
+    assert!(relay.terminate().success());
+    assert!(c.closed());
 }
