@@ -195,7 +195,8 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Socketmap { config } => {
             let cfg = Config::load(config.as_deref())?;
             init_logging();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            // Only the listeners are async; every connection has a thread of its own.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
