@@ -8,7 +8,8 @@ missing=()
 perl -MMail::SRS -e 1 2>/dev/null || missing+=(libmail-srs-perl)
 command -v swaks >/dev/null || missing+=(swaks)
 command -v openssl >/dev/null || missing+=(openssl)
-[ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
+[ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/postfix ] || missing+=(postfix)
+[ -x /usr/sbin/postsrsd ] || missing+=(postsrsd)
 command -v redis-server >/dev/null || missing+=(redis-server)
 
 if [ ${#missing[@]} -gt 0 ]; then
@@ -16,12 +17,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  # Postfix is wanted for its smtp-sink/smtp-source tools only; its daemon is not used.
+  # Postfix: its smtp-sink/smtp-source tools, and tests/postfix.rs runs a private instance
+  # on loopback ports (as root); the system's own Postfix stays unconfigured and stopped.
+  # postsrsd (1.x): tests/postsrsd.rs runs it on loopback ports for the migration test.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "==> cargo test (library, CLI, relay end to end, Mail::SRS compatibility, doc-tests)"
+echo "==> cargo test (library, CLI, relay end to end, Mail::SRS, postsrsd and Postfix compatibility, doc-tests)"
 cargo test --locked
 
 echo "==> codec alone: no default features (no tokio, rustls or server code)"

@@ -45,6 +45,8 @@ pub struct Config {
     pub relay: RelayConfig,
     pub queue: QueueConfig,
     pub tls: TlsConfig,
+    pub socketmap: SocketmapConfig,
+    pub tcp_table: TcpTableConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -228,6 +230,69 @@ pub struct TlsConfig {
     pub require_outbound: bool,
 }
 
+/// Postfix's socketmap lookups (postsrsd 2.x's protocol); off while `listen` is empty.
+/// The lookup rules and limits here serve `[tcp_table]` too.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocketmapConfig {
+    /// `host:port` and `unix:/path` entries to serve the `forward` and `reverse` maps on.
+    pub listen: Vec<String>,
+    /// Permissions of `unix:` sockets, in octal.
+    pub socket_mode: String,
+    /// Owner (name or uid) and group (name or gid) of `unix:` sockets.
+    pub socket_owner: Option<String>,
+    pub socket_group: Option<String>,
+    /// Senders not rewritten besides `srs.local_domains` (postsrsd's SRS_EXCLUDE_DOMAINS).
+    pub exclude_domains: Vec<String>,
+    /// Open lookup connections, socketmap and tcp_table together.
+    pub max_connections: usize,
+    /// How long a connection may wait between requests before it is closed.
+    pub idle_timeout: String,
+    /// How long a started request may take to arrive, and its reply to be taken.
+    pub request_timeout: String,
+}
+
+impl Default for SocketmapConfig {
+    fn default() -> Self {
+        SocketmapConfig {
+            listen: Vec::new(),
+            socket_mode: "0660".into(),
+            socket_owner: None,
+            socket_group: None,
+            exclude_domains: Vec::new(),
+            max_connections: 1000,
+            idle_timeout: "30m".into(),
+            request_timeout: "100s".into(),
+        }
+    }
+}
+
+/// Postfix's tcp_table lookups on two ports, as postsrsd 1.x; off while both are empty.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpTableConfig {
+    /// `host:port` entries answering forward (sender) lookups.
+    pub forward_listen: Vec<String>,
+    /// `host:port` entries answering reverse (recipient) lookups.
+    pub reverse_listen: Vec<String>,
+}
+
+/// Where a lookup service listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// Parses a duration such as `"5m"`, `"48h"`, `"30s"`, naming `key` on error.
 pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigError> {
     humantime::parse_duration(text.trim())
@@ -272,6 +337,10 @@ impl Config {
                 .with_list_parse_key("server.listen")
                 .with_list_parse_key("relay.trusted_networks")
                 .with_list_parse_key("queue.retry_intervals")
+                .with_list_parse_key("socketmap.listen")
+                .with_list_parse_key("socketmap.exclude_domains")
+                .with_list_parse_key("tcp_table.forward_listen")
+                .with_list_parse_key("tcp_table.reverse_listen")
                 .try_parsing(true),
         );
         let raw = builder.build().map_err(from_config_error)?;
@@ -308,6 +377,56 @@ impl Config {
                     .map_err(|e| ConfigError::key("relay.trusted_networks", format!("{n:?}: {e}")))
             })
             .collect()
+    }
+
+    /// `socketmap.listen` parsed; `unix:` paths are taken from the file's directory.
+    pub fn socketmap_listen(&self) -> Result<Vec<ListenAddr>, ConfigError> {
+        self.socketmap
+            .listen
+            .iter()
+            .map(|l| match l.strip_prefix("unix:") {
+                Some("") => Err(ConfigError::key(
+                    "socketmap.listen",
+                    format!("{l:?}: unix: needs a path"),
+                )),
+                Some(path) => Ok(ListenAddr::Unix(self.resolve(Path::new(path)))),
+                None => tcp_listen("socketmap.listen", l).map(ListenAddr::Tcp),
+            })
+            .collect()
+    }
+
+    /// `tcp_table.forward_listen` and `tcp_table.reverse_listen` parsed.
+    pub fn tcp_table_listen(
+        &self,
+    ) -> Result<(Vec<std::net::SocketAddr>, Vec<std::net::SocketAddr>), ConfigError> {
+        let parse = |key: &str, list: &[String]| -> Result<Vec<_>, ConfigError> {
+            list.iter().map(|l| tcp_listen(key, l)).collect()
+        };
+        Ok((
+            parse("tcp_table.forward_listen", &self.tcp_table.forward_listen)?,
+            parse("tcp_table.reverse_listen", &self.tcp_table.reverse_listen)?,
+        ))
+    }
+
+    /// Whether any Postfix lookup service (socketmap or tcp_table) is configured.
+    pub fn lookups_enabled(&self) -> bool {
+        !(self.socketmap.listen.is_empty()
+            && self.tcp_table.forward_listen.is_empty()
+            && self.tcp_table.reverse_listen.is_empty())
+    }
+
+    /// `socketmap.socket_mode` parsed: octal permission bits.
+    pub fn socket_mode(&self) -> Result<u32, ConfigError> {
+        let text = self.socketmap.socket_mode.trim();
+        u32::from_str_radix(text, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| {
+                ConfigError::key(
+                    "socketmap.socket_mode",
+                    format!("{text:?}: expected octal permissions such as \"0660\""),
+                )
+            })
     }
 
     /// Checks every key whose type alone does not make it valid.
@@ -389,6 +508,54 @@ impl Config {
                 "needs tls.cert and tls.key",
             ));
         }
+        self.validate_lookups()
+    }
+
+    fn validate_lookups(&self) -> Result<(), ConfigError> {
+        self.socketmap_listen()?;
+        self.tcp_table_listen()?;
+        self.socket_mode()?;
+        for (key, text) in [
+            ("socketmap.idle_timeout", &self.socketmap.idle_timeout),
+            ("socketmap.request_timeout", &self.socketmap.request_timeout),
+        ] {
+            if duration(key, text)?.is_zero() {
+                return Err(ConfigError::key(key, "must be longer than zero"));
+            }
+        }
+        if self.socketmap.max_connections < 1 {
+            return Err(ConfigError::key(
+                "socketmap.max_connections",
+                "must be at least 1",
+            ));
+        }
+        if self
+            .socketmap
+            .exclude_domains
+            .iter()
+            .any(|d| d.trim().is_empty())
+        {
+            return Err(ConfigError::key(
+                "socketmap.exclude_domains",
+                "must not hold an empty domain",
+            ));
+        }
+        let no_domain = self
+            .srs
+            .default_domain
+            .as_deref()
+            .is_none_or(|d| d.trim().is_empty());
+        if self.lookups_enabled() && no_domain {
+            let key = if self.socketmap.listen.is_empty() {
+                "tcp_table.forward_listen"
+            } else {
+                "socketmap.listen"
+            };
+            return Err(ConfigError::key(
+                key,
+                "needs srs.default_domain, the domain of rewritten senders (postsrsd's -d)",
+            ));
+        }
         Ok(())
     }
 }
@@ -443,6 +610,15 @@ impl SrsConfig {
             }
         }
     }
+}
+
+fn tcp_listen(key: &str, text: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    text.parse().map_err(|e| {
+        ConfigError::key(
+            key,
+            format!("{text:?}: {e} (expected host:port, e.g. 127.0.0.1:10003 or [::1]:10003)"),
+        )
+    })
 }
 
 fn from_config_error(e: config::ConfigError) -> ConfigError {

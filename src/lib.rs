@@ -23,6 +23,8 @@ pub mod sender_store;
 #[cfg(feature = "server")]
 pub mod smtp;
 #[cfg(feature = "server")]
+pub mod socketmap;
+#[cfg(feature = "server")]
 pub mod spool;
 #[cfg(feature = "server")]
 pub mod tls;

@@ -69,6 +69,12 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Run only the Postfix lookup services (socketmap, tcp_table) until SIGTERM/SIGINT.
+    #[cfg(feature = "server")]
+    Socketmap {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write a self-signed certificate and key (cert.pem, key.pem) for a first run.
     #[cfg(feature = "server")]
     GenCert {
@@ -164,6 +170,7 @@ fn run(command: Command) -> Result<(), Failure> {
             #[cfg(feature = "server")]
             {
                 srs_relay::policy::Policy::from_config(&cfg)?;
+                srs_relay::socketmap::Settings::from_config(&cfg)?;
                 if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
                     srs_relay::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))
                         .map_err(Failure::Usage)?;
@@ -182,6 +189,19 @@ fn run(command: Command) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
             runtime
                 .block_on(srs_relay::relay::serve(cfg))
+                .map_err(Failure::Usage)
+        }
+        #[cfg(feature = "server")]
+        Command::Socketmap { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            init_logging();
+            // Only the listeners are async; every connection has a thread of its own.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
+            runtime
+                .block_on(srs_relay::socketmap::run(cfg))
                 .map_err(Failure::Usage)
         }
         #[cfg(feature = "server")]

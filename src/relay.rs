@@ -89,6 +89,20 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let lookups = crate::socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
+    let lookups = if lookups.is_empty() {
+        None
+    } else {
+        Some(
+            crate::socketmap::start(
+                lookups,
+                server.srs.clone(),
+                server.store.clone(),
+                stop_rx.clone(),
+            )
+            .await?,
+        )
+    };
     let mut listeners = Vec::new();
     for addr in &cfg.server.listen {
         let listener = TcpListener::bind(addr)
@@ -121,7 +135,12 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
             );
         }
     };
-    tokio::join!(sessions, queue.shutdown());
+    let lookups = async {
+        if let Some(l) = lookups {
+            l.stopped().await;
+        }
+    };
+    tokio::join!(sessions, queue.shutdown(), lookups);
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
 }
@@ -139,7 +158,7 @@ async fn purge_expired_senders(store: SenderStore) {
     }
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
