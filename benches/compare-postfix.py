@@ -18,6 +18,8 @@ checks every one arrived with an SRS sender, and measures:
   * delivered/s: MESSAGES / time until the sink had the last one;
   * accept-to-delivery latency, median and p99: Postfix's own `delay=` per message (from
     its log, 10 ms resolution); srs-relay's `received` -> `delivered` log timestamps;
+  * CPU per message: user + system time of each side's processes over the round (with
+    what Postfix's master collected from the children it reaped), over MESSAGES;
   * peak memory: the sum of PSS (proportional set size, so libraries shared between
     Postfix's processes are counted once) over each side's processes, sampled every
     100 ms: Postfix's master and all its children plus postsrsd; srs-relay's one process.
@@ -79,6 +81,26 @@ def children(pid):
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+def cpu_seconds(roots):
+    """CPU time used by the process trees under `roots`: each live process's own, plus
+    what the roots' exited children left in the roots' accounts (cutime, cstime)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, seen, todo = 0, set(), list(roots)
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+        todo.extend(children(p))
+    return total / tick
 
 
 class Sampler(threading.Thread):
@@ -148,6 +170,7 @@ class Side:
     def run_round(self):
         self.clear_sink()
         mark = self.log_mark()
+        cpu0 = cpu_seconds(self.roots())
         t0 = time.time()
         subprocess.run(
             ["/usr/sbin/smtp-source", "-s", str(SESSIONS), "-m", str(MESSAGES), "-l", str(SIZE),
@@ -159,6 +182,7 @@ class Side:
         while self.arrived() < MESSAGES and time.time() < end:
             time.sleep(0.02)
         td = time.time()
+        cpu = cpu_seconds(self.roots()) - cpu0
         got = self.arrived()
         if got != MESSAGES:
             sys.exit(f"{self.name}: {got} of {MESSAGES} arrived at the sink")
@@ -173,6 +197,7 @@ class Side:
             "lat_median": statistics.median(lat) if lat else float("nan"),
             "lat_p99": percentile(lat, 99),
             "lat_n": len(lat),
+            "cpu_us": cpu / MESSAGES * 1e6,
         }
 
 
@@ -361,18 +386,19 @@ def main():
                 results[side.name].append(res)
                 print(f"  round {r + 1} {side.name:20} accepted {res['accepted']:7.0f}/s  "
                       f"delivered {res['delivered']:7.0f}/s  latency median {res['lat_median'] * 1000:6.0f} ms  "
-                      f"p99 {res['lat_p99'] * 1000:6.0f} ms  ({res['lat_n']} measured)", flush=True)
+                      f"p99 {res['lat_p99'] * 1000:6.0f} ms  ({res['lat_n']} measured)  "
+                      f"CPU {res['cpu_us']:5.0f} us/msg", flush=True)
         for s in samplers:
             s.running = False
         print()
-        print(f"{'':20} {'accepted/s':>11} {'delivered/s':>12} {'median ms':>10} {'p99 ms':>8} {'peak PSS MiB':>13}")
+        print(f"{'':20} {'accepted/s':>11} {'delivered/s':>12} {'median ms':>10} {'p99 ms':>8} {'peak PSS MiB':>13} {'CPU us/msg':>11}")
         med = {}
         for side, sampler in zip(sides, samplers):
             rs = results[side.name]
-            m = {k: statistics.median(x[k] for x in rs) for k in ("accepted", "delivered", "lat_median", "lat_p99")}
+            m = {k: statistics.median(x[k] for x in rs) for k in ("accepted", "delivered", "lat_median", "lat_p99", "cpu_us")}
             med[side.name] = m
             print(f"{side.name:20} {m['accepted']:11.0f} {m['delivered']:12.0f} {m['lat_median'] * 1000:10.0f} "
-                  f"{m['lat_p99'] * 1000:8.0f} {sampler.peak / 1024:13.1f}")
+                  f"{m['lat_p99'] * 1000:8.0f} {sampler.peak / 1024:13.1f} {m['cpu_us']:11.0f}")
         a, b = med[sides[0].name], med[sides[1].name]
         print(f"{'ratio srs-relay/Postfix':20} {b['accepted'] / a['accepted']:10.2f}x {b['delivered'] / a['delivered']:11.2f}x")
     finally:
