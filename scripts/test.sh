@@ -10,6 +10,9 @@ command -v swaks >/dev/null || missing+=(swaks)
 command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/smtp-sink ] || missing+=(postfix)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# The disk-full tests mount a small tmpfs in a user+mount namespace (unshare -rm).
+command -v unshare >/dev/null || missing+=(util-linux)
+command -v mount >/dev/null || missing+=(mount)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"
@@ -21,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "==> cargo test (library, CLI, relay end to end, Mail::SRS compatibility, doc-tests)"
+echo "==> cargo test (library, CLI, relay end to end, crash and fault campaigns, Mail::SRS compatibility, doc-tests)"
 cargo test --locked
 
 echo "==> codec alone: no default features (no tokio, rustls or server code)"
