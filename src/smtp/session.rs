@@ -74,7 +74,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End<S> {
     let mut s = Session {
         srv,
-        io: BufReader::with_capacity(16 * 1024, stream),
+        // tokio zero-fills it, so every idle session keeps all of it resident: 4 KiB
+        // (Postfix's stream buffer) rather than 16 KiB cuts an idle session's memory
+        // to a third; DATA reads in 4 KiB steps just as fast.
+        io: BufReader::with_capacity(4 * 1024, stream),
         peer,
         tls,
         helo: None,
