@@ -75,15 +75,25 @@ pub enum DataError {
     Io(io::Error),
 }
 
+/// DATA may take `timeout` for each this many octets received.
+const OCTETS_PER_TIMEOUT: u64 = 64 * 1024;
+
 /// Reads message data after the 354 up to `<CRLF>.<CRLF>`, undoing dot-stuffing, into
 /// `out`. Lines are only ever terminated by CRLF: a bare LF never ends the data, it is
 /// reported, and the caller refuses the message.
+///
+/// `timeout` bounds each wait for more data, and the whole of DATA gets `timeout` per
+/// 64 KiB received: a client trickling a byte at a time (slowloris), which never idles
+/// that long, is cut all the same. (An honest client needs 64 KiB per `timeout` on
+/// average: 364 octets/s with the default 3 minutes.)
 pub async fn read_data<R: AsyncBufRead + Unpin>(
     r: &mut R,
     out: &mut Vec<u8>,
     max_size: usize,
     timeout: Duration,
 ) -> Result<DataReport, DataError> {
+    let started = tokio::time::Instant::now();
+    let mut received = 0u64;
     let mut report = DataReport::default();
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     let mut in_headers = true;
@@ -91,7 +101,10 @@ pub async fn read_data<R: AsyncBufRead + Unpin>(
     let line_cap = 64 * 1024;
     let mut line_overflowed = false;
     loop {
-        let avail = match tokio::time::timeout(timeout, r.fill_buf()).await {
+        let chunks = u32::try_from(received / OCTETS_PER_TIMEOUT).unwrap_or(u32::MAX);
+        let budget = timeout.saturating_mul(chunks.saturating_add(1));
+        let left = budget.saturating_sub(started.elapsed());
+        let avail = match tokio::time::timeout(left.min(timeout), r.fill_buf()).await {
             Err(_) => return Err(DataError::Timeout),
             Ok(Err(e)) => return Err(DataError::Io(e)),
             Ok(Ok([])) => return Err(DataError::Eof),
@@ -101,6 +114,7 @@ pub async fn read_data<R: AsyncBufRead + Unpin>(
             Some(i) => (i + 1, true),
             None => (avail.len(), false),
         };
+        received += take as u64;
         let segment = &avail[..take];
         if !complete && line.len() + segment.len() > line_cap {
             // Flush the long line's start into the message and keep reading it.
@@ -241,6 +255,28 @@ mod tests {
         rep.unwrap();
         assert_eq!(out.len(), 200_002);
         assert!(out.starts_with(b"zz"));
+    }
+
+    #[tokio::test]
+    async fn a_trickle_is_cut_though_it_never_idles() {
+        let (mut client, server) = tokio::io::duplex(64);
+        let trickle = tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            for b in b"Subject: slow\r\n\r\nbody\r\n".iter().cycle().take(100) {
+                if client.write_all(&[*b]).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let mut r = tokio::io::BufReader::new(server);
+        let started = std::time::Instant::now();
+        let rep = read_data(&mut r, &mut Vec::new(), 1000, Duration::from_millis(400)).await;
+        assert!(matches!(rep, Err(DataError::Timeout)), "{rep:?}");
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        drop(r);
+        trickle.await.unwrap();
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ use crate::sender_store::new_token;
 use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
 use crate::srs::{Decoded, ForwardError, ReverseError, unix_now};
 
+/// Replies held back for a pipelined batch are sent once they reach this size.
+const FLUSH_AT: usize = 64 * 1024;
+
 /// How a session ended.
 pub enum End<S> {
     /// The client asked for STARTTLS and was told to go ahead: upgrade this stream.
@@ -71,7 +74,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End<S> {
     let mut s = Session {
         srv,
-        io: BufReader::with_capacity(16 * 1024, stream),
+        // tokio zero-fills it, so every idle session keeps all of it resident: 4 KiB
+        // (Postfix's stream buffer) rather than 16 KiB cuts an idle session's memory
+        // to a third; DATA reads in 4 KiB steps just as fast.
+        io: BufReader::with_capacity(4 * 1024, stream),
         peer,
         tls,
         helo: None,
@@ -86,8 +92,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut line = Vec::with_capacity(1024);
     loop {
-        // Pipelining: answer a batch of commands in one write, once the batch is read.
-        if s.io.buffer().is_empty() && s.flush().await.is_err() {
+        // Pipelining: answer a batch of commands in one write, once the batch is read; a
+        // client that streams commands without a pause still gets its replies, so they
+        // never pile up here.
+        if (s.io.buffer().is_empty() || s.out.len() >= FLUSH_AT) && s.flush().await.is_err() {
             return End::Closed;
         }
         if *shutdown.borrow() {
@@ -132,13 +140,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.out.extend_from_slice(b"\r\n");
     }
 
+    /// Sends the replies written so far. A client that does not read them gets
+    /// `command_timeout`, as one that does not write: it must not hold the session for ever.
     async fn flush(&mut self) -> std::io::Result<()> {
         if self.out.is_empty() {
             return Ok(());
         }
+        let out = &self.out;
         let stream = self.io.get_mut();
-        stream.write_all(&self.out).await?;
-        stream.flush().await?;
+        let write = async {
+            stream.write_all(out).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(self.srv.limits.command_timeout, write).await {
+            Ok(r) => r?,
+            Err(_) => {
+                tracing::warn!(peer = %self.peer.ip(), "client does not read its replies; closing");
+                return Err(std::io::ErrorKind::TimedOut.into());
+            }
+        }
         self.out.clear();
         Ok(())
     }

@@ -39,6 +39,9 @@ pub struct Relay {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub config: PathBuf,
+    /// Command line put in front of the relay's (e.g. `unshare ... sh -c '... exec "$@"'`);
+    /// it must end up exec'ing the relay, so that the child's pid is the relay's.
+    pub wrapper: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -65,6 +68,22 @@ impl Relay {
     }
 
     fn start_inner(server_extra: &str, relay_section: &str, extra: &str) -> Relay {
+        let mut r = Self::prepare(server_extra, relay_section, extra);
+        r.spawn();
+        r
+    }
+
+    /// Like [`Relay::start_full`], but not started yet: set `wrapper` or prepare the
+    /// directory, then [`Relay::spawn`].
+    pub fn prepare_full(server_extra: &str, relay_extra: &str, extra: &str) -> Relay {
+        Self::prepare(
+            server_extra,
+            &format!("[relay]\naliases_file = \"aliases\"\n{relay_extra}"),
+            extra,
+        )
+    }
+
+    fn prepare(server_extra: &str, relay_section: &str, extra: &str) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(dir.path().join("secrets"), format!("{SECRET}\n")).unwrap();
@@ -81,15 +100,14 @@ impl Relay {
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("relay.log");
-        let mut r = Relay {
+        Relay {
             dir,
             port,
             config,
+            wrapper: Vec::new(),
             child: None,
             log,
-        };
-        r.spawn();
-        r
+        }
     }
 
     pub fn spawn(&mut self) {
@@ -98,7 +116,16 @@ impl Relay {
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        let bin = env!("CARGO_BIN_EXE_srs-relay");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .args(["serve", "--config", self.config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -120,6 +147,23 @@ impl Relay {
 
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The relay's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// True while the relay process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The relay's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
     }
 
     pub fn log(&self) -> String {
@@ -176,6 +220,16 @@ impl Relay {
     }
 }
 
+/// VmRSS of process `pid`, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
 fn unsafe_kill(pid: u32, sig: i32) {
     let _ = Command::new("kill")
         .args([format!("-{sig}"), pid.to_string()])
@@ -204,6 +258,10 @@ pub struct Script {
     pub rcpt: HashMap<String, String>,
     /// Reply after the final dot (default 250).
     pub data: String,
+    /// The next this many transactions lose their connection in the middle of DATA: the
+    /// receiver reads `cut_data_after` octets of the message, then closes (no reply).
+    pub cut_data: usize,
+    pub cut_data_after: usize,
 }
 
 impl Default for Script {
@@ -211,6 +269,8 @@ impl Default for Script {
         Script {
             rcpt: HashMap::new(),
             data: "250 2.0.0 queued".into(),
+            cut_data: 0,
+            cut_data_after: 100,
         }
     }
 }
@@ -332,6 +392,20 @@ fn serve_one(
             }
         } else if upper.starts_with("DATA") {
             w.write_all(b"354 go\r\n")?;
+            let cut_after = {
+                let mut s = script.lock().unwrap();
+                (s.cut_data > 0).then(|| {
+                    s.cut_data -= 1;
+                    s.cut_data_after
+                })
+            };
+            if let Some(n) = cut_after {
+                // Part of the message, then the connection is gone: no reply.
+                let mut part = vec![0u8; n];
+                let _ = r.read_exact(&mut part);
+                let _ = w.shutdown(std::net::Shutdown::Both);
+                return Ok(());
+            }
             let mut data = Vec::new();
             loop {
                 let mut l = Vec::new();
@@ -468,4 +542,143 @@ pub fn assert_bytes_eq(got: &[u8], want: &[u8], what: &str) {
             show(want)
         );
     }
+}
+
+/// An SMTP client that reports I/O errors instead of panicking: for load that runs while
+/// the relay is killed under it.
+pub struct Session {
+    r: BufReader<TcpStream>,
+    w: TcpStream,
+}
+
+impl Session {
+    /// Connects and reads the greeting; `Err` unless it is a 220.
+    pub fn open(addr: &str, timeout: Duration) -> std::io::Result<Session> {
+        let s = TcpStream::connect_timeout(&socket(addr), timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
+        let w = s.try_clone()?;
+        let mut c = Session {
+            r: BufReader::new(s),
+            w,
+        };
+        let greeting = c.reply()?;
+        if !greeting.starts_with("220") {
+            return Err(std::io::Error::other(format!("greeting: {greeting}")));
+        }
+        c.cmd("EHLO client.test")?;
+        Ok(c)
+    }
+
+    /// Reads one (possibly multi-line) reply; EOF is an error.
+    pub fn reply(&mut self) -> std::io::Result<String> {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if self.r.read_line(&mut line)? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return Ok(all);
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, line: &str) -> std::io::Result<String> {
+        self.w.write_all(format!("{line}\r\n").as_bytes())?;
+        self.reply()
+    }
+
+    /// One transaction: see [`Outcome`]. `Err` if the connection failed before the final
+    /// dot could go out (so the message cannot have been accepted).
+    pub fn send(&mut self, from: &str, to: &str, message: &[u8]) -> std::io::Result<Outcome> {
+        for (cmd, want) in [
+            (format!("MAIL FROM:<{from}>"), "250"),
+            (format!("RCPT TO:<{to}>"), "250"),
+            ("DATA".to_owned(), "354"),
+        ] {
+            let r = self.cmd(&cmd)?;
+            if !r.starts_with(want) {
+                if want == "354" || cmd.starts_with("RCPT") {
+                    self.cmd("RSET")?;
+                }
+                return Ok(Outcome::NotSent(r));
+            }
+        }
+        self.w.write_all(&dot_stuff(message))?;
+        // From here on the server may have the whole message.
+        let reply = self.w.write_all(b".\r\n").and_then(|()| self.reply());
+        Ok(reply.map_or(Outcome::NoReply, Outcome::Reply))
+    }
+
+    pub fn quit(mut self) {
+        let _ = self.cmd("QUIT");
+    }
+}
+
+/// What [`Session::send`] got.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The reply to the final dot.
+    Reply(String),
+    /// The connection failed while the final dot went out or before its reply came:
+    /// the message may or may not have been accepted.
+    NoReply,
+    /// MAIL, RCPT or DATA was refused with this reply: no message went out.
+    NotSent(String),
+}
+
+/// `message` as it goes on the wire before the final dot: dot-stuffed, ending in CRLF.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + 16);
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line);
+    }
+    if !out.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A test message named `id` (in its Message-ID and Subject) of about `size` octets;
+/// its content derives from `id`, so the receiving end can check it byte for byte.
+pub fn numbered_message(id: &str, size: usize) -> Vec<u8> {
+    let mut m = format!(
+        "Message-ID: <{id}@test.example>\r\nSubject: {id}\r\nFrom: <sender@sender.example>\r\nTo: <john@forward.example>\r\n\r\n"
+    )
+    .into_bytes();
+    let line = format!("{id} 0123456789 abcdefghijklmnopqrstuvwxyz\r\n");
+    while m.len() < size {
+        m.extend_from_slice(line.as_bytes());
+    }
+    m
+}
+
+/// The id in the `Message-ID: <id@...>` header of `data`.
+pub fn message_id(data: &[u8]) -> Option<String> {
+    let start = data
+        .windows(13)
+        .position(|w| w.eq_ignore_ascii_case(b"message-id: <"))?
+        + 13;
+    let end = data[start..].iter().position(|&b| b == b'@')? + start;
+    Some(String::from_utf8_lossy(&data[start..end]).into_owned())
+}
+
+/// `data` without the Received header srs-relay puts on top (with its folded lines).
+pub fn without_our_received(data: &[u8]) -> &[u8] {
+    if !data.starts_with(b"Received: ") {
+        return data;
+    }
+    let mut i = 0;
+    while let Some(end) = data[i..].windows(2).position(|w| w == b"\r\n") {
+        i += end + 2;
+        if !matches!(data.get(i), Some(b'\t' | b' ')) {
+            break;
+        }
+    }
+    &data[i..]
 }
