@@ -142,14 +142,17 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Reverse { codec, address } => {
-            let (_, options, secrets) = load_codec(&codec)?;
+            let (cfg, options, secrets) = load_codec(&codec)?;
             let srs = Srs::new(&secrets, options).map_err(|e| Failure::Usage(e.to_string()))?;
             let now = codec.now.unwrap_or_else(unix_now);
-            println!(
-                "{}",
-                srs.reverse_at(&address, now)
-                    .map_err(|e| Failure::Refused(e.to_string()))?
-            );
+            let decoded = srs
+                .decode_at(&address, now)
+                .map_err(|e| Failure::Refused(e.to_string()))?;
+            let original = match decoded {
+                srs_relay::srs::Decoded::Address(a) => a,
+                srs_relay::srs::Decoded::Stored { token } => stored_sender(&cfg, &token)?,
+            };
+            println!("{original}");
             Ok(())
         }
         Command::Keygen => {
@@ -235,6 +238,36 @@ fn init_logging() {
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// The sender a stored-form token names, from `srs.store`.
+#[cfg(feature = "server")]
+fn stored_sender(cfg: &Config, token: &str) -> Result<String, Failure> {
+    use srs_relay::sender_store::SenderStore;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    runtime.block_on(async {
+        // The embedded file is locked while `serve` runs: say so rather than wait.
+        let store = SenderStore::open(&cfg.srs.store, &cfg.base_dir)
+            .await
+            .map_err(|e| Failure::Usage(format!("srs.store: {e}")))?;
+        match store.get(token).await {
+            Ok(Some(sender)) => Ok(sender),
+            Ok(None) => Err(Failure::Refused(
+                "stored SRS address: its token is unknown or expired in srs.store".into(),
+            )),
+            Err(e) => Err(Failure::Usage(e.to_string())),
+        }
+    })
+}
+
+#[cfg(not(feature = "server"))]
+fn stored_sender(_: &Config, token: &str) -> Result<String, Failure> {
+    Err(Failure::Refused(format!(
+        "stored SRS address (token {token}): its sender is in the relay's store, which this build cannot read"
+    )))
 }
 
 fn load_codec(args: &CodecArgs) -> Result<(Config, srs_relay::Options, Vec<Vec<u8>>), Failure> {

@@ -287,3 +287,43 @@ fn null_sender_is_printed_unchanged() {
     assert!(o.status.success());
     assert_eq!(stdout(&o), "<>");
 }
+
+#[test]
+fn reverse_looks_stored_forms_up_in_the_store() {
+    use srs_relay::sender_store::SenderStore;
+    use srs_relay::srs::{Options, Srs};
+    let dir = tempfile::tempdir().unwrap();
+    secrets(dir.path(), "tops3cr3t\n");
+    let config = dir.path().join("srs-relay.toml");
+    std::fs::write(
+        &config,
+        "[srs]\nsecrets_file = \"secrets\"\nstore = \"senders.redb\"\n",
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SenderStore::open("senders.redb", dir.path()).await.unwrap();
+        store
+            .put(
+                "ABCDEFGHIJKLMNOP",
+                "a.very.long.sender@example.org",
+                std::time::Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    });
+    let srs = Srs::new(&["tops3cr3t"], Options::default()).unwrap();
+    let now = NOW.parse().unwrap();
+    let known = srs.stored_address_at("ABCDEFGHIJKLMNOP", "forward.example", now);
+    let unknown = srs.stored_address_at("ABCDEFGHIJKLMNOQ", "forward.example", now);
+    let cfg = config.to_str().unwrap();
+    let o = run(&["reverse", "--config", cfg, "--now", NOW, &known]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "a.very.long.sender@example.org");
+    let o = run(&["reverse", "--config", cfg, "--now", NOW, &unknown]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unknown or expired"), "{}", stderr(&o));
+}
