@@ -35,3 +35,6 @@ cargo test --locked --no-default-features --lib
 
 echo "==> rustdoc without warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
+
+echo "==> fuzz targets: build, then a few seconds each (scripts/fuzz.sh runs them longer)"
+FUZZ_PROFILE=fuzz-ci scripts/fuzz.sh "${FUZZ_SECONDS:-5}"

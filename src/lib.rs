@@ -29,4 +29,8 @@ pub mod spool;
 #[cfg(feature = "server")]
 pub mod tls;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use srs::{Format, Options, Srs};

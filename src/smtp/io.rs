@@ -92,13 +92,26 @@ pub async fn read_data<R: AsyncBufRead + Unpin>(
     max_size: usize,
     timeout: Duration,
 ) -> Result<DataReport, DataError> {
+    read_data_capped(r, out, max_size, timeout, DATA_LINE_CAP).await
+}
+
+/// A DATA line longer than this is not kept whole; it cannot be the terminator anyway.
+const DATA_LINE_CAP: usize = 64 * 1024;
+
+/// [`read_data`] with the line cap as a parameter, so the fuzz targets can reach the
+/// long-line path with small inputs.
+pub(crate) async fn read_data_capped<R: AsyncBufRead + Unpin>(
+    r: &mut R,
+    out: &mut Vec<u8>,
+    max_size: usize,
+    timeout: Duration,
+    line_cap: usize,
+) -> Result<DataReport, DataError> {
     let started = tokio::time::Instant::now();
     let mut received = 0u64;
     let mut report = DataReport::default();
     let mut line: Vec<u8> = Vec::with_capacity(1024);
     let mut in_headers = true;
-    // A line longer than this is not kept whole; it cannot be the terminator anyway.
-    let line_cap = 64 * 1024;
     let mut line_overflowed = false;
     loop {
         let chunks = u32::try_from(received / OCTETS_PER_TIMEOUT).unwrap_or(u32::MAX);

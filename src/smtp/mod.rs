@@ -4,7 +4,7 @@
 
 pub mod io;
 pub(crate) mod received;
-mod session;
+pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

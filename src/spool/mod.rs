@@ -431,12 +431,7 @@ impl Spool {
     /// The envelope of `id` if its file reads, parses, is version 1 and names `id`.
     fn load(&self, id: &str) -> Option<Envelope> {
         let bytes = fs::read(self.file(id, "env")).ok()?;
-        let probe: VersionProbe = serde_json::from_slice(&bytes).ok()?;
-        if probe.version != FORMAT_VERSION {
-            return None;
-        }
-        let env: Envelope = serde_json::from_slice(&bytes).ok()?;
-        (env.id == id).then_some(env)
+        parse_envelope(&bytes, id)
     }
 
     /// Moves `queue/<name>` into `corrupt/`, under a fresh name there; returns `name`.
@@ -474,7 +469,18 @@ fn check_id(id: &str) -> io::Result<()> {
     }
 }
 
-fn encode(env: &Envelope) -> io::Result<Vec<u8>> {
+/// An `.env` record's contents, if it parses, is version 1 and names `id` (what recovery
+/// keeps; anything else is set aside).
+pub(crate) fn parse_envelope(bytes: &[u8], id: &str) -> Option<Envelope> {
+    let probe: VersionProbe = serde_json::from_slice(bytes).ok()?;
+    if probe.version != FORMAT_VERSION {
+        return None;
+    }
+    let env: Envelope = serde_json::from_slice(bytes).ok()?;
+    (env.id == id).then_some(env)
+}
+
+pub(crate) fn encode(env: &Envelope) -> io::Result<Vec<u8>> {
     let mut json = serde_json::to_vec(&EnvelopeFile {
         version: FORMAT_VERSION,
         envelope: env,

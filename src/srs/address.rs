@@ -17,15 +17,18 @@ pub(crate) struct Mailbox<'a> {
 /// RFC 5321's limit on a local part, in octets.
 pub(crate) const MAX_LOCAL_OCTETS: usize = 64;
 
+// Blanks around an address are SMTP's, so ASCII: a non-ASCII space (U+00A0) is part of
+// the address, or parsing `a@b\u{a0}` and `<a@b\u{a0}>` would give different domains.
+
 /// Whether the address is the null reverse-path (`<>` or empty).
 pub(crate) fn is_null(address: &str) -> bool {
-    let a = address.trim();
+    let a = address.trim_ascii();
     a.is_empty() || a == "<>"
 }
 
 /// The address without surrounding blanks and angle brackets.
 pub(crate) fn strip_brackets(address: &str) -> &str {
-    let a = address.trim();
+    let a = address.trim_ascii();
     a.strip_prefix('<')
         .and_then(|a| a.strip_suffix('>'))
         .unwrap_or(a)
@@ -33,7 +36,7 @@ pub(crate) fn strip_brackets(address: &str) -> &str {
 
 /// Parses `local@domain`, optionally in angle brackets.
 pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
-    let mut a = address.trim();
+    let mut a = address.trim_ascii();
     if let Some(inner) = a.strip_prefix('<') {
         a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
     }
@@ -44,11 +47,7 @@ pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
     if domain.is_empty() {
         return Err("empty domain");
     }
-    if domain.bytes().any(|b| {
-        b.is_ascii_whitespace()
-            || b.is_ascii_control()
-            || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
-    }) {
+    if !valid_domain(domain) {
         return Err("invalid character in domain");
     }
     let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
@@ -69,6 +68,17 @@ pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
         return Err("control character in local part");
     }
     Ok(Mailbox { local, domain })
+}
+
+/// Whether `domain` is one [`parse`] accepts: not empty, and nothing that would end or
+/// break an address on the wire.
+pub(crate) fn valid_domain(domain: &str) -> bool {
+    !domain.is_empty()
+        && !domain.bytes().any(|b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
+        })
 }
 
 fn unquote(quoted: &str) -> Result<String, &'static str> {
@@ -198,6 +208,20 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn only_ascii_blanks_are_trimmed() {
+        // Found by the fuzz target srs_reverse: reverse gave `a@b\u{a0}`, read back as `a@b`.
+        for a in [
+            "bob@example.org\u{a0}",
+            "<bob@example.org\u{a0}>",
+            " bob@example.org\u{a0}\t",
+        ] {
+            assert_eq!(parse(a).unwrap().domain, "example.org\u{a0}", "{a:?}");
+        }
+        assert!(!is_null("\u{a0}"));
+        assert_eq!(strip_brackets(" <a@b> "), "a@b");
     }
 
     #[test]

@@ -30,7 +30,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod address;
+pub(crate) mod address;
 mod error;
 mod hash;
 mod stored;
@@ -214,6 +214,12 @@ impl Srs {
                 "forwarding mailbox contains +SRS=",
             ));
         }
+        // Reverse would read `SRS0=…+SRS=…` (or `srs0+SRS=…`) as the classic form.
+        if reads_as_classic(&alias.local) {
+            return Err(ForwardError::InvalidAlias(
+                "forwarding mailbox starts with SRS0 or SRS1",
+            ));
+        }
         self.forward_via(sender, &alias.local, alias.domain, now)
     }
 
@@ -264,11 +270,15 @@ impl Srs {
         now: u64,
     ) -> Result<String, ForwardError> {
         if address::is_null(sender) {
-            return Ok(sender.trim().to_owned());
+            return Ok(sender.trim_ascii().to_owned());
         }
         let mailbox = address::parse(sender).map_err(ForwardError::InvalidSender)?;
         if self.is_local(mailbox.domain, domain) {
             return Ok(address::strip_brackets(sender).to_owned());
+        }
+        if mailbox.domain.contains('=') {
+            // Reverse reads the domain up to the next `=`: it would come back split.
+            return Err(ForwardError::InvalidSender("'=' in the domain"));
         }
         let mut local = match self.options.format {
             Format::Classic => self.classic_local(&mailbox, now),
@@ -297,8 +307,12 @@ impl Srs {
         // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
         let srs1 = match classic_tag(local) {
             Some((b'0', _)) => Some((sender.domain, &local[4..])),
+            // Reverse must give back an address: a hop that is no domain, or nothing after
+            // it, makes this sender an ordinary one, wrapped in SRS0 like any other.
             Some((b'1', rest)) => match split3(rest) {
-                Some((_, hop, rest)) if !hop.is_empty() => Some((hop, rest)),
+                Some((_, hop, rest)) if address::valid_domain(hop) && !rest.is_empty() => {
+                    Some((hop, rest))
+                }
                 _ => None,
             },
             _ => None,
@@ -474,6 +488,17 @@ fn classic_tag(local: &str) -> Option<(u8, &str)> {
     } else {
         None
     }
+}
+
+/// Whether the Microsoft-form local part `<user>+SRS=…` would carry a classic tag.
+fn reads_as_classic(user: &str) -> bool {
+    let b = user.as_bytes();
+    // Past a four-byte user, the separator is the `+` of `+SRS=`.
+    let fifth = b.get(4).copied().unwrap_or(b'+');
+    b.len() >= 4
+        && b[..3].eq_ignore_ascii_case(b"SRS")
+        && matches!(b[3], b'0' | b'1')
+        && matches!(fifth, b'=' | b'+' | b'-')
 }
 
 /// Byte offset of the first `+SRS=` (any case) in a local part.

@@ -543,6 +543,50 @@ fn bad_input_is_refused() {
 }
 
 #[test]
+fn forward_never_signs_what_reverse_cannot_read() {
+    // Found by the fuzz target srs_reverse (forward → reverse roundtrip).
+    // An `=` in the sender's domain: reverse would end the domain there.
+    for srs in [classic(), microsoft()] {
+        for sender in ["bob@[tag:a=b]", "bob@=example.org"] {
+            assert_eq!(
+                srs.forward_at(sender, "j@fwd.example", NOW),
+                Err(ForwardError::InvalidSender("'=' in the domain")),
+                "{sender}"
+            );
+        }
+    }
+    // An SRS1 sender whose hop is no domain, or with nothing after the hop, is wrapped as an
+    // ordinary sender: reversing gives it back, not a broken SRS0 address.
+    let srs = classic();
+    for sender in [
+        "SRS1=ab=f>x==cd=2W=e.org=b@first.example",
+        "SRS1=abcd=first.example=@x.example",
+    ] {
+        let out = srs.forward_at(sender, "j@fwd.example", NOW).unwrap();
+        assert!(out.trim_start_matches('"').starts_with("SRS0="), "{out}");
+        let back = srs.reverse_at(&out, NOW).unwrap();
+        // The same mailbox; `>` in a local part is written quoted.
+        assert_eq!(address::parse(&back), address::parse(sender), "{back}");
+    }
+    // A forwarding mailbox named like classic SRS: its Microsoft-form address would be
+    // read back as classic.
+    for alias in [
+        "srs0+john@fwd.example",
+        "SRS1=team@fwd.example",
+        "srs0+@fwd.example",
+        "SRS1@fwd.example",
+    ] {
+        assert_eq!(
+            microsoft().forward_at("bob@example.org", alias, NOW),
+            Err(ForwardError::InvalidAlias(
+                "forwarding mailbox starts with SRS0 or SRS1"
+            )),
+            "{alias}"
+        );
+    }
+}
+
+#[test]
 fn foreign_srs_passes_through() {
     // Someone else's SRS0 becomes SRS1 (classic); reversing goes one hop back to it.
     let srs = classic();
