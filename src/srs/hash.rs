@@ -1,15 +1,10 @@
 //! The keyed hashes of both forms, keyed once per secret (the HMAC key schedule is done at
 //! start, not per address), and their constant-time, case-insensitive check.
 //!
-//! HMAC is written out here on top of the `sha1`/`sha2` compression functions (which use
-//! the CPU's SHA extensions when it has them) rather than taken from the `hmac` crate: a
-//! pre-keyed HMAC of a short address is then exactly two compressions (the key's pad blocks
-//! are compressed once, in [`Keys::new`]) with the fields lowercased straight into the
-//! block, and only the few output characters a hash needs are encoded. The tests check it
-//! against the `hmac` crate and `data-encoding`.
+//! Only the few output characters a hash needs are encoded ([`base64_prefix`],
+//! [`base32_prefix`]); the tests check them against `data-encoding`, and the HMAC
+//! ([`mac`]) against the `hmac` crate.
 
-use sha1::digest::consts::U64;
-use sha1::digest::generic_array::GenericArray;
 use subtle::ConstantTimeEq;
 
 /// Domain separation for the Microsoft-form hash, so it can never equal a classic one.
@@ -20,182 +15,9 @@ pub(crate) const CLASSIC_MAX: usize = 27;
 /// Longest Microsoft-form hash (base32 of a 32-byte digest, without padding).
 pub(crate) const MICROSOFT_MAX: usize = 52;
 
-/// One 64-byte input block, in the type the compression functions take.
-type Block = GenericArray<u8, U64>;
+mod mac;
 
-/// A Merkle–Damgård hash with 64-byte blocks and a `W`-word big-endian state: what HMAC
-/// needs of SHA-1 (`W` = 5) and SHA-256 (`W` = 8).
-pub(crate) trait Sha<const W: usize>: Clone {
-    const IV: [u32; W];
-    fn compress(state: &mut [u32; W], block: &Block);
-}
-
-#[derive(Clone)]
-pub(crate) struct Sha1;
-#[derive(Clone)]
-pub(crate) struct Sha256;
-
-impl Sha<5> for Sha1 {
-    const IV: [u32; 5] = [
-        0x6745_2301,
-        0xefcd_ab89,
-        0x98ba_dcfe,
-        0x1032_5476,
-        0xc3d2_e1f0,
-    ];
-    fn compress(state: &mut [u32; 5], block: &Block) {
-        sha1::compress(state, std::slice::from_ref(block));
-    }
-}
-
-impl Sha<8> for Sha256 {
-    const IV: [u32; 8] = [
-        0x6a09_e667,
-        0xbb67_ae85,
-        0x3c6e_f372,
-        0xa54f_f53a,
-        0x510e_527f,
-        0x9b05_688c,
-        0x1f83_d9ab,
-        0x5be0_cd19,
-    ];
-    fn compress(state: &mut [u32; 8], block: &Block) {
-        sha2::compress256(state, std::slice::from_ref(block));
-    }
-}
-
-/// A hash in progress: the chaining state, the partial block and the length so far.
-#[derive(Clone)]
-struct Stream<H, const W: usize> {
-    state: [u32; W],
-    block: Block,
-    used: usize,
-    total: u64,
-    hash: std::marker::PhantomData<H>,
-}
-
-impl<H: Sha<W>, const W: usize> Stream<H, W> {
-    fn new() -> Self {
-        Stream {
-            state: H::IV,
-            block: Block::default(),
-            used: 0,
-            total: 0,
-            hash: std::marker::PhantomData,
-        }
-    }
-
-    /// Appends `data`. With `LOWER`, every block is ASCII-lowercased whole just before it
-    /// is compressed (64 bytes at once vectorize; the few bytes of each field do not), so
-    /// whatever is already buffered must be lowercase: see [`KeyedHmac::with_prefix`].
-    #[inline]
-    fn update<const LOWER: bool>(&mut self, mut data: &[u8]) {
-        while !data.is_empty() {
-            let n = (64 - self.used).min(data.len());
-            self.block[self.used..self.used + n].copy_from_slice(&data[..n]);
-            self.used += n;
-            self.total += n as u64;
-            data = &data[n..];
-            if self.used == 64 {
-                self.compress::<LOWER>();
-                self.used = 0;
-            }
-        }
-    }
-
-    #[inline]
-    fn compress<const LOWER: bool>(&mut self) {
-        if LOWER {
-            self.block.make_ascii_lowercase();
-        }
-        H::compress(&mut self.state, &self.block);
-    }
-
-    /// Pads (0x80, zeros, bit length) and returns the final state: the digest, as words.
-    #[inline]
-    fn finish<const LOWER: bool>(mut self) -> [u32; W] {
-        if LOWER {
-            // Before the padding goes in: the length's bytes must stay as they are.
-            self.block.make_ascii_lowercase();
-        }
-        self.block[self.used] = 0x80;
-        self.block[self.used + 1..].fill(0);
-        if self.used >= 56 {
-            H::compress(&mut self.state, &self.block);
-            self.block.fill(0);
-        }
-        self.block[56..].copy_from_slice(&(self.total * 8).to_be_bytes());
-        H::compress(&mut self.state, &self.block);
-        self.state
-    }
-}
-
-/// The digest words as bytes, big-endian, in a buffer long enough for either hash.
-fn digest_bytes<const W: usize>(words: &[u32; W]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (dst, w) in out.chunks_exact_mut(4).zip(words) {
-        dst.copy_from_slice(&w.to_be_bytes());
-    }
-    out
-}
-
-/// HMAC with the key already absorbed: the inner hash after the key's ipad block (and, for
-/// the Microsoft form, the domain-separation tag), and the outer state after the opad block.
-#[derive(Clone)]
-pub(crate) struct KeyedHmac<H, const W: usize> {
-    inner: Stream<H, W>,
-    outer: [u32; W],
-}
-
-impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
-    pub(crate) fn new(key: &[u8]) -> Self {
-        let mut padded = [0u8; 64];
-        if key.len() > 64 {
-            let mut long = Stream::<H, W>::new();
-            long.update::<false>(key);
-            padded[..4 * W].copy_from_slice(&digest_bytes(&long.finish::<false>())[..4 * W]);
-        } else {
-            padded[..key.len()].copy_from_slice(key);
-        }
-        let mut inner = Stream::<H, W>::new();
-        inner.update::<false>(&padded.map(|b| b ^ 0x36));
-        let mut outer = Stream::<H, W>::new();
-        outer.update::<false>(&padded.map(|b| b ^ 0x5c));
-        KeyedHmac {
-            inner,
-            outer: outer.state,
-        }
-    }
-
-    /// Absorbs a message prefix into the key (it is hashed before every message). It must
-    /// be lowercase already: it is buffered, and the buffer is lowercased when it fills.
-    fn with_prefix(mut self, prefix: &[u8]) -> Self {
-        assert!(!prefix.iter().any(u8::is_ascii_uppercase));
-        self.inner.update::<false>(prefix);
-        self
-    }
-
-    /// The MAC of `parts`, ASCII-lowercased, with `separator` between them if given.
-    #[inline]
-    pub(crate) fn mac_lowercase(&self, parts: &[&[u8]], separator: Option<u8>) -> [u8; 32] {
-        let mut inner = self.inner.clone();
-        for (i, part) in parts.iter().enumerate() {
-            if let (true, Some(sep)) = (i > 0, separator) {
-                inner.update::<true>(&[sep]);
-            }
-            inner.update::<true>(part);
-        }
-        let digest = inner.finish::<true>();
-        // The outer message (the inner digest) always fits one block with its padding.
-        let mut block = Block::default();
-        block[..4 * W].copy_from_slice(&digest_bytes(&digest)[..4 * W]);
-        block[4 * W] = 0x80;
-        block[56..].copy_from_slice(&((64 + 4 * W as u64) * 8).to_be_bytes());
-        let mut outer = self.outer;
-        H::compress(&mut outer, &block);
-        digest_bytes(&outer)
-    }
-}
+use mac::{KeyedHmac, Sha1, Sha256};
 
 /// Mask: all ones if `a < b`, else zero (for values below 128), without a branch.
 #[inline]
@@ -228,12 +50,20 @@ fn base32_char(v: u8) -> u8 {
     v.wrapping_add(b'A').wrapping_sub(!lt(v, 26) & 41)
 }
 
+/// The digest words as big-endian bytes, zeros after them.
+fn be_bytes<const W: usize, const N: usize>(words: &[u32; W]) -> [u8; N] {
+    let mut out = [0u8; N];
+    for (dst, w) in out.chunks_exact_mut(4).zip(words) {
+        dst.copy_from_slice(&w.to_be_bytes());
+    }
+    out
+}
+
 /// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
 /// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
 /// with, without encoding the rest.
-pub(crate) fn base64_prefix(digest: &[u8; 20], url: bool, lower: bool, out: &mut [u8]) {
-    let mut padded = [0u8; 21];
-    padded[..20].copy_from_slice(digest);
+pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
+    let padded: [u8; 21] = be_bytes(digest);
     for (group, chars) in padded.chunks_exact(3).zip(out.chunks_mut(4)) {
         let n = u32::from_be_bytes([0, group[0], group[1], group[2]]);
         for (j, c) in chars.iter_mut().enumerate() {
@@ -244,9 +74,8 @@ pub(crate) fn base64_prefix(digest: &[u8; 20], url: bool, lower: bool, out: &mut
 
 /// The first `out.len()` (at most 56) characters of the unpadded base32 encoding of a
 /// SHA-256 `digest`.
-pub(crate) fn base32_prefix(digest: &[u8; 32], out: &mut [u8]) {
-    let mut padded = [0u8; 35];
-    padded[..32].copy_from_slice(digest);
+pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
+    let padded: [u8; 35] = be_bytes(digest);
     for (group, chars) in padded.chunks_exact(5).zip(out.chunks_mut(8)) {
         let mut n = [0u8; 8];
         n[3..].copy_from_slice(group);
@@ -255,11 +84,6 @@ pub(crate) fn base32_prefix(digest: &[u8; 32], out: &mut [u8]) {
             *c = base32_char((n >> (35 - 5 * j)) as u8 & 31);
         }
     }
-}
-
-/// The SHA-1 digest in [`KeyedHmac::mac_lowercase`]'s 32-byte output.
-fn sha1_part(digest: &[u8; 32]) -> &[u8; 20] {
-    digest[..20].try_into().expect("20 of 32 bytes")
 }
 
 #[derive(Clone)]
@@ -283,7 +107,7 @@ impl Keys {
     pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
         let digest = self.classic[0].mac_lowercase(parts, None);
         let mut out = [0u8; 28];
-        base64_prefix(sha1_part(&digest), url_alphabet, false, &mut out[..len]);
+        base64_prefix(&digest, url_alphabet, false, &mut out[..len]);
         out
     }
 
@@ -306,7 +130,7 @@ impl Keys {
         for key in &self.classic {
             let mut enc = [0u8; CLASSIC_MAX];
             let digest = key.mac_lowercase(parts, None);
-            base64_prefix(sha1_part(&digest), false, true, &mut enc[..len]);
+            base64_prefix(&digest, false, true, &mut enc[..len]);
             ok |= enc[..len].ct_eq(&wanted[..len]);
         }
         ok.into()
@@ -344,7 +168,6 @@ impl Keys {
 mod tests {
     use super::*;
     use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL};
-    use hmac::{Hmac, Mac};
     use proptest::prelude::*;
 
     #[test]
@@ -395,85 +218,25 @@ mod tests {
         }
     }
 
-    /// The reference: the `hmac` crate over the same lowercased, separated message.
-    fn reference_classic(key: &[u8], parts: &[Vec<u8>]) -> [u8; 20] {
-        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(key).unwrap();
-        for part in parts {
-            mac.update(&part.to_ascii_lowercase());
-        }
-        mac.finalize().into_bytes().into()
-    }
-
-    fn reference_microsoft(key: &[u8], parts: &[Vec<u8>]) -> [u8; 32] {
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-        mac.update(MICROSOFT_TAG);
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                mac.update(&[0]);
-            }
-            mac.update(&part.to_ascii_lowercase());
-        }
-        mac.finalize().into_bytes().into()
-    }
-
-    #[test]
-    fn hmac_block_boundaries() {
-        // Message lengths around the one- and two-block limits (55, 56, 64, 119, 120),
-        // keys around the block size (64: used as is; 65: hashed first).
-        for key_len in [1, 20, 63, 64, 65, 200] {
-            let key: Vec<u8> = (0..key_len).map(|i| i as u8 ^ 0xa5).collect();
-            for msg_len in [0, 1, 54, 55, 56, 57, 63, 64, 65, 119, 120, 128, 300] {
-                let msg: Vec<u8> = (0..msg_len).map(|i| b'A' + (i % 26) as u8).collect();
-                let parts = [msg.clone()];
-                let ours = KeyedHmac::<Sha1, 5>::new(&key).mac_lowercase(&[&msg], None);
-                assert_eq!(
-                    ours[..20],
-                    reference_classic(&key, &parts),
-                    "{key_len} {msg_len}"
-                );
-                let ours = KeyedHmac::<Sha256, 8>::new(&key)
-                    .with_prefix(MICROSOFT_TAG)
-                    .mac_lowercase(&[&msg], Some(0));
-                assert_eq!(
-                    ours,
-                    reference_microsoft(&key, &parts),
-                    "{key_len} {msg_len}"
-                );
-            }
-        }
-    }
-
     proptest! {
-        #[test]
-        fn prop_hmac_matches_hmac_crate(
-            key in proptest::collection::vec(any::<u8>(), 1..150),
-            parts in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..90), 1..5),
-        ) {
-            let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-            let ours = KeyedHmac::<Sha1, 5>::new(&key).mac_lowercase(&refs, None);
-            prop_assert_eq!(ours[..20].to_vec(), reference_classic(&key, &parts).to_vec());
-            let ours = KeyedHmac::<Sha256, 8>::new(&key)
-                .with_prefix(MICROSOFT_TAG)
-                .mac_lowercase(&refs, Some(0));
-            prop_assert_eq!(ours, reference_microsoft(&key, &parts));
-        }
-
         /// The prefix encoders give the first characters of the full encodings.
         #[test]
-        fn prop_prefix_encoders(digest in proptest::array::uniform32(any::<u8>()), len in 0usize..=52) {
-            let sha1 = sha1_part(&digest);
+        fn prop_prefix_encoders(words in proptest::array::uniform8(any::<u32>()), len in 0usize..=52) {
+            let digest: [u8; 32] = be_bytes(&words);
+            let sha1 = &digest[..20];
+            let sha1_words: [u32; 5] = words[..5].try_into().unwrap();
             for (url, full) in [(false, BASE64.encode(sha1)), (true, BASE64URL.encode(sha1))] {
                 let n = len.min(CLASSIC_MAX);
                 let mut out = [0u8; CLASSIC_MAX];
-                base64_prefix(sha1, url, false, &mut out[..n]);
+                base64_prefix(&sha1_words, url, false, &mut out[..n]);
                 prop_assert_eq!(&out[..n], &full.as_bytes()[..n]);
-                base64_prefix(sha1, url, true, &mut out[..n]);
+                base64_prefix(&sha1_words, url, true, &mut out[..n]);
                 let lower = full.to_ascii_lowercase();
                 prop_assert_eq!(&out[..n], &lower.as_bytes()[..n]);
             }
             let full = BASE32_NOPAD.encode(&digest);
             let mut out = [0u8; MICROSOFT_MAX];
-            base32_prefix(&digest, &mut out[..len]);
+            base32_prefix(&words, &mut out[..len]);
             prop_assert_eq!(&out[..len], &full.as_bytes()[..len]);
         }
     }
