@@ -50,22 +50,23 @@ fn base32_char(v: u8) -> u8 {
     v.wrapping_add(b'A').wrapping_sub(!lt(v, 26) & 41)
 }
 
-/// The digest words as big-endian bytes, zeros after them.
-fn be_bytes<const W: usize, const N: usize>(words: &[u32; W]) -> [u8; N] {
-    let mut out = [0u8; N];
-    for (dst, w) in out.chunks_exact_mut(4).zip(words) {
-        dst.copy_from_slice(&w.to_be_bytes());
-    }
-    out
-}
-
 /// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
 /// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
 /// with, without encoding the rest.
 pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
-    let padded: [u8; 21] = be_bytes(digest);
-    for (group, chars) in padded.chunks_exact(3).zip(out.chunks_mut(4)) {
-        let n = u32::from_be_bytes([0, group[0], group[1], group[2]]);
+    if let Ok(out) = <&mut [u8; 4]>::try_from(&mut *out) {
+        // The default length (Mail::SRS's): the first 24 bits, without the loops.
+        let n = digest[0] >> 8;
+        let char = |shift: u32| base64_char((n >> shift) as u8 & 63, url, lower);
+        *out = [char(18), char(12), char(6), char(0)];
+        return;
+    }
+    let words = [digest[0], digest[1], digest[2], digest[3], digest[4], 0];
+    // Four characters from each 24 bits.
+    for (group, chars) in out.chunks_mut(4).enumerate() {
+        let bit = 24 * group;
+        let window = u64::from(words[bit / 32]) << 32 | u64::from(words[bit / 32 + 1]);
+        let n = (window >> (40 - bit % 32)) as u32;
         for (j, c) in chars.iter_mut().enumerate() {
             *c = base64_char((n >> (18 - 6 * j)) as u8 & 63, url, lower);
         }
@@ -75,15 +76,25 @@ pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut
 /// The first `out.len()` (at most 56) characters of the unpadded base32 encoding of a
 /// SHA-256 `digest`.
 pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
-    let padded: [u8; 35] = be_bytes(digest);
-    for (group, chars) in padded.chunks_exact(5).zip(out.chunks_mut(8)) {
-        let mut n = [0u8; 8];
-        n[3..].copy_from_slice(group);
-        let n = u64::from_be_bytes(n);
+    let mut words = [0u32; 9];
+    words[..8].copy_from_slice(digest);
+    // Eight characters from each 40 bits.
+    for (group, chars) in out.chunks_mut(8).enumerate() {
+        let bit = 40 * group;
+        let window = u64::from(words[bit / 32]) << 32 | u64::from(words[bit / 32 + 1]);
+        let n = window >> (24 - bit % 32);
         for (j, c) in chars.iter_mut().enumerate() {
             *c = base32_char((n >> (35 - 5 * j)) as u8 & 31);
         }
     }
+}
+
+/// Whether `a` and `b` are equal, in constant time: every byte is compared, and the
+/// verdict comes out through `subtle`. (The hashes compared are zero past their length, so
+/// whole buffers are compared, a few vector instructions.)
+fn equal<const N: usize>(a: &[u8; N], b: &[u8; N]) -> subtle::Choice {
+    let diff = a.iter().zip(b).fold(0, |acc, (x, y)| acc | (x ^ y));
+    diff.ct_eq(&0)
 }
 
 #[derive(Clone)]
@@ -131,7 +142,7 @@ impl Keys {
             let mut enc = [0u8; CLASSIC_MAX];
             let digest = key.mac_lowercase(parts, None);
             base64_prefix(&digest, false, true, &mut enc[..len]);
-            ok |= enc[..len].ct_eq(&wanted[..len]);
+            ok |= equal(&enc, &wanted);
         }
         ok.into()
     }
@@ -158,7 +169,7 @@ impl Keys {
         for key in &self.microsoft {
             let mut enc = [0u8; MICROSOFT_MAX];
             base32_prefix(&key.mac_lowercase(parts, Some(0)), &mut enc[..len]);
-            ok |= enc[..len].ct_eq(&wanted[..len]);
+            ok |= equal(&enc, &wanted);
         }
         ok.into()
     }
@@ -169,6 +180,26 @@ mod tests {
     use super::*;
     use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL};
     use proptest::prelude::*;
+
+    /// The digest words as big-endian bytes, zeros after them.
+    fn be_bytes<const W: usize, const N: usize>(words: &[u32; W]) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (dst, w) in out.chunks_exact_mut(4).zip(words) {
+            dst.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn equal_compares_every_byte() {
+        let a = [1u8, 2, 3, 0];
+        assert!(bool::from(equal(&a, &[1, 2, 3, 0])));
+        for i in 0..4 {
+            let mut b = a;
+            b[i] ^= 0x40;
+            assert!(!bool::from(equal(&a, &b)));
+        }
+    }
 
     #[test]
     fn classic_matches_public_vector() {

@@ -495,17 +495,21 @@ fn find_microsoft_tag(local: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(b"+SRS="))
 }
 
-/// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (A byte loop:
-/// the first two fields are a few characters long, too short for `splitn`'s searcher.)
+/// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (The first two
+/// fields are a few characters long, too short for `splitn`'s searcher.)
 fn split3(s: &str) -> Option<(&str, &str, &str)> {
-    let (a, rest) = split_eq(s)?;
-    let (b, rest) = split_eq(rest)?;
+    fn split(s: &str) -> Option<(&str, &str)> {
+        let i = s.bytes().position(|b| b == b'=')?;
+        Some((&s[..i], &s[i + 1..]))
+    }
+    let (a, rest) = split(s)?;
+    let (b, rest) = split(rest)?;
     Some((a, b, rest))
 }
 
-/// Splits at the first `=`.
+/// Splits at the first `=`, a word at a time (for a domain).
 fn split_eq(s: &str) -> Option<(&str, &str)> {
-    let i = s.bytes().position(|b| b == b'=')?;
+    let i = address::find_byte(s.as_bytes(), b'=')?;
     Some((&s[..i], &s[i + 1..]))
 }
 
