@@ -317,6 +317,58 @@ mod tests {
         }
     }
 
+    /// `parse` as it was written before the fast paths: the definition the tuned one must
+    /// match, result for result and error for error.
+    fn parse_reference(address: &str) -> Result<Mailbox<'_>, &'static str> {
+        let mut a = address.trim();
+        if let Some(inner) = a.strip_prefix('<') {
+            a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
+        }
+        let (local, domain) = a.rsplit_once('@').ok_or("no @ in address")?;
+        if local.is_empty() {
+            return Err("empty local part");
+        }
+        if domain.is_empty() {
+            return Err("empty domain");
+        }
+        if domain.bytes().any(|b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
+        }) {
+            return Err("invalid character in domain");
+        }
+        let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
+            Cow::Owned(unquote(&local[1..local.len() - 1])?)
+        } else {
+            if local
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\')
+            {
+                return Err("invalid character in unquoted local part");
+            }
+            Cow::Borrowed(local)
+        };
+        if local.is_empty() {
+            return Err("empty local part");
+        }
+        if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err("control character in local part");
+        }
+        Ok(Mailbox { local, domain })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_parse_matches_reference(s in "[ a.@<>\"\\\\\r\n\t\u{0}\u{b}\u{7f}é\u{a0}]{0,20}") {
+            proptest::prop_assert_eq!(parse(&s), parse_reference(&s));
+            let t = s.trim();
+            proptest::prop_assert_eq!(is_null(&s), t.is_empty() || t == "<>");
+            let stripped = t.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(t);
+            proptest::prop_assert_eq!(strip_brackets(&s), stripped);
+        }
+    }
+
     #[test]
     fn domain_matching() {
         assert!(domain_matches("Example.ORG", "example.org"));
