@@ -40,23 +40,26 @@ pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
     if let Some(inner) = a.strip_prefix('<') {
         a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
     }
-    let (local, domain) = a.rsplit_once('@').ok_or("no @ in address")?;
+    let at = rfind_at(a.as_bytes()).ok_or("no @ in address")?;
+    let (local, domain) = (&a[..at], &a[at + 1..]);
     if local.is_empty() {
         return Err("empty local part");
     }
     if domain.is_empty() {
         return Err("empty domain");
     }
-    if !valid_domain(domain) {
+    if has(domain, BAD_IN_DOMAIN) {
         return Err("invalid character in domain");
     }
     let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
-        Cow::Owned(unquote(&local[1..local.len() - 1])?)
+        let local = unquote(&local[1..local.len() - 1])?;
+        if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err("control character in local part");
+        }
+        Cow::Owned(local)
     } else {
-        if local
-            .bytes()
-            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\')
-        {
+        // Also refuses CR, LF and NUL (control characters), as the quoted branch does.
+        if has(local, BAD_IN_LOCAL) {
             return Err("invalid character in unquoted local part");
         }
         Cow::Borrowed(local)
@@ -64,21 +67,81 @@ pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
     if local.is_empty() {
         return Err("empty local part");
     }
-    if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-        return Err("control character in local part");
-    }
     Ok(Mailbox { local, domain })
 }
 
 /// Whether `domain` is one [`parse`] accepts: not empty, and nothing that would end or
 /// break an address on the wire.
 pub(crate) fn valid_domain(domain: &str) -> bool {
-    !domain.is_empty()
-        && !domain.bytes().any(|b| {
-            b.is_ascii_whitespace()
-                || b.is_ascii_control()
-                || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
-        })
+    !domain.is_empty() && !has(domain, BAD_IN_DOMAIN)
+}
+
+/// Position of the last `@`: eight bytes per step (the domain is usually a few words long;
+/// `memrchr` costs more to set up than this whole loop).
+fn rfind_at(s: &[u8]) -> Option<usize> {
+    let mut end = s.len();
+    while end >= 8 {
+        let word = u64::from_le_bytes(s[end - 8..end].try_into().expect("8 bytes"));
+        let found = bytes_equal(word, b'@');
+        if found != 0 {
+            return Some(end - 8 + (63 - found.leading_zeros() as usize) / 8);
+        }
+        end -= 8;
+    }
+    s[..end].iter().rposition(|&b| b == b'@')
+}
+
+/// Position of the first `byte` in `s`, eight bytes per step (for the codec's short
+/// fields, where `memchr`'s set-up costs more than the search).
+pub(crate) fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
+    let mut start = 0;
+    while start + 8 <= s.len() {
+        let word = u64::from_le_bytes(s[start..start + 8].try_into().expect("8 bytes"));
+        let found = bytes_equal(word, byte);
+        if found != 0 {
+            return Some(start + found.trailing_zeros() as usize / 8);
+        }
+        start += 8;
+    }
+    s[start..]
+        .iter()
+        .position(|&b| b == byte)
+        .map(|i| start + i)
+}
+
+/// The high bit of each byte of `word` that equals `byte`, exactly (no false positives,
+/// unlike the shorter `(x - 0x01..) & !x & 0x80..`).
+fn bytes_equal(word: u64, byte: u8) -> u64 {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const LOW7: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let x = word ^ (ONES * u64::from(byte));
+    !(((x & LOW7) + LOW7) | x | LOW7)
+}
+
+/// [`CLASS`] bit: ASCII whitespace or control, `"` or `\`: not in an unquoted local part.
+const BAD_IN_LOCAL: u8 = 1;
+/// [`CLASS`] bit: not in a domain (what [`BAD_IN_LOCAL`] refuses, and `@`, `<`, `>`).
+const BAD_IN_DOMAIN: u8 = 2;
+
+/// Character classes, one table lookup per byte on the hot path.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_whitespace() || c.is_ascii_control() || c == b'"' || c == b'\\' {
+            t[i] = BAD_IN_LOCAL | BAD_IN_DOMAIN;
+        } else if c == b'@' || c == b'<' || c == b'>' {
+            t[i] = BAD_IN_DOMAIN;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether any byte of `s` is in the `class`.
+fn has(s: &str, class: u8) -> bool {
+    s.bytes().fold(0, |acc, b| acc | CLASS[usize::from(b)]) & class != 0
 }
 
 fn unquote(quoted: &str) -> Result<String, &'static str> {
@@ -119,7 +182,10 @@ const UNQUOTED: [bool; 256] = {
 };
 
 fn needs_quotes(local: &str) -> bool {
-    !local.bytes().all(|b| UNQUOTED[b as usize])
+    // No early exit: a branch-free pass is faster on local parts this short.
+    !local
+        .bytes()
+        .fold(true, |acc, b| acc & UNQUOTED[b as usize])
 }
 
 /// The octets `local` takes on the wire (with quotes and escapes if it needs them).
@@ -133,6 +199,13 @@ pub(crate) fn wire_len(local: &str) -> usize {
 
 /// Writes `local@domain`, quoting the local part only when it needs it.
 pub(crate) fn render(local: &str, domain: &str) -> String {
+    if !needs_quotes(local) {
+        let mut out = String::with_capacity(local.len() + 1 + domain.len());
+        out.push_str(local);
+        out.push('@');
+        out.push_str(domain);
+        return out;
+    }
     let mut out = String::with_capacity(wire_len(local) + 1 + domain.len());
     push_local(&mut out, local);
     out.push('@');
@@ -222,6 +295,90 @@ mod tests {
         }
         assert!(!is_null("\u{a0}"));
         assert_eq!(strip_brackets(" <a@b> "), "a@b");
+    }
+
+    #[test]
+    fn finds_the_last_at() {
+        for s in [
+            "",
+            "@",
+            "a",
+            "a@b",
+            "@@",
+            "abcdefgh@",
+            "@abcdefgh",
+            "a@bcdefgh@ijklmnop",
+            "A@A@AAAAAAAAAAAAAAA",
+            "@AAAAAAAAAAAAAAAAAAAAAAAA",
+            "xx@\u{40}é@ü",
+            "\u{c0}\u{80}@A@",
+        ] {
+            assert_eq!(rfind_at(s.as_bytes()), s.rfind('@'), "{s:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_rfind_at(s in proptest::collection::vec(proptest::sample::select(b"@A?a\x00\xc0\x80\x7f".to_vec()), 0..40)) {
+            proptest::prop_assert_eq!(rfind_at(&s), s.iter().rposition(|&b| b == b'@'));
+        }
+
+        #[test]
+        fn prop_find_byte(s in proptest::collection::vec(proptest::sample::select(b"=<>\x3c\x3e\x00\xbd\xff".to_vec()), 0..40)) {
+            proptest::prop_assert_eq!(find_byte(&s, b'='), s.iter().position(|&b| b == b'='));
+        }
+    }
+
+    /// `parse` as it was written before the fast paths: the definition the tuned one must
+    /// match, result for result and error for error.
+    fn parse_reference(address: &str) -> Result<Mailbox<'_>, &'static str> {
+        let mut a = address.trim_ascii();
+        if let Some(inner) = a.strip_prefix('<') {
+            a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
+        }
+        let (local, domain) = a.rsplit_once('@').ok_or("no @ in address")?;
+        if local.is_empty() {
+            return Err("empty local part");
+        }
+        if domain.is_empty() {
+            return Err("empty domain");
+        }
+        if domain.bytes().any(|b| {
+            b.is_ascii_whitespace()
+                || b.is_ascii_control()
+                || matches!(b, b'@' | b'<' | b'>' | b'"' | b'\\')
+        }) {
+            return Err("invalid character in domain");
+        }
+        let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
+            Cow::Owned(unquote(&local[1..local.len() - 1])?)
+        } else {
+            if local
+                .bytes()
+                .any(|b| b.is_ascii_whitespace() || b.is_ascii_control() || b == b'"' || b == b'\\')
+            {
+                return Err("invalid character in unquoted local part");
+            }
+            Cow::Borrowed(local)
+        };
+        if local.is_empty() {
+            return Err("empty local part");
+        }
+        if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err("control character in local part");
+        }
+        Ok(Mailbox { local, domain })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn prop_parse_matches_reference(s in "[ a.@<>\"\\\\\r\n\t\u{0}\u{b}\u{7f}é\u{a0}]{0,20}") {
+            proptest::prop_assert_eq!(parse(&s), parse_reference(&s));
+            let t = s.trim_ascii();
+            proptest::prop_assert_eq!(is_null(&s), t.is_empty() || t == "<>");
+            let stripped = t.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(t);
+            proptest::prop_assert_eq!(strip_brackets(&s), stripped);
+        }
     }
 
     #[test]

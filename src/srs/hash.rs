@@ -1,10 +1,10 @@
 //! The keyed hashes of both forms, keyed once per secret (the HMAC key schedule is done at
 //! start, not per address), and their constant-time, case-insensitive check.
+//!
+//! Only the few output characters a hash needs are encoded ([`base64_prefix`],
+//! [`base32_prefix`]); the tests check them against `data-encoding`, and the HMAC
+//! ([`mac`]) against the `hmac` crate.
 
-use data_encoding::{BASE32_NOPAD, BASE64};
-use hmac::{Hmac, Mac};
-use sha1::Sha1;
-use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 /// Domain separation for the Microsoft-form hash, so it can never equal a classic one.
@@ -15,63 +15,113 @@ pub(crate) const CLASSIC_MAX: usize = 27;
 /// Longest Microsoft-form hash (base32 of a 32-byte digest, without padding).
 pub(crate) const MICROSOFT_MAX: usize = 52;
 
-#[derive(Clone)]
-pub(crate) struct Keys {
-    classic: Vec<Hmac<Sha1>>,
-    microsoft: Vec<Hmac<Sha256>>,
+mod mac;
+
+use mac::{KeyedHmac, Sha1, Sha256};
+
+/// Mask: all ones if `a < b`, else zero (for values below 128), without a branch.
+#[inline]
+fn lt(a: u8, b: u8) -> u8 {
+    ((i16::from(a) - i16::from(b)) >> 8) as u8
 }
 
-/// Feeds `parts` into `mac`, ASCII-lowercased, without allocating.
-fn update_lowercase<M: Mac>(mac: &mut M, parts: &[&[u8]], separator: Option<u8>) {
-    let mut buf = [0u8; 128];
-    for (i, part) in parts.iter().enumerate() {
-        if let (true, Some(sep)) = (i > 0, separator) {
-            mac.update(&[sep]);
-        }
-        for chunk in part.chunks(buf.len()) {
-            for (dst, src) in buf.iter_mut().zip(chunk) {
-                *dst = src.to_ascii_lowercase();
-            }
-            mac.update(&buf[..chunk.len()]);
+/// The base64 character of `v` (0..64), standard or URL alphabet, ASCII-lowercased if
+/// `lower`. Arithmetic rather than a table lookup, so the time does not depend on the
+/// digest.
+#[inline]
+fn base64_char(v: u8, url: bool, lower: bool) -> u8 {
+    // A..Z, a..z, 0..9 and the two specials, each range an offset from v.
+    let mut c = v.wrapping_add(b'A');
+    c = c.wrapping_add(!lt(v, 26) & 6);
+    c = c.wrapping_sub(!lt(v, 52) & 75);
+    // 62 and 63: `+` and `/`, or `-` and `_`.
+    let (to_62, to_63) = if url { (13, 49) } else { (15, 3) };
+    c = c.wrapping_sub(!lt(v, 62) & to_62);
+    c = c.wrapping_add(!lt(v, 63) & to_63);
+    if lower {
+        c = c.wrapping_add(lt(v, 26) & 32);
+    }
+    c
+}
+
+/// The base32 (RFC 4648) character of `v` (0..32), upper case, without a table.
+#[inline]
+fn base32_char(v: u8) -> u8 {
+    v.wrapping_add(b'A').wrapping_sub(!lt(v, 26) & 41)
+}
+
+/// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
+/// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
+/// with, without encoding the rest.
+pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
+    if let Ok(out) = <&mut [u8; 4]>::try_from(&mut *out) {
+        // The default length (Mail::SRS's): the first 24 bits, without the loops.
+        let n = digest[0] >> 8;
+        let char = |shift: u32| base64_char((n >> shift) as u8 & 63, url, lower);
+        *out = [char(18), char(12), char(6), char(0)];
+        return;
+    }
+    let words = [digest[0], digest[1], digest[2], digest[3], digest[4], 0];
+    // Four characters from each 24 bits.
+    for (group, chars) in out.chunks_mut(4).enumerate() {
+        let bit = 24 * group;
+        let window = u64::from(words[bit / 32]) << 32 | u64::from(words[bit / 32 + 1]);
+        let n = (window >> (40 - bit % 32)) as u32;
+        for (j, c) in chars.iter_mut().enumerate() {
+            *c = base64_char((n >> (18 - 6 * j)) as u8 & 63, url, lower);
         }
     }
 }
 
+/// The first `out.len()` (at most 56) characters of the unpadded base32 encoding of a
+/// SHA-256 `digest`.
+pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
+    let mut words = [0u32; 9];
+    words[..8].copy_from_slice(digest);
+    // Eight characters from each 40 bits.
+    for (group, chars) in out.chunks_mut(8).enumerate() {
+        let bit = 40 * group;
+        let window = u64::from(words[bit / 32]) << 32 | u64::from(words[bit / 32 + 1]);
+        let n = window >> (24 - bit % 32);
+        for (j, c) in chars.iter_mut().enumerate() {
+            *c = base32_char((n >> (35 - 5 * j)) as u8 & 31);
+        }
+    }
+}
+
+/// Whether `a` and `b` are equal, in constant time: every byte is compared, and the
+/// verdict comes out through `subtle`. (The hashes compared are zero past their length, so
+/// whole buffers are compared, eight bytes at a time.)
+fn equal<const N: usize>(a: &[u8; N], b: &[u8; N]) -> subtle::Choice {
+    const { assert!(N.is_multiple_of(8)) };
+    let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
+    let diff =
+        (a.chunks_exact(8).zip(b.chunks_exact(8))).fold(0, |acc, (x, y)| acc | (word(x) ^ word(y)));
+    diff.ct_eq(&0)
+}
+
+#[derive(Clone)]
+pub(crate) struct Keys {
+    classic: Vec<KeyedHmac<Sha1, 5>>,
+    microsoft: Vec<KeyedHmac<Sha256, 8>>,
+}
+
 impl Keys {
     pub(crate) fn new<S: AsRef<[u8]>>(secrets: &[S]) -> Self {
-        let classic = secrets
-            .iter()
-            .map(|s| {
-                Hmac::<Sha1>::new_from_slice(s.as_ref()).expect("HMAC takes keys of any length")
-            })
-            .collect();
+        let classic = secrets.iter().map(|s| KeyedHmac::new(s.as_ref())).collect();
         let microsoft = secrets
             .iter()
-            .map(|s| {
-                let mut mac = Hmac::<Sha256>::new_from_slice(s.as_ref())
-                    .expect("HMAC takes keys of any length");
-                mac.update(MICROSOFT_TAG);
-                mac
-            })
+            .map(|s| KeyedHmac::new(s.as_ref()).with_prefix(MICROSOFT_TAG))
             .collect();
         Keys { classic, microsoft }
     }
 
     /// Classic hash (Mail::SRS): base64 of HMAC-SHA1 over the lowercased fields joined with
     /// nothing between them, first `len` characters, standard or URL alphabet.
-    pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool) -> [u8; 28] {
-        let digest = classic_digest(&self.classic[0], parts);
+    pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
+        let digest = self.classic[0].mac_lowercase(parts, None);
         let mut out = [0u8; 28];
-        BASE64.encode_mut(&digest, &mut out);
-        if url_alphabet {
-            for c in &mut out {
-                *c = match *c {
-                    b'+' => b'-',
-                    b'/' => b'_',
-                    c => c,
-                };
-            }
-        }
+        base64_prefix(&digest, url_alphabet, false, &mut out[..len]);
         out
     }
 
@@ -82,7 +132,7 @@ impl Keys {
         if given.len() != len {
             return false;
         }
-        let mut wanted = [0u8; CLASSIC_MAX];
+        let mut wanted = [0u8; 32];
         for (dst, &c) in wanted.iter_mut().zip(given) {
             *dst = match c {
                 b'-' => b'+',
@@ -92,20 +142,20 @@ impl Keys {
         }
         let mut ok = subtle::Choice::from(0);
         for key in &self.classic {
-            let mut enc = [0u8; 28];
-            BASE64.encode_mut(&classic_digest(key, parts), &mut enc);
-            enc.make_ascii_lowercase();
-            ok |= enc[..len].ct_eq(&wanted[..len]);
+            let mut enc = [0u8; 32];
+            let digest = key.mac_lowercase(parts, None);
+            base64_prefix(&digest, false, true, &mut enc[..len]);
+            ok |= equal(&enc, &wanted);
         }
         ok.into()
     }
 
     /// Microsoft-form hash: base32 (RFC 4648, no padding) of HMAC-SHA256 over the
     /// lowercased fields separated by NUL, first `len` characters, upper case.
-    pub(crate) fn microsoft(&self, parts: &[&[u8]]) -> [u8; MICROSOFT_MAX] {
-        let digest = microsoft_digest(&self.microsoft[0], parts);
+    pub(crate) fn microsoft(&self, parts: &[&[u8]], len: usize) -> [u8; MICROSOFT_MAX] {
+        let digest = self.microsoft[0].mac_lowercase(parts, Some(0));
         let mut out = [0u8; MICROSOFT_MAX];
-        BASE32_NOPAD.encode_mut(&digest, &mut out);
+        base32_prefix(&digest, &mut out[..len]);
         out
     }
 
@@ -114,40 +164,50 @@ impl Keys {
         if given.len() != len {
             return false;
         }
-        let mut wanted = [0u8; MICROSOFT_MAX];
+        let mut wanted = [0u8; 56];
         for (dst, &c) in wanted.iter_mut().zip(given) {
             *dst = c.to_ascii_uppercase();
         }
         let mut ok = subtle::Choice::from(0);
         for key in &self.microsoft {
-            let mut enc = [0u8; MICROSOFT_MAX];
-            BASE32_NOPAD.encode_mut(&microsoft_digest(key, parts), &mut enc);
-            ok |= enc[..len].ct_eq(&wanted[..len]);
+            let mut enc = [0u8; 56];
+            base32_prefix(&key.mac_lowercase(parts, Some(0)), &mut enc[..len]);
+            ok |= equal(&enc, &wanted);
         }
         ok.into()
     }
 }
 
-fn classic_digest(key: &Hmac<Sha1>, parts: &[&[u8]]) -> [u8; 20] {
-    let mut mac = key.clone();
-    update_lowercase(&mut mac, parts, None);
-    mac.finalize().into_bytes().into()
-}
-
-fn microsoft_digest(key: &Hmac<Sha256>, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = key.clone();
-    update_lowercase(&mut mac, parts, Some(0));
-    mac.finalize().into_bytes().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use data_encoding::{BASE32_NOPAD, BASE64, BASE64URL};
+    use proptest::prelude::*;
+
+    /// The digest words as big-endian bytes, zeros after them.
+    fn be_bytes<const W: usize, const N: usize>(words: &[u32; W]) -> [u8; N] {
+        let mut out = [0u8; N];
+        for (dst, w) in out.chunks_exact_mut(4).zip(words) {
+            dst.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn equal_compares_every_byte() {
+        let a = [1u8, 2, 3, 0, 0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 9];
+        assert!(bool::from(equal(&a, &a.clone())));
+        for i in 0..a.len() {
+            let mut b = a;
+            b[i] ^= 0x40;
+            assert!(!bool::from(equal(&a, &b)));
+        }
+    }
 
     #[test]
     fn classic_matches_public_vector() {
         let keys = Keys::new(&["tops3cr3t"]);
-        let h = keys.classic(&[b"2W", b"otherdomain.com", b"test"], false);
+        let h = keys.classic(&[b"2W", b"otherdomain.com", b"test"], false, 4);
         assert_eq!(&h[..4], b"vmyz");
         assert!(keys.classic_verify("VMYZ", &[b"2W", b"otherdomain.com", b"test"], 4));
         assert!(!keys.classic_verify("vmyy", &[b"2W", b"otherdomain.com", b"test"], 4));
@@ -158,8 +218,8 @@ mod tests {
     fn classic_url_alphabet() {
         let keys = Keys::new(&["tops3cr3t"]);
         let parts: [&[u8]; 3] = [b"2W", b"somedomain.com", b"hash234"];
-        assert_eq!(&keys.classic(&parts, false)[..4], b"+3/5");
-        assert_eq!(&keys.classic(&parts, true)[..4], b"-3_5");
+        assert_eq!(&keys.classic(&parts, false, 4)[..4], b"+3/5");
+        assert_eq!(&keys.classic(&parts, true, 4)[..4], b"-3_5");
         assert!(keys.classic_verify("-3_5", &parts, 4));
         assert!(keys.classic_verify("+3/5", &parts, 4));
     }
@@ -167,8 +227,51 @@ mod tests {
     #[test]
     fn microsoft_fields_are_separated() {
         let keys = Keys::new(&["k"]);
-        let a = keys.microsoft(&[b"AA", b"ab", b"c", b"u"]);
-        let b = keys.microsoft(&[b"AA", b"a", b"bc", b"u"]);
+        let a = keys.microsoft(&[b"AA", b"ab", b"c", b"u"], MICROSOFT_MAX);
+        let b = keys.microsoft(&[b"AA", b"a", b"bc", b"u"], MICROSOFT_MAX);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn every_character_value() {
+        let std = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let url = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for v in 0..64u8 {
+            let i = usize::from(v);
+            assert_eq!(base64_char(v, false, false), std[i], "{v}");
+            assert_eq!(base64_char(v, true, false), url[i], "{v}");
+            assert_eq!(
+                base64_char(v, false, true),
+                std[i].to_ascii_lowercase(),
+                "{v}"
+            );
+        }
+        let b32 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        for v in 0..32u8 {
+            assert_eq!(base32_char(v), b32[usize::from(v)], "{v}");
+        }
+    }
+
+    proptest! {
+        /// The prefix encoders give the first characters of the full encodings.
+        #[test]
+        fn prop_prefix_encoders(words in proptest::array::uniform8(any::<u32>()), len in 0usize..=52) {
+            let digest: [u8; 32] = be_bytes(&words);
+            let sha1 = &digest[..20];
+            let sha1_words: [u32; 5] = words[..5].try_into().unwrap();
+            for (url, full) in [(false, BASE64.encode(sha1)), (true, BASE64URL.encode(sha1))] {
+                let n = len.min(CLASSIC_MAX);
+                let mut out = [0u8; CLASSIC_MAX];
+                base64_prefix(&sha1_words, url, false, &mut out[..n]);
+                prop_assert_eq!(&out[..n], &full.as_bytes()[..n]);
+                base64_prefix(&sha1_words, url, true, &mut out[..n]);
+                let lower = full.to_ascii_lowercase();
+                prop_assert_eq!(&out[..n], &lower.as_bytes()[..n]);
+            }
+            let full = BASE32_NOPAD.encode(&digest);
+            let mut out = [0u8; MICROSOFT_MAX];
+            base32_prefix(&words, &mut out[..len]);
+            prop_assert_eq!(&out[..len], &full.as_bytes()[..len]);
+        }
     }
 }

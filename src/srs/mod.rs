@@ -280,9 +280,11 @@ impl Srs {
             // Reverse reads the domain up to the next `=`: it would come back split.
             return Err(ForwardError::InvalidSender("'=' in the domain"));
         }
+        // Room for `@domain` too, so the common case below does not reallocate.
+        let tail = 1 + domain.len();
         let mut local = match self.options.format {
-            Format::Classic => self.classic_local(&mailbox, now),
-            Format::Microsoft => self.microsoft_local(&mailbox, user, now),
+            Format::Classic => self.classic_local(&mailbox, now, tail),
+            Format::Microsoft => self.microsoft_local(&mailbox, user, now, tail),
         };
         let length = address::wire_len(&local);
         if length > MAX_LOCAL_OCTETS {
@@ -298,12 +300,13 @@ impl Srs {
     }
 
     /// The classic local part: SRS0 for an ordinary sender, SRS1 for an SRS0/SRS1 one.
-    fn classic_local(&self, sender: &Mailbox<'_>, now: u64) -> String {
+    fn classic_local(&self, sender: &Mailbox<'_>, now: u64, tail: usize) -> String {
         let local: &str = &sender.local;
         let sep = self.options.separator;
         let url = self.options.hash_encoding == HashEncoding::Base64Url;
         let len = self.options.hash_length;
-        let mut out = String::with_capacity(96);
+        // SRSn=HASH=TT=domain=local (SRS1: SRS1=HASH=hop==rest, no longer).
+        let mut out = String::with_capacity(10 + len + sender.domain.len() + local.len() + tail);
         // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
         let srs1 = match classic_tag(local) {
             Some((b'0', _)) => Some((sender.domain, &local[4..])),
@@ -318,10 +321,12 @@ impl Srs {
             _ => None,
         };
         if let Some((hop, rest)) = srs1 {
-            let h = self.keys.classic(&[hop.as_bytes(), rest.as_bytes()], url);
+            let h = self
+                .keys
+                .classic(&[hop.as_bytes(), rest.as_bytes()], url, len);
             out.push_str("SRS1");
             out.push(sep);
-            out.push_str(ascii(&h[..len]));
+            push_ascii(&mut out, &h[..len]);
             for field in [hop, rest] {
                 out.push('=');
                 out.push_str(field);
@@ -330,11 +335,13 @@ impl Srs {
             let tt = timestamp::encode(now);
             let h = self
                 .keys
-                .classic(&[&tt, sender.domain.as_bytes(), local.as_bytes()], url);
+                .classic(&[&tt, sender.domain.as_bytes(), local.as_bytes()], url, len);
             out.push_str("SRS0");
             out.push(sep);
-            out.push_str(ascii(&h[..len]));
-            for field in [ascii(&tt), sender.domain, local] {
+            push_ascii(&mut out, &h[..len]);
+            out.push('=');
+            push_ascii(&mut out, &tt);
+            for field in [sender.domain, local] {
                 out.push('=');
                 out.push_str(field);
             }
@@ -344,21 +351,27 @@ impl Srs {
 
     /// The Microsoft-form local part. A sender we signed ourselves is first decoded, so the
     /// new address leads straight back to the first sender.
-    fn microsoft_local(&self, sender: &Mailbox<'_>, user: &str, now: u64) -> String {
+    fn microsoft_local(&self, sender: &Mailbox<'_>, user: &str, now: u64, tail: usize) -> String {
         let decoded = self.microsoft_reverse(&sender.local, now).ok();
         let (domain, local) = match &decoded {
             Some((domain, local)) => (*domain, *local),
             None => (sender.domain, &*sender.local),
         };
         let tt = timestamp::encode(now);
-        let h = self
-            .keys
-            .microsoft(&[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()]);
-        let mut out = String::with_capacity(96);
+        let len = self.options.microsoft_hash_length;
+        let h = self.keys.microsoft(
+            &[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()],
+            len,
+        );
+        // user+SRS=HASH=TT=domain=local
+        let mut out =
+            String::with_capacity(user.len() + 10 + len + domain.len() + local.len() + tail);
         out.push_str(user);
         out.push_str("+SRS=");
-        out.push_str(ascii(&h[..self.options.microsoft_hash_length]));
-        for field in [ascii(&tt), domain, local] {
+        push_ascii(&mut out, &h[..len]);
+        out.push('=');
+        push_ascii(&mut out, &tt);
+        for field in [domain, local] {
             out.push('=');
             out.push_str(field);
         }
@@ -384,7 +397,7 @@ impl Srs {
                 let (hash, tt, rest) = split3(rest).ok_or(ReverseError::Malformed(
                     "SRS0 needs hash, timestamp, domain and local part",
                 ))?;
-                let (domain, orig) = rest.split_once('=').ok_or(ReverseError::Malformed(
+                let (domain, orig) = split_eq(rest).ok_or(ReverseError::Malformed(
                     "SRS0 needs hash, timestamp, domain and local part",
                 ))?;
                 if domain.is_empty() || orig.is_empty() {
@@ -439,7 +452,7 @@ impl Srs {
         let (hash, tt, rest) = split3(&local[tag + 5..]).ok_or(ReverseError::Malformed(
             "+SRS= needs hash, timestamp, domain and local part",
         ))?;
-        let (domain, orig) = rest.split_once('=').ok_or(ReverseError::Malformed(
+        let (domain, orig) = split_eq(rest).ok_or(ReverseError::Malformed(
             "+SRS= needs hash, timestamp, domain and local part",
         ))?;
         if user.is_empty() || domain.is_empty() || orig.is_empty() {
@@ -509,15 +522,28 @@ fn find_microsoft_tag(local: &str) -> Option<usize> {
         .position(|w| w.eq_ignore_ascii_case(b"+SRS="))
 }
 
-/// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`.
+/// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (The first two
+/// fields are a few characters long, too short for `splitn`'s searcher.)
 fn split3(s: &str) -> Option<(&str, &str, &str)> {
-    let mut it = s.splitn(3, '=');
-    Some((it.next()?, it.next()?, it.next()?))
+    fn split(s: &str) -> Option<(&str, &str)> {
+        let i = s.bytes().position(|b| b == b'=')?;
+        Some((&s[..i], &s[i + 1..]))
+    }
+    let (a, rest) = split(s)?;
+    let (b, rest) = split(rest)?;
+    Some((a, b, rest))
 }
 
-/// Our hash and stamp alphabets are ASCII.
-fn ascii(bytes: &[u8]) -> &str {
-    std::str::from_utf8(bytes).expect("hash and timestamp alphabets are ASCII")
+/// Splits at the first `=`, a word at a time (for a domain).
+fn split_eq(s: &str) -> Option<(&str, &str)> {
+    let i = address::find_byte(s.as_bytes(), b'=')?;
+    Some((&s[..i], &s[i + 1..]))
+}
+
+/// Appends hash or stamp characters (ASCII alphabets), with no UTF-8 check to pay for.
+fn push_ascii(out: &mut String, bytes: &[u8]) {
+    debug_assert!(bytes.is_ascii());
+    out.extend(bytes.iter().map(|&b| char::from(b)));
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //! Only the token says *who*; the store says *what*, so an unknown or expired token is the
 //! store's answer, not the codec's.
 
-use super::{RELAY_USER, ReverseError, Srs, address, find_microsoft_tag, timestamp, unix_now};
+use super::{
+    RELAY_USER, ReverseError, Srs, address, find_microsoft_tag, push_ascii, timestamp, unix_now,
+};
 
 /// Length of a token, base32 characters (80 bits).
 pub const TOKEN_LEN: usize = 16;
@@ -60,7 +62,7 @@ impl Srs {
         out.push_str(&token);
         out.push_str(&check);
         out.push('=');
-        out.push_str(super::ascii(&tt));
+        push_ascii(&mut out, &tt);
         out.push('@');
         out.push_str(domain);
         out
@@ -120,10 +122,13 @@ impl Srs {
     }
 
     fn stored_check(&self, tt: &[u8], token: &str) -> String {
+        let len = self.options.microsoft_hash_length;
         let h = self
             .keys
-            .microsoft(&[tt, b"", token.as_bytes(), RELAY_USER.as_bytes()]);
-        super::ascii(&h[..self.options.microsoft_hash_length]).to_owned()
+            .microsoft(&[tt, b"", token.as_bytes(), RELAY_USER.as_bytes()], len);
+        let mut out = String::with_capacity(len);
+        push_ascii(&mut out, &h[..len]);
+        out
     }
 }
 

@@ -668,3 +668,15 @@ proptest! {
         prop_assert!(srs.reverse_at(&tampered, NOW).is_err(), "{} accepted", tampered);
     }
 }
+
+// ---- internal scanners against their plain definitions ----
+
+proptest! {
+    #[test]
+    fn prop_split3(s in "[a=b]{0,16}") {
+        let mut it = s.splitn(3, '=');
+        let plain = (|| Some((it.next()?, it.next()?, it.next()?)))();
+        prop_assert_eq!(split3(&s), plain);
+        prop_assert_eq!(split_eq(&s), s.split_once('='));
+    }
+}
