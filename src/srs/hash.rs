@@ -93,7 +93,7 @@ pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
 /// verdict comes out through `subtle`. (The hashes compared are zero past their length, so
 /// whole buffers are compared, eight bytes at a time.)
 fn equal<const N: usize>(a: &[u8; N], b: &[u8; N]) -> subtle::Choice {
-    const { assert!(N % 8 == 0) };
+    const { assert!(N.is_multiple_of(8)) };
     let word = |w: &[u8]| u64::from_le_bytes(w.try_into().expect("8 bytes"));
     let diff =
         (a.chunks_exact(8).zip(b.chunks_exact(8))).fold(0, |acc, (x, y)| acc | (word(x) ^ word(y)));
