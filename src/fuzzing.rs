@@ -55,3 +55,10 @@ pub fn mailbox(address: &str) -> Option<(String, String)> {
         .ok()
         .map(|m| (m.local.into_owned(), m.domain.to_owned()))
 }
+
+/// The Postfix lookup services' request handling over `input`: socketmap (netstrings)
+/// when `tcp_table` is `None`, else tcp_table for that map. Returns the replies written
+/// and whether the connection would be closed.
+pub fn lookup_requests(input: &[u8], tcp_table: Option<crate::socketmap::Map>) -> (Vec<u8>, bool) {
+    crate::socketmap::answer_all(input, tcp_table)
+}
