@@ -832,6 +832,62 @@ fn group_id(key: &str, name: &str) -> Result<u32, ConfigError> {
     Ok(entry.gr_gid)
 }
 
+/// For the fuzz target: answers every request in `input` as a connection does (no
+/// socket, no sender store), until it needs more input or refuses and closes. Returns
+/// what would be written, and whether the connection would be closed.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn answer_all(input: &[u8], tcp_table: Option<Map>) -> (Vec<u8>, bool) {
+    use std::sync::OnceLock;
+
+    struct NoStore;
+    impl lookup::Stored for NoStore {
+        fn get(&self, _: &str) -> Result<Option<String>, String> {
+            Ok(None)
+        }
+        fn put(&self, _: &str) -> Result<String, String> {
+            Err("no sender store here".into())
+        }
+    }
+
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        let options = crate::srs::Options {
+            format: crate::srs::Format::Classic,
+            local_domains: vec!["forward.example".into()],
+            ..Default::default()
+        };
+        Shared {
+            srs: Srs::new(&["fuzz secret"], options).expect("valid options"),
+            stored: Box::new(NoStore),
+            rules: Rules {
+                domain: "forward.example".into(),
+                exclude_domains: vec![".partner.example".into()],
+            },
+            idle_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            connections: Arc::new(Semaphore::new(1)),
+            max_connections: 1,
+            open: Mutex::new(Open::default()),
+        }
+    });
+    let protocol = match tcp_table {
+        Some(map) => Protocol::TcpTable(map),
+        None => Protocol::Socketmap,
+    };
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        match answer_one(shared, protocol, &input[at..], &mut out) {
+            Step::More => return (out, false),
+            Step::Answered(n) => {
+                assert!(n > 0, "a request of no octets would loop");
+                at += n;
+            }
+            Step::Close => return (out, true),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -963,61 +1019,5 @@ mod tests {
             Step::Close
         ));
         assert_eq!(out, b"500 request too long\n");
-    }
-}
-
-/// For the fuzz target: answers every request in `input` as a connection does (no
-/// socket, no sender store), until it needs more input or refuses and closes. Returns
-/// what would be written, and whether the connection would be closed.
-#[cfg(feature = "fuzzing")]
-pub(crate) fn answer_all(input: &[u8], tcp_table: Option<Map>) -> (Vec<u8>, bool) {
-    use std::sync::OnceLock;
-
-    struct NoStore;
-    impl lookup::Stored for NoStore {
-        fn get(&self, _: &str) -> Result<Option<String>, String> {
-            Ok(None)
-        }
-        fn put(&self, _: &str) -> Result<String, String> {
-            Err("no sender store here".into())
-        }
-    }
-
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    let shared = SHARED.get_or_init(|| {
-        let options = crate::srs::Options {
-            format: crate::srs::Format::Classic,
-            local_domains: vec!["forward.example".into()],
-            ..Default::default()
-        };
-        Shared {
-            srs: Srs::new(&["fuzz secret"], options).expect("valid options"),
-            stored: Box::new(NoStore),
-            rules: Rules {
-                domain: "forward.example".into(),
-                exclude_domains: vec![".partner.example".into()],
-            },
-            idle_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_secs(1),
-            connections: Arc::new(Semaphore::new(1)),
-            max_connections: 1,
-            open: Mutex::new(Open::default()),
-        }
-    });
-    let protocol = match tcp_table {
-        Some(map) => Protocol::TcpTable(map),
-        None => Protocol::Socketmap,
-    };
-    let mut out = Vec::new();
-    let mut at = 0;
-    loop {
-        match answer_one(shared, protocol, &input[at..], &mut out) {
-            Step::More => return (out, false),
-            Step::Answered(n) => {
-                assert!(n > 0, "a request of no octets would loop");
-                at += n;
-            }
-            Step::Close => return (out, true),
-        }
     }
 }
