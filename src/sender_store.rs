@@ -231,6 +231,12 @@ impl SenderStore {
     }
 }
 
+/// How long a stored sender is kept: as long as the address naming it is accepted
+/// (`max_age_days`), plus a day for clocks and timestamp rounding.
+pub fn entry_lifetime(max_age_days: u32) -> Duration {
+    Duration::from_secs((u64::from(max_age_days) + 1) * 86_400)
+}
+
 /// A fresh token: 80 bits from the OS's CSPRNG, base32.
 pub fn new_token() -> Result<String, StoreError> {
     let mut raw = [0u8; TOKEN_LEN * 5 / 8];

@@ -9,8 +9,9 @@
 //! Postfix's master runs as root (`postfix -c DIR start`), so this test needs root. It is
 //! stopped when the test ends, panics included.
 
-mod common;
 mod lookup;
+
+use lookup::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

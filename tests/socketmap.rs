@@ -2,8 +2,9 @@
 //! tcp_table, as `srs-relay socketmap` and as part of `serve`; malformed and oversized
 //! requests, timeouts, the connection limit, and many concurrent connections.
 
-mod common;
 mod lookup;
+
+use lookup::common;
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};

@@ -12,7 +12,7 @@ use super::Server;
 use super::io::{self, DataError, Line};
 use super::received::Trace;
 use crate::policy;
-use crate::sender_store::new_token;
+use crate::sender_store::{entry_lifetime, new_token};
 use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
 use crate::srs::{Decoded, ForwardError, ReverseError, unix_now};
 
@@ -386,9 +386,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         let sender = tx.sender.clone();
         let srv = self.srv;
-        let ttl = std::time::Duration::from_secs(
-            u64::from(srv.srs.options().max_age_days) * 86_400 + 86_400,
-        );
+        let ttl = entry_lifetime(srv.srs.options().max_age_days);
         let stored = async {
             let token = new_token()?;
             srv.store.put(&token, &sender, ttl).await?;

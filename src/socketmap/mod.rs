@@ -36,7 +36,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigError, ListenAddr, duration};
-use crate::sender_store::{SenderStore, new_token};
+use crate::sender_store::{SenderStore, entry_lifetime, new_token};
 use crate::srs::{Srs, unix_now};
 use lookup::{Answer, Rules};
 
@@ -296,8 +296,7 @@ pub async fn start(
             tcp.push((bind_tcp(key, *a).await?, Protocol::TcpTable(map)));
         }
     }
-    // Stored senders live as long as the address that names them, plus a day.
-    let ttl = Duration::from_secs((u64::from(srs.options().max_age_days) + 1) * 86_400);
+    let ttl = entry_lifetime(srs.options().max_age_days);
     let shared = Arc::new(Shared {
         srs,
         stored: Box::new(BlockingStore {

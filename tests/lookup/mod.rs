@@ -15,25 +15,10 @@ pub const SECRET: &str = "tops3cr3t";
 /// The SRS domain of every test (postsrsd's `-d`).
 pub const DOMAIN: &str = "forward.example";
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Polls `f` every 20 ms until it is true or `limit` passes.
-pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
+// The suite's one copy of these (tests/common).
+#[path = "../common/mod.rs"]
+pub mod common;
+pub use common::{free_port, wait_until};
 
 /// A running `srs-relay socketmap`: socketmap and tcp_table (forward, reverse) on their
 /// own loopback ports, classic form, the suite's secret.
