@@ -202,6 +202,11 @@ pub struct QueueConfig {
     pub max_per_destination: usize,
     /// Timeout of each outbound SMTP step (connect, command, DATA).
     pub connect_timeout: String,
+    /// How long a session that delivered a message waits for the next one to the same
+    /// address; `0` closes every session after its message.
+    pub connection_cache_time: String,
+    /// A session is not used for new messages once it is this old.
+    pub connection_reuse_time: String,
 }
 
 impl Default for QueueConfig {
@@ -213,6 +218,8 @@ impl Default for QueueConfig {
             max_concurrent_deliveries: 100,
             max_per_destination: 10,
             connect_timeout: "2m".into(),
+            connection_cache_time: "2s".into(),
+            connection_reuse_time: "300s".into(),
         }
     }
 }
@@ -301,10 +308,18 @@ pub fn duration(key: &str, text: &str) -> Result<std::time::Duration, ConfigErro
 
 /// `queue.delay_warning`: a duration, or `0` for none.
 pub fn delay_warning(text: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+    optional_duration("queue.delay_warning", text)
+}
+
+/// A duration, or `0` (any zero duration) for none.
+pub fn optional_duration(
+    key: &str,
+    text: &str,
+) -> Result<Option<std::time::Duration>, ConfigError> {
     if text.trim() == "0" {
         return Ok(None);
     }
-    let d = duration("queue.delay_warning", text)?;
+    let d = duration(key, text)?;
     Ok((!d.is_zero()).then_some(d))
 }
 
@@ -496,6 +511,14 @@ impl Config {
         duration("queue.max_lifetime", &self.queue.max_lifetime)?;
         delay_warning(&self.queue.delay_warning)?;
         duration("queue.connect_timeout", &self.queue.connect_timeout)?;
+        optional_duration(
+            "queue.connection_cache_time",
+            &self.queue.connection_cache_time,
+        )?;
+        duration(
+            "queue.connection_reuse_time",
+            &self.queue.connection_reuse_time,
+        )?;
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError::key(
                 "tls.cert",

@@ -39,14 +39,24 @@ pub async fn read_data_capped<R: AsyncBufRead + Unpin>(
     crate::smtp::io::read_data_capped(r, out, max_size, timeout, line_cap).await
 }
 
-/// The parse that spool recovery applies to an `.env` file's bytes.
-pub fn parse_envelope(bytes: &[u8], id: &str) -> Option<Envelope> {
-    crate::spool::parse_envelope(bytes, id)
+/// The checks spool recovery applies to a queue file (`<id>.q`): its envelope and message,
+/// if it keeps it.
+pub fn parse_queue_file<'a>(bytes: &'a [u8], id: &str) -> Option<(Envelope, &'a [u8])> {
+    crate::spool::split_queue_file(bytes, id)
 }
 
-/// The bytes the spool writes for `env`.
-pub fn encode_envelope(env: &Envelope) -> io::Result<Vec<u8>> {
-    crate::spool::encode(env)
+/// The parse spool recovery applies to an updated envelope (`<id>.state`, `version` 2) or
+/// to a version 1 `<id>.env` it converts (`version` 1).
+pub fn parse_envelope(bytes: &[u8], id: &str, version: u32) -> Option<Envelope> {
+    crate::spool::parse_line(bytes, id, version).map(|(env, _)| env)
+}
+
+/// The bytes the spool writes for `env`: a queue file with `message`, or with `None` an
+/// updated envelope.
+pub fn encode_spool_file(env: &Envelope, message: Option<&[u8]>) -> io::Result<Vec<u8>> {
+    let mut bytes = crate::spool::encode_line(env, message.map(|m| m.len() as u64))?;
+    bytes.extend_from_slice(message.unwrap_or_default());
+    Ok(bytes)
 }
 
 /// The codec's view of an address: (local part unquoted, domain), if it parses.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -50,6 +50,8 @@ enum Stage {
 type Script = Arc<dyn Fn(&Stage, usize) -> Option<String> + Send + Sync>;
 
 const HANG: &str = "(hang)";
+/// Closes the connection without a reply.
+const CLOSE: &str = "(close)";
 /// Prefix of a reply given after 300 ms.
 const DELAY: &str = "(delay)";
 
@@ -145,6 +147,10 @@ impl Receiver {
         self.connections.load(Ordering::SeqCst)
     }
 
+    fn open_now(&self) -> usize {
+        self.open.lock().unwrap().0
+    }
+
     fn most_open_at_once(&self) -> usize {
         self.open.lock().unwrap().1
     }
@@ -177,6 +183,9 @@ async fn session(
             let text: String = $text;
             if text == HANG {
                 tokio::time::sleep(LIMIT).await;
+                return Ok(());
+            }
+            if text == CLOSE {
                 return Ok(());
             }
             let text = match text.strip_prefix(DELAY) {
@@ -368,7 +377,17 @@ fn settings(smarthost: Option<String>) -> DeliverySettings {
         data_done_timeout: Duration::from_secs(5),
         ehlo_name: "relay.test".into(),
         shutdown_grace: Duration::from_secs(2),
+        // The scripts here number connections: one per delivery. The connection cache
+        // has its own tests (`cached_*`), with this on.
+        connection_cache_time: None,
         ..DeliverySettings::default()
+    }
+}
+
+fn caching(smarthost: Option<String>, idle: Duration) -> DeliverySettings {
+    DeliverySettings {
+        connection_cache_time: Some(idle),
+        ..settings(smarthost)
     }
 }
 
@@ -410,14 +429,9 @@ impl Harness {
         self.queue.submit(env.clone());
     }
 
-    fn env_path(&self, id: &str) -> PathBuf {
-        self.dir.path().join("queue").join(format!("{id}.env"))
-    }
-
     /// The envelope as stored now, if it is still in the spool.
     fn stored(&self, id: &str) -> Option<Envelope> {
-        let bytes = std::fs::read(self.env_path(id)).ok()?;
-        Some(serde_json::from_slice(&bytes).expect("envelope JSON"))
+        self.spool.envelope(id).expect("spool readable")
     }
 
     fn reports(&self) -> Vec<FailureReport> {
@@ -526,9 +540,10 @@ async fn delivers_byte_exact_and_removes_from_spool() {
         !h.dir
             .path()
             .join("queue")
-            .join(format!("{}.msg", env.id))
+            .join(format!("{}.q", env.id))
             .exists()
     );
+    assert_eq!(h.stored(&env.id), None);
     assert!(wait_for(LIMIT, || h.queue.queued() == 0).await);
     assert!(h.reports().is_empty());
     h.queue.shutdown().await;
@@ -843,6 +858,97 @@ async fn failed_or_refused_starttls_falls_back_to_plain_text() {
     assert_eq!((got[0].connection, got[0].tls), (2, false));
     assert_eq!((got[1].connection, got[1].tls), (3, false));
     assert_eq!(rx.connections(), 3);
+    h.queue.shutdown().await;
+}
+
+/// Delivers `n` messages one after the other, each once the one before is gone.
+async fn deliver_one_by_one(h: &Harness, n: usize) {
+    for i in 0..n {
+        let env = envelope("s@origin.test", &[&format!("r{i}@dest.test")]);
+        h.submit(&env, SIMPLE);
+        assert!(
+            wait_for(LIMIT, || h.stored(&env.id).is_none()).await,
+            "message {i} delivered"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cached_sessions_carry_the_next_messages_then_quit() {
+    let rx = Receiver::start(accept_all()).await;
+    let h = Harness::start(caching(Some(rx.hostport()), Duration::from_secs(1)), None);
+    deliver_one_by_one(&h, 5).await;
+    let got = rx.transactions();
+    assert_eq!(got.len(), 5);
+    assert!(got.iter().all(|t| t.connection == 1), "{got:?}");
+    assert_eq!(got[4].to(), ["<r4@dest.test>"]);
+    assert_eq!(rx.connections(), 1);
+    // Idle for longer than the cache time: QUIT, and the receiver's side closes.
+    assert!(
+        wait_for(LIMIT, || rx.open_now() == 0).await,
+        "idle session closed"
+    );
+    deliver_one_by_one(&h, 1).await;
+    assert_eq!(rx.connections(), 2);
+    h.queue.shutdown().await;
+}
+
+#[tokio::test]
+async fn cached_tls_sessions_stay_in_tls() {
+    let rx = Receiver::start_with(accept_all(), Some(tls_acceptor()), "127.0.0.1:0").await;
+    let mut s = caching(Some(rx.hostport()), Duration::from_secs(5));
+    s.require_tls = true;
+    let h = Harness::start(s, None);
+    deliver_one_by_one(&h, 3).await;
+    let got = rx.transactions();
+    assert_eq!(got.len(), 3);
+    assert!(got.iter().all(|t| t.tls && t.connection == 1), "{got:?}");
+    h.queue.shutdown().await;
+    // Shutdown QUITs the sessions left in the cache.
+    assert!(wait_for(LIMIT, || rx.open_now() == 0).await);
+}
+
+#[tokio::test]
+async fn cached_session_the_receiver_dropped_is_replaced_without_a_retry() {
+    // The receiver hangs up on the second MAIL of connection 1, as a server does when its
+    // idle timer fired: the message goes over a new connection in the same attempt.
+    let mails = Arc::new(AtomicUsize::new(0));
+    let m = mails.clone();
+    let script: Script = Arc::new(move |stage, conn| match stage {
+        Stage::Mail if conn == 1 && m.fetch_add(1, Ordering::SeqCst) == 1 => Some(CLOSE.to_owned()),
+        _ => None,
+    });
+    let rx = Receiver::start(script).await;
+    let mut s = caching(Some(rx.hostport()), Duration::from_secs(5));
+    // A retry would show as a wait of a minute.
+    s.retry_intervals = vec![Duration::from_secs(60)];
+    let h = Harness::start(s, None);
+    deliver_one_by_one(&h, 2).await;
+    let got = rx.transactions();
+    assert_eq!(got.len(), 2);
+    assert_eq!((got[0].connection, got[1].connection), (1, 2));
+    assert!(h.reports().is_empty());
+    h.queue.shutdown().await;
+}
+
+#[tokio::test]
+async fn cached_sessions_are_not_used_past_their_reuse_time_or_when_turned_off() {
+    let rx = Receiver::start(accept_all()).await;
+    let mut s = caching(Some(rx.hostport()), Duration::from_secs(10));
+    s.connection_reuse_time = Duration::from_millis(700);
+    let h = Harness::start(s, None);
+    deliver_one_by_one(&h, 1).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    deliver_one_by_one(&h, 1).await;
+    assert_eq!(rx.connections(), 2);
+    h.queue.shutdown().await;
+
+    let rx = Receiver::start(accept_all()).await;
+    let h = Harness::start(settings(Some(rx.hostport())), None);
+    deliver_one_by_one(&h, 3).await;
+    assert_eq!(rx.connections(), 3);
+    // Each session QUIT right after its message.
+    assert!(wait_for(LIMIT, || rx.open_now() == 0).await);
     h.queue.shutdown().await;
 }
 

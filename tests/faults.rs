@@ -189,7 +189,7 @@ fn queued_in_namespace(relay: &Relay) -> usize {
     std::fs::read_dir(&q)
         .unwrap_or_else(|e| panic!("{q}: {e}"))
         .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "env"))
+        .filter(|e| e.path().extension().is_some_and(|x| x == "q"))
         .count()
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, TxRecipient};
+use super::connections::ConnectionCache;
 use super::dns::{self, Destination, Resolve, Route};
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::spool::{Envelope, RecipientState, Spool};
@@ -23,6 +24,8 @@ pub(crate) struct Shared {
     pub on_failure: OnFailure,
     pub resolver: Arc<dyn Resolve>,
     pub limits: Limits,
+    /// Sessions between messages.
+    pub connections: Arc<ConnectionCache>,
     /// Becomes `true` on shutdown: start nothing new.
     pub stop: watch::Receiver<bool>,
 }
@@ -302,7 +305,7 @@ async fn deliver_group_now(
 
     let mut last = (String::new(), None);
     for target in &targets {
-        match client::deliver(target, &shared.client, &tx).await {
+        match client::deliver(target, &shared.client, &tx, &shared.connections).await {
             HostOutcome::Done(results) => {
                 let remote = Some(target.describe());
                 return indices

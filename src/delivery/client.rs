@@ -1,20 +1,24 @@
-//! The SMTP client: one session to one address, carrying one transaction (one MAIL, an
-//! RCPT per recipient, one DATA), on mail-send's low-level `SmtpClient`.
+//! The SMTP client: sessions to one address, each carrying transactions (one MAIL, an
+//! RCPT per recipient, one DATA) one after the other, on mail-send's low-level
+//! `SmtpClient`. Between transactions a session waits in the connection cache.
 //!
 //! STARTTLS is opportunistic, like Postfix's `may` level: used when offered, the
 //! certificate not verified; if the handshake fails, the host is tried again in plain
 //! text. With `require_tls`, a host without working STARTTLS is skipped instead.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mail_send::SmtpClient;
 use smtp_proto::{
     EXT_8BIT_MIME, EXT_DSN, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Response,
 };
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
@@ -24,6 +28,7 @@ use tokio_rustls::rustls::crypto::{
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
 
+use super::connections::ConnectionCache;
 use super::dns::Target;
 
 /// What the client needs besides the transaction.
@@ -75,60 +80,96 @@ pub(crate) enum HostOutcome {
     Done(Vec<RcptResult>),
 }
 
-/// Delivers `tx` to `target`.
+/// Cached connections tried for one transaction before a new one is opened.
+const MAX_CACHED_TRIES: usize = 3;
+
+/// Delivers `tx` to `target`, over an idle connection from `cache` if there is one, and
+/// leaves the connection in `cache` afterwards if it is fit for another transaction.
 pub(crate) async fn deliver(
     target: &Target,
     cfg: &ClientSettings,
     tx: &Transaction<'_>,
+    cache: &ConnectionCache,
 ) -> HostOutcome {
-    match session(target, cfg, tx, true).await {
-        Session::Outcome(o) => o,
-        // The connection is lost after a failed handshake: like Postfix at the `may`
-        // level, come back in plain text.
-        Session::TlsFailed(e) if !cfg.require_tls => {
-            tracing::info!(id = %tx.id, remote = %target.describe(), error = %e,
-                "STARTTLS failed; retrying in plain text");
-            match session(target, cfg, tx, false).await {
-                Session::Outcome(o) => o,
-                Session::TlsFailed(e) => HostOutcome::TryNext(e),
+    // A cached connection the server has closed meanwhile fails before anything is
+    // decided (TryNext): then it is dropped and the next one, or a new one, is used.
+    for _ in 0..MAX_CACHED_TRIES {
+        let Some(mut open) = cache.take(target) else {
+            break;
+        };
+        tracing::debug!(id = %tx.id, remote = %target.describe(), uses = open.uses,
+            "reusing connection");
+        match open.transaction(tx, cfg.data_done_timeout).await {
+            (HostOutcome::TryNext(e), _) => {
+                tracing::debug!(id = %tx.id, remote = %target.describe(), error = %e,
+                    "cached connection failed; not counted")
+            }
+            (outcome, clean) => {
+                finish(open, clean, cache).await;
+                return outcome;
             }
         }
-        Session::TlsFailed(e) => HostOutcome::TryNext(e),
+    }
+    let open = match open(target, cfg, tx.id, true).await {
+        Opened::Ok(open) => open,
+        Opened::Failed(e) => return HostOutcome::TryNext(e),
+        // The connection is lost after a failed handshake: like Postfix at the `may`
+        // level, come back in plain text.
+        Opened::TlsFailed(e) if !cfg.require_tls => {
+            tracing::info!(id = %tx.id, remote = %target.describe(), error = %e,
+                "STARTTLS failed; retrying in plain text");
+            match open(target, cfg, tx.id, false).await {
+                Opened::Ok(open) => open,
+                Opened::Failed(e) | Opened::TlsFailed(e) => return HostOutcome::TryNext(e),
+            }
+        }
+        Opened::TlsFailed(e) => return HostOutcome::TryNext(e),
+    };
+    let mut open = open;
+    let (outcome, clean) = open.transaction(tx, cfg.data_done_timeout).await;
+    finish(open, clean, cache).await;
+    outcome
+}
+
+/// After a transaction: back into the cache if the session is in a known state and the
+/// cache takes it, else QUIT.
+async fn finish(open: Open, clean: bool, cache: &ConnectionCache) {
+    // A session in an unknown state is only closed (dropped).
+    if clean && let Some(mut refused) = cache.put(open) {
+        refused.quit().await;
     }
 }
 
-enum Session {
-    Outcome(HostOutcome),
+enum Opened {
+    Ok(Open),
+    /// No session (no connection, bad greeting, EHLO refused, ...).
+    Failed(String),
     /// The TLS handshake failed after the server said yes to STARTTLS.
     TlsFailed(String),
 }
 
-async fn session(
-    target: &Target,
-    cfg: &ClientSettings,
-    tx: &Transaction<'_>,
-    use_tls: bool,
-) -> Session {
+/// Connects, reads the greeting, says EHLO and starts TLS where offered (`use_tls`).
+async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) -> Opened {
     let remote = target.describe();
-    let next = |e: String| Session::Outcome(HostOutcome::TryNext(e));
+    let fail = Opened::Failed;
 
     let mut client = match SmtpClient::connect(target.addr, cfg.connect_timeout).await {
         Ok(c) => c,
-        Err(e) => return next(format!("4.4.1 connect to {remote}: {}", error_text(&e))),
+        Err(e) => return fail(format!("4.4.1 connect to {remote}: {}", error_text(&e))),
     };
     client.timeout = cfg.command_timeout;
 
     match timeout(cfg.command_timeout, client.read()).await {
         Ok(Ok(r)) if r.code == 220 => {}
         // A 5xx greeting skips the host too (Postfix: smtp_skip_5xx_greeting).
-        Ok(Ok(r)) => return next(format!("{} (in greeting)", reply_text(&r))),
-        Ok(Err(e)) => return next(format!("4.4.2 {remote}: {} (in greeting)", error_text(&e))),
-        Err(_) => return next(format!("4.4.2 {remote}: timeout waiting for the greeting")),
+        Ok(Ok(r)) => return fail(format!("{} (in greeting)", reply_text(&r))),
+        Ok(Err(e)) => return fail(format!("4.4.2 {remote}: {} (in greeting)", error_text(&e))),
+        Err(_) => return fail(format!("4.4.2 {remote}: timeout waiting for the greeting")),
     }
 
     let caps = match hello(&mut client, &cfg.ehlo_name).await {
         Ok(c) => c,
-        Err(e) => return next(format!("{e} from {remote}")),
+        Err(e) => return fail(format!("{e} from {remote}")),
     };
 
     if use_tls && caps.has(EXT_START_TLS) {
@@ -138,31 +179,29 @@ async fn session(
                 let mut client = match client.into_tls(&cfg.tls, name).await {
                     Ok(c) => c,
                     Err(e) => {
-                        return Session::TlsFailed(format!(
+                        return Opened::TlsFailed(format!(
                             "4.7.5 TLS handshake with {remote} failed: {}",
                             error_text(&e)
                         ));
                     }
                 };
                 let tls = crate::tls::describe(client.tls_connection());
-                tracing::info!(id = %tx.id, remote = %remote, tls = %tls, "connected");
+                tracing::info!(id = %id, remote = %remote, tls = %tls, "connected");
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 let caps = match hello(&mut client, &cfg.ehlo_name).await {
                     Ok(c) => c,
-                    Err(e) => return next(format!("{e} from {remote} (after STARTTLS)")),
+                    Err(e) => return fail(format!("{e} from {remote} (after STARTTLS)")),
                 };
-                let outcome = transaction(&mut client, &caps, tx, cfg.data_done_timeout).await;
-                quit(&mut client).await;
-                return Session::Outcome(outcome);
+                return Opened::Ok(Open::new(target, Stream::Tls(Box::new(client)), caps));
             }
             Ok(r) if cfg.require_tls => {
-                return next(format!("{} (in reply to STARTTLS)", reply_text(&r)));
+                return fail(format!("{} (in reply to STARTTLS)", reply_text(&r)));
             }
             // RFC 3207 §4: the session may go on without TLS.
-            Ok(r) => tracing::info!(id = %tx.id, remote = %remote, reply = %reply_text(&r),
+            Ok(r) => tracing::info!(id = %id, remote = %remote, reply = %reply_text(&r),
                 "STARTTLS refused; going on in plain text"),
             Err(e) => {
-                return next(format!(
+                return fail(format!(
                     "4.4.2 {remote}: {} (in reply to STARTTLS)",
                     error_text(&e)
                 ));
@@ -170,15 +209,66 @@ async fn session(
         }
     } else if cfg.require_tls {
         quit(&mut client).await;
-        return next(format!(
+        return fail(format!(
             "4.7.4 TLS is required, but {remote} did not offer STARTTLS"
         ));
     }
 
-    tracing::info!(id = %tx.id, remote = %remote, tls = "none", "connected");
-    let outcome = transaction(&mut client, &caps, tx, cfg.data_done_timeout).await;
-    quit(&mut client).await;
-    Session::Outcome(outcome)
+    tracing::info!(id = %id, remote = %remote, tls = "none", "connected");
+    Opened::Ok(Open::new(target, Stream::Plain(client), caps))
+}
+
+/// A session past EHLO (and STARTTLS), between transactions.
+pub(crate) struct Open {
+    stream: Stream,
+    caps: Capabilities,
+    /// Where it goes: the cache's key.
+    pub(crate) addr: SocketAddr,
+    pub(crate) host: String,
+    pub(crate) opened: Instant,
+    /// Transactions carried so far.
+    pub(crate) uses: u32,
+}
+
+enum Stream {
+    Plain(SmtpClient<TcpStream>),
+    /// Boxed: a TLS session is twenty times the size of a plain one.
+    Tls(Box<SmtpClient<TlsStream<TcpStream>>>),
+}
+
+impl Open {
+    fn new(target: &Target, stream: Stream, caps: Capabilities) -> Open {
+        Open {
+            stream,
+            caps,
+            addr: target.addr,
+            host: target.host.clone(),
+            opened: Instant::now(),
+            uses: 0,
+        }
+    }
+
+    /// One transaction; true with the outcome if the session is left in a known state
+    /// (every command answered), so another may follow.
+    async fn transaction(
+        &mut self,
+        tx: &Transaction<'_>,
+        done_timeout: Duration,
+    ) -> (HostOutcome, bool) {
+        self.uses += 1;
+        match &mut self.stream {
+            Stream::Plain(c) => transaction(c, &self.caps, tx, done_timeout).await,
+            Stream::Tls(c) => transaction(&mut **c, &self.caps, tx, done_timeout).await,
+        }
+    }
+
+    /// QUIT, not waiting long.
+    pub(crate) async fn quit(&mut self) {
+        match &mut self.stream {
+            Stream::Plain(c) => quit(c).await,
+            Stream::Tls(c) => quit(&mut **c).await,
+        }
+    }
 }
 
 /// What the server said it can do.
@@ -224,22 +314,22 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     caps: &Capabilities,
     tx: &Transaction<'_>,
     done_timeout: Duration,
-) -> HostOutcome {
+) -> (HostOutcome, bool) {
     let n = tx.recipients.len();
     let all = |r: RcptResult| HostOutcome::Done(vec![r; n]);
 
     if caps.size > 0 && tx.body.len() > caps.size {
-        return all(RcptResult::Failed(format!(
+        let e = format!(
             "5.3.4 message size {} exceeds the receiver's limit of {}",
             tx.body.len(),
             caps.size
-        )));
+        );
+        return (all(RcptResult::Failed(e)), true);
     }
     let needs_utf8 = !tx.sender.is_ascii() || tx.recipients.iter().any(|r| !r.address.is_ascii());
     if needs_utf8 && !caps.has(EXT_SMTP_UTF8) {
-        return all(RcptResult::Failed(
-            "5.6.7 SMTPUTF8 is required, but was not offered by the receiver".to_owned(),
-        ));
+        let e = "5.6.7 SMTPUTF8 is required, but was not offered by the receiver";
+        return (all(RcptResult::Failed(e.to_owned())), true);
     }
 
     // MAIL
@@ -266,20 +356,17 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     match client.cmd(mail).await {
         Ok(r) if is_2xx(&r) => {}
         Ok(r) if r.code >= 500 => {
-            rset(client).await;
-            return all(RcptResult::Failed(format!(
-                "{} (in reply to MAIL FROM)",
-                reply_text(&r)
-            )));
+            let clean = rset(client).await;
+            let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
+            return (all(RcptResult::Failed(e)), clean);
         }
         Ok(r) => {
-            return HostOutcome::TryNext(format!("{} (in reply to MAIL FROM)", reply_text(&r)));
+            let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
+            return (HostOutcome::TryNext(e), false);
         }
         Err(e) => {
-            return HostOutcome::TryNext(format!(
-                "4.4.2 {} (in reply to MAIL FROM)",
-                error_text(&e)
-            ));
+            let e = format!("4.4.2 {} (in reply to MAIL FROM)", error_text(&e));
+            return (HostOutcome::TryNext(e), false);
         }
     }
 
@@ -314,21 +401,26 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             }
             Err(e) => {
                 let e = format!("4.4.2 {} (in reply to RCPT TO)", error_text(&e));
-                return HostOutcome::Done(fill(results, RcptResult::Deferred(e)));
+                return (
+                    HostOutcome::Done(fill(results, RcptResult::Deferred(e))),
+                    false,
+                );
             }
         }
     }
     if accepted.is_empty() {
-        rset(client).await;
-        return HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())));
+        let clean = rset(client).await;
+        let outcome = HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())));
+        return (outcome, clean);
     }
 
     // DATA: the answer covers every accepted recipient.
-    let verdict = data(client, tx, done_timeout).await;
+    let (verdict, clean) = data(client, tx, done_timeout).await;
     for i in accepted {
         results[i] = Some(verdict.clone());
     }
-    HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())))
+    let outcome = HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())));
+    (outcome, clean)
 }
 
 fn fill(results: Vec<Option<RcptResult>>, rest: RcptResult) -> Vec<RcptResult> {
@@ -338,40 +430,51 @@ fn fill(results: Vec<Option<RcptResult>>, rest: RcptResult) -> Vec<RcptResult> {
         .collect()
 }
 
+/// DATA; true with the verdict if every command was answered.
 async fn data<T: AsyncRead + AsyncWrite + Unpin>(
     client: &mut SmtpClient<T>,
     tx: &Transaction<'_>,
     done_timeout: Duration,
-) -> RcptResult {
+) -> (RcptResult, bool) {
     match client.cmd(b"DATA\r\n").await {
         Ok(r) if r.code == 354 => {}
         Ok(r) if r.code >= 500 => {
-            rset(client).await;
-            return RcptResult::Failed(format!("{} (in reply to DATA)", reply_text(&r)));
+            let clean = rset(client).await;
+            let e = format!("{} (in reply to DATA)", reply_text(&r));
+            return (RcptResult::Failed(e), clean);
         }
         Ok(r) => {
-            rset(client).await;
-            return RcptResult::Deferred(format!("{} (in reply to DATA)", reply_text(&r)));
+            let clean = rset(client).await;
+            let e = format!("{} (in reply to DATA)", reply_text(&r));
+            return (RcptResult::Deferred(e), clean);
         }
         Err(e) => {
-            return RcptResult::Deferred(format!("4.4.2 {} (in reply to DATA)", error_text(&e)));
+            let e = format!("4.4.2 {} (in reply to DATA)", error_text(&e));
+            return (RcptResult::Deferred(e), false);
         }
     }
     if let Err(e) = write_data(&mut client.stream, tx.body, client.timeout).await {
-        return RcptResult::Deferred(format!("4.4.2 sending the message: {e}"));
+        let e = format!("4.4.2 sending the message: {e}");
+        return (RcptResult::Deferred(e), false);
     }
     match timeout(done_timeout, client.read()).await {
-        Ok(Ok(r)) if is_2xx(&r) => RcptResult::Delivered(reply_text(&r)),
+        // 421 closes the session whatever came before it.
+        Ok(Ok(r)) if is_2xx(&r) => (RcptResult::Delivered(reply_text(&r)), true),
         Ok(Ok(r)) if r.code >= 500 => {
-            RcptResult::Failed(format!("{} (in reply to end of DATA)", reply_text(&r)))
+            let e = format!("{} (in reply to end of DATA)", reply_text(&r));
+            (RcptResult::Failed(e), true)
         }
-        Ok(Ok(r)) => RcptResult::Deferred(format!("{} (in reply to end of DATA)", reply_text(&r))),
-        Ok(Err(e)) => RcptResult::Deferred(format!(
-            "4.4.2 {} (in reply to end of DATA)",
-            error_text(&e)
-        )),
+        Ok(Ok(r)) => {
+            let e = format!("{} (in reply to end of DATA)", reply_text(&r));
+            (RcptResult::Deferred(e), r.code != 421)
+        }
+        Ok(Err(e)) => {
+            let e = format!("4.4.2 {} (in reply to end of DATA)", error_text(&e));
+            (RcptResult::Deferred(e), false)
+        }
         Err(_) => {
-            RcptResult::Deferred("4.4.2 timeout waiting for the reply to end of DATA".to_owned())
+            let e = "4.4.2 timeout waiting for the reply to end of DATA";
+            (RcptResult::Deferred(e.to_owned()), false)
         }
     }
 }
@@ -416,8 +519,9 @@ async fn write_data<W: AsyncWrite + Unpin>(
     .map_err(|_| timed_out())?
 }
 
-async fn rset<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>) {
-    let _ = client.cmd(b"RSET\r\n").await;
+/// RSET; true if it was accepted, so the session is ready for the next transaction.
+async fn rset<T: AsyncRead + AsyncWrite + Unpin>(client: &mut SmtpClient<T>) -> bool {
+    matches!(client.cmd(b"RSET\r\n").await, Ok(r) if is_2xx(&r))
 }
 
 /// QUIT, not waiting long: the outcome is already known.

@@ -51,6 +51,7 @@
 
 mod attempt;
 mod client;
+mod connections;
 mod dns;
 mod queue;
 
@@ -87,6 +88,11 @@ pub struct DeliverySettings {
     pub command_timeout: Duration,
     /// Wait for the reply after the final dot: at least 10 minutes (RFC 5321 §4.5.3.2.6).
     pub data_done_timeout: Duration,
+    /// How long a session waits for the next message to its address; `None`: one message
+    /// per session (`queue.connection_cache_time`).
+    pub connection_cache_time: Option<Duration>,
+    /// No new message over a session this old (`queue.connection_reuse_time`).
+    pub connection_reuse_time: Duration,
     /// Our name in EHLO (`server.hostname`).
     pub ehlo_name: String,
     /// Defer rather than deliver over a connection without TLS (`tls.require_outbound`).
@@ -170,6 +176,14 @@ impl DeliverySettings {
             connect_timeout: timeout,
             command_timeout: timeout,
             data_done_timeout: timeout.max(Duration::from_secs(600)),
+            connection_cache_time: config::optional_duration(
+                "queue.connection_cache_time",
+                &cfg.queue.connection_cache_time,
+            )?,
+            connection_reuse_time: config::duration(
+                "queue.connection_reuse_time",
+                &cfg.queue.connection_reuse_time,
+            )?,
             ehlo_name: cfg.server.hostname.clone(),
             require_tls: cfg.tls.require_outbound,
             mx_port: 25,

@@ -12,6 +12,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, Limits, Shared};
 use super::client::{ClientSettings, opportunistic_tls};
+use super::connections::{ConnectionCache, run_expiry};
 use super::dns::{Resolve, SystemResolver};
 use super::{DeliverySettings, OnFailure};
 use crate::spool::{Envelope, Spool};
@@ -58,9 +59,20 @@ impl Queue {
             s.max_concurrent_deliveries.max(1),
             s.max_per_destination.max(1),
         );
+        let connections = Arc::new(ConnectionCache::new(
+            s.connection_cache_time.unwrap_or_default(),
+            s.connection_reuse_time,
+            s.max_concurrent_deliveries.max(1),
+        ));
+        let expiry = tokio::spawn(run_expiry(
+            connections.clone(),
+            Duration::from_millis(500),
+            stop_rx.clone(),
+        ));
         let shared = Arc::new(Shared {
             client,
             limits,
+            connections,
             spool: self.spool,
             on_failure: self.on_failure,
             resolver: self
@@ -96,6 +108,7 @@ impl Queue {
                 submit: submit_tx,
                 stop: stop_tx,
                 task: Mutex::new(Some(task)),
+                expiry: Mutex::new(Some(expiry)),
                 queued,
             }),
         }
@@ -123,6 +136,8 @@ struct Inner {
     submit: mpsc::UnboundedSender<Envelope>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// Closes idle outbound sessions; on stop, all of them.
+    expiry: Mutex<Option<JoinHandle<()>>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -157,6 +172,15 @@ impl QueueHandle {
             && let Err(e) = task.await
         {
             tracing::error!(error = %e, "delivery scheduler failed");
+        }
+        let expiry = self
+            .inner
+            .expiry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(expiry) = expiry {
+            let _ = expiry.await;
         }
     }
 }

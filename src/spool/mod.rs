@@ -3,45 +3,64 @@
 //! the directory holding them have been fsynced, so a `250` after DATA survives
 //! `kill -9` and power loss.
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! This comment is the one place the format is described.
 //!
 //! ```text
-//! <dir>/lock                   empty; flock(2)ed exclusively by the process that has the spool open
-//! <dir>/queue/<id>.msg         the raw message octets, exactly as they will be sent
-//! <dir>/queue/<id>.env         the envelope: one JSON object, `{"version":1,"id":...}`, then "\n"
-//! <dir>/queue/<id>.env.<n>.tmp an envelope being written (<n>: a per-process counter)
-//! <dir>/corrupt/<name>         files recovery could not use, moved aside for a human
+//! <dir>/lock                 empty; flock(2)ed exclusively by the process that has the spool open
+//! <dir>/queue/<id>.q         the queue file: the envelope as received, one JSON line
+//!                            `{"version":2,"message_len":N,"id":...}` and "\n", then the N
+//!                            message octets, exactly as they will be sent
+//! <dir>/queue/<id>.state     the envelope as updated since: one JSON line `{"version":2,"id":...}`
+//!                            and "\n"; when present it supersedes the queue file's
+//! <dir>/queue/<id>.<n>.tmp   a queue or state file being written (<n>: a per-process counter)
+//! <dir>/queue/<n>.free       the queue file of a removed message, kept to be overwritten by
+//!                            a later store (<n>: a number); its contents mean nothing
+//! <dir>/corrupt/<name>       files recovery could not use, moved aside for a human
 //! ```
 //!
 //! * `<id>` is 1–64 characters from `[0-9A-Za-z_-]` (see [`Spool::new_id`] for the ids
 //!   the relay makes). Ids are never reused, so a file name never changes meaning.
-//! * The `.env` object holds every field of [`Envelope`] under its Rust name plus
-//!   `"version": 1`. Recipient states are `"pending"`, `"delivered"`, `"failed"`;
-//!   absent optional fields (`null` or missing) are `None`. Unknown fields are ignored, a
-//!   different `version` is not understood (the file is set aside).
+//! * The envelope objects hold every field of [`Envelope`] under its Rust name plus
+//!   `"version": 2` (and `message_len` in the queue file). JSON has no raw line breaks, so
+//!   the first `\n` ends the envelope. Recipient states are `"pending"`, `"delivered"`,
+//!   `"failed"`; absent optional fields (`null` or missing) are `None`. Unknown fields
+//!   are ignored, a different `version` is not understood (the file is set aside).
+//! * One file per message, not two, and removed files are reused: every file created
+//!   and deleted costs an inode allocation and release, which is what the spool spent
+//!   most of its time on under load. At most 256 free files of up to 256 KiB are kept;
+//!   when the disk is full they are deleted to make room.
 //! * Files are created with mode 0600, directories with mode 0700.
+//! * Version 1 (`<id>.env` holding the envelope, `<id>.msg` the message) is converted to
+//!   version 2 on open, so an upgrade keeps the mail that was queued.
 //!
 //! ## Commit protocol
 //!
-//! Store: create `<id>.msg` (O_EXCL) and `<id>.env.<n>.tmp`, write both, fsync both
-//! (writeback of both started first, so one journal commit serves them); rename the
-//! `.tmp` to `<id>.env`; fsync `queue/`. The rename of the `.env` is the commit
-//! point: **a message exists if and only if its `.env` exists**. The directory fsyncs are
-//! group commits: stores that rename while one runs share the next one, so concurrent
-//! sessions pay one fsync between them. Update writes a new
-//! `.tmp` the same way and renames it over the old `.env` (then fsyncs `queue/`), so a
-//! reader sees the old or the new envelope, never a mix. Remove deletes the `.env` first
-//! (un-commit), then the `.msg`, and does not fsync `queue/`: a crash may bring a removed
-//! message back, to be delivered again (a duplicate, never a loss).
+//! Store: write `<id>.<n>.tmp` (O_EXCL), or overwrite a free file and cut it to length;
+//! fsync it, rename it to `<id>.q` (never over an existing one), fsync `queue/`. The rename is the commit point: **a message exists if
+//! and only if its `.q` exists**. The directory fsyncs are group commits: stores that
+//! rename while one runs share the next one, so concurrent sessions pay one fsync between
+//! them. Update writes a `<id>.<n>.tmp` the same way and renames it over `<id>.state`
+//! (then fsyncs `queue/`), so a reader sees the old or the new envelope, never a mix.
+//! Remove renames the `.q` to a free file or deletes it (un-commit), then deletes the
+//! `.state`, and does not fsync
+//! `queue/`: a crash may bring a removed message back, to be delivered again (a
+//! duplicate, never a loss).
 //!
 //! ## Recovery (on [`Spool::open`])
 //!
-//! * any `*.tmp` is deleted (an unfinished store or update; the old `.env`, if any, stands);
-//! * a `.msg` without its `.env` is deleted (an unfinished receive, or a remove cut short);
-//! * an `.env` that cannot be read or parsed, has another `version`, names another id,
-//!   or whose `.msg` is missing, is moved with its `.msg` into `corrupt/`: never dropped;
+//! * any `*.tmp` is deleted (an unfinished store or update; what was there before stands);
+//! * free files are kept for reuse (a store cut short while overwriting one leaves a free
+//!   file still); those beyond the pool's size are deleted;
+//! * a `.state` without its `.q` is deleted (a remove cut short);
+//! * a `.q` whose envelope line cannot be read or parsed, has another `version`, names
+//!   another id, or whose length is not that line plus `message_len`, is moved with its
+//!   `.state` into `corrupt/`: never dropped;
+//! * a `.state` that cannot be used is moved into `corrupt/` and the queue file's own
+//!   envelope is used: recipients already delivered may get the message again, none loses it;
+//! * a version 1 pair is rewritten as a queue file, then deleted; a version 1 `.msg`
+//!   alone is deleted (as version 1 recovery did), an unusable `.env` set aside with its `.msg`;
 //! * any other file in `queue/` is moved into `corrupt/` too; sub-directories are left alone.
 //!
 //! A name already taken in `corrupt/` gets a `.1`, `.2`, ... suffix. `queue/` and
@@ -61,8 +80,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// The `version` written into every `.env` file.
-const FORMAT_VERSION: u32 = 1;
+/// The `version` written into every envelope line.
+const FORMAT_VERSION: u32 = 2;
+/// The version before: `<id>.env` + `<id>.msg`, converted on open.
+const FORMAT_V1: u32 = 1;
+const QUEUE_EXT: &str = "q";
+const STATE_EXT: &str = "state";
 const QUEUE_DIR: &str = "queue";
 const CORRUPT_DIR: &str = "corrupt";
 const LOCK_FILE: &str = "lock";
@@ -167,11 +190,57 @@ pub struct Spool {
     _lock: Arc<File>,
     /// Group commit of `queue/`'s directory fsyncs.
     queue_sync: Arc<GroupSync>,
+    /// Removed queue files kept for reuse.
+    free: Arc<FreeFiles>,
+}
+
+/// Queue files of removed messages, renamed `<n>.free` and overwritten by later stores
+/// (as databases recycle their log segments): creating and deleting a file costs an inode
+/// allocation and release, which under load took more time than the fsyncs. Only files
+/// up to [`RECYCLE_MAX_LEN`] are kept, at most [`MAX_FREE_FILES`] of them.
+///
+/// A free file is overwritten only once a directory fsync that started after its rename
+/// has finished: until then a power cut could bring back the old name, now on new bytes.
+#[derive(Debug, Default)]
+struct FreeFiles {
+    /// (number, the `queue/` fsync that must have finished before reuse)
+    numbers: Mutex<Vec<(u64, u64)>>,
+    next: AtomicU64,
+}
+
+const MAX_FREE_FILES: usize = 256;
+const RECYCLE_MAX_LEN: u64 = 256 * 1024;
+const FREE_EXT: &str = "free";
+
+impl FreeFiles {
+    /// A free file whose rename is durable (`synced`: the last `queue/` fsync that
+    /// succeeded), the most recently freed first.
+    fn take(&self, synced: u64) -> Option<u64> {
+        let mut numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        let i = numbers.iter().rposition(|&(_, ticket)| ticket <= synced)?;
+        Some(numbers.remove(i).0)
+    }
+
+    /// A number for a new free file, if the pool has room.
+    fn reserve(&self) -> Option<u64> {
+        let numbers = self.numbers.lock().unwrap_or_else(|e| e.into_inner());
+        (numbers.len() < MAX_FREE_FILES).then(|| self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn put(&self, n: u64, ticket: u64) {
+        self.numbers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((n, ticket));
+    }
 }
 
 #[derive(Serialize)]
 struct EnvelopeFile<'a> {
     version: u32,
+    /// Octets after the envelope line: in queue files only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message_len: Option<u64>,
     #[serde(flatten)]
     envelope: &'a Envelope,
 }
@@ -179,6 +248,8 @@ struct EnvelopeFile<'a> {
 #[derive(Deserialize)]
 struct VersionProbe {
     version: u32,
+    #[serde(default)]
+    message_len: Option<u64>,
 }
 
 impl Spool {
@@ -216,6 +287,7 @@ impl Spool {
             corrupt,
             _lock: Arc::new(lock),
             queue_sync: Arc::default(),
+            free: Arc::default(),
         };
         let recovered = spool.recover()?;
         Ok((spool, recovered))
@@ -269,39 +341,72 @@ impl Spool {
     /// survive a crash. On `Err` nothing of it remains that a later [`Spool::open`] would
     /// take for a message. Fails with `AlreadyExists` if `env.id` is already in the spool.
     pub fn store(&self, env: &Envelope, message: &[u8]) -> io::Result<()> {
-        check_id(&env.id)?;
-        let json = encode(env)?;
-        let msg_path = self.file(&env.id, "msg");
-        let env_path = self.file(&env.id, "env");
-        if exists(&env_path)? {
-            return Err(io::Error::new(
-                io::ErrorKind::AlreadyExists,
-                format!("spool id {} already exists", env.id),
-            ));
-        }
-        // O_EXCL on the .msg reserves the id: a second store of it fails here, before
-        // touching anything of the first.
-        let msg = create_new_file(&msg_path, message)?;
-        let tmp = self.tmp_file(&env.id);
-        let undo = |e: io::Error, paths: &[&Path]| {
-            for p in paths {
-                let _ = fs::remove_file(p);
+        match self.store_once(env, message) {
+            // The free files hold disk space: give it back and try once more.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.release_free_files() > 0 => {
+                self.store_once(env, message)
             }
-            e
+            other => other,
+        }
+    }
+
+    /// Deletes every free file; returns how many there were.
+    fn release_free_files(&self) -> usize {
+        let numbers =
+            std::mem::take(&mut *self.free.numbers.lock().unwrap_or_else(|e| e.into_inner()));
+        for &(n, _) in &numbers {
+            let _ = fs::remove_file(self.free_file(n));
+        }
+        numbers.len()
+    }
+
+    fn store_once(&self, env: &Envelope, message: &[u8]) -> io::Result<()> {
+        check_id(&env.id)?;
+        let header = encode_line(env, Some(message.len() as u64))?;
+        let queue_path = self.file(&env.id, QUEUE_EXT);
+        if exists(&queue_path)? {
+            return Err(already_exists(&env.id));
+        }
+        let parts: [&[u8]; 2] = [&header, message];
+        let recycled = self.free.take(self.queue_sync.last_ok()).and_then(|n| {
+            let path = self.free_file(n);
+            match overwrite_file(&path, &parts) {
+                Ok(()) => Some((path, Some(n))),
+                Err(e) => {
+                    // Not worth a refusal: drop that file and write a new one.
+                    tracing::debug!(file = %path.display(), error = %e, "free spool file not reused");
+                    let _ = fs::remove_file(&path);
+                    None
+                }
+            }
+        });
+        let (written, free_number) = match recycled {
+            Some(r) => r,
+            None => {
+                let tmp = self.tmp_file(&env.id);
+                write_new_file(&tmp, &parts)?;
+                (tmp, None)
+            }
         };
-        let json_file = create_new_file(&tmp, &json).map_err(|e| undo(e, &[&msg_path]))?;
-        // Both files' data in one journal commit instead of two.
-        sync_together(&[&msg, &json_file]).map_err(|e| undo(e, &[&tmp, &msg_path]))?;
-        drop((msg, json_file));
-        if let Err(e) = fs::rename(&tmp, &env_path) {
-            return Err(undo(e, &[&tmp, &msg_path]));
+        if let Err(e) = rename_noreplace(&written, &queue_path) {
+            match free_number {
+                // Still under its old name, already durable.
+                Some(n) => self.free.put(n, 0),
+                None => {
+                    let _ = fs::remove_file(&written);
+                }
+            }
+            return Err(if e.kind() == io::ErrorKind::AlreadyExists {
+                already_exists(&env.id)
+            } else {
+                e
+            });
         }
         if let Err(e) = self.queue_sync.sync(&self.queue) {
-            // The caller will answer 4xx: take the message back out. Whatever of this
-            // cleanup does not reach the disk is an orphan recovery deletes, or at worst
-            // a duplicate delivery, never a loss.
-            let _ = fs::remove_file(&env_path);
-            let _ = fs::remove_file(&msg_path);
+            // The caller will answer 4xx: take the message back out. If this removal does
+            // not reach the disk, a crash brings back a message that was refused: at worst
+            // a duplicate, never a loss.
+            let _ = fs::remove_file(&queue_path);
             return Err(e);
         }
         Ok(())
@@ -313,38 +418,100 @@ impl Spool {
     /// in which case either may be found after a crash.
     pub fn update(&self, env: &Envelope) -> io::Result<()> {
         check_id(&env.id)?;
-        let json = encode(env)?;
-        let env_path = self.file(&env.id, "env");
-        if !exists(&env_path)? {
+        let line = encode_line(env, None)?;
+        if !exists(&self.file(&env.id, QUEUE_EXT))? {
             return Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("spool id {} not found", env.id),
             ));
         }
         let tmp = self.tmp_file(&env.id);
-        write_new_file(&tmp, &json)?;
-        if let Err(e) = fs::rename(&tmp, &env_path) {
+        write_new_file(&tmp, &[&line])?;
+        if let Err(e) = fs::rename(&tmp, self.file(&env.id, STATE_EXT)) {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
         self.queue_sync.sync(&self.queue)
     }
 
+    /// The envelope of `id` as it stands now (updated or as received), `None` if `id` is
+    /// not in the spool.
+    pub fn envelope(&self, id: &str) -> io::Result<Option<Envelope>> {
+        check_id(id)?;
+        let damaged = || {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("spool id {id}: envelope damaged"),
+            )
+        };
+        match fs::read(self.file(id, STATE_EXT)) {
+            Ok(b) => {
+                return parse_line(&b, id, FORMAT_VERSION)
+                    .map(|(e, _)| Some(e))
+                    .ok_or_else(damaged);
+            }
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        match self.load_queue_file(id) {
+            Some(env) => Ok(Some(env)),
+            None if exists(&self.file(id, QUEUE_EXT))? => Err(damaged()),
+            None => Ok(None),
+        }
+    }
+
     /// The stored message octets of `id`.
     pub fn read_message(&self, id: &str) -> io::Result<Vec<u8>> {
         check_id(id)?;
-        fs::read(self.file(id, "msg"))
+        let mut bytes = fs::read(self.file(id, QUEUE_EXT))?;
+        let Some((_, message)) = split_queue_file(&bytes, id) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("spool id {id}: queue file damaged"),
+            ));
+        };
+        let start = bytes.len() - message.len();
+        bytes.drain(..start);
+        Ok(bytes)
     }
 
-    /// Removes `id` from the spool: envelope first, then message. Removing an id that is
-    /// not there is not an error. The directory is not fsynced: a removal that a crash
-    /// undoes only means the message is tried again (a duplicate, never a loss), and the
-    /// fsync would cost every delivered message a journal commit (Postfix does not sync
-    /// its deletes either).
+    /// Removes `id` from the spool: queue file first, then the updated envelope. Removing
+    /// an id that is not there is not an error. The directory is not fsynced: a removal
+    /// that a crash undoes only means the message is tried again (a duplicate, never a
+    /// loss), and the fsync would cost every delivered message a disk write (Postfix does
+    /// not sync its deletes either).
     pub fn remove(&self, id: &str) -> io::Result<()> {
         check_id(id)?;
-        remove_if_exists(&self.file(id, "env"))?;
-        remove_if_exists(&self.file(id, "msg"))
+        let queue_file = self.file(id, QUEUE_EXT);
+        if !self.recycle(&queue_file)? {
+            remove_if_exists(&queue_file)?;
+        }
+        remove_if_exists(&self.file(id, STATE_EXT))
+    }
+
+    /// Renames a queue file that is being removed into the free pool, if it is small
+    /// enough and the pool has room. True if the file is gone from its name.
+    fn recycle(&self, queue_file: &Path) -> io::Result<bool> {
+        let len = match fs::symlink_metadata(queue_file) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+            Err(e) => return Err(e),
+        };
+        if len > RECYCLE_MAX_LEN {
+            return Ok(false);
+        }
+        let Some(n) = self.free.reserve() else {
+            return Ok(false);
+        };
+        match fs::rename(queue_file, self.free_file(n)) {
+            Ok(()) => {
+                // Asked after the rename: that sync starts after it.
+                self.free.put(n, self.queue_sync.next_ticket());
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(e),
+        }
     }
 
     /// The spool directory as given to [`Spool::open`].
@@ -356,16 +523,23 @@ impl Spool {
         self.queue.join(format!("{id}.{ext}"))
     }
 
+    fn free_file(&self, n: u64) -> PathBuf {
+        self.queue.join(format!("{n}.{FREE_EXT}"))
+    }
+
     fn tmp_file(&self, id: &str) -> PathBuf {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        self.queue.join(format!("{id}.env.{n}.tmp"))
+        self.queue.join(format!("{id}.{n}.tmp"))
     }
 
     fn recover(&self) -> io::Result<Recovered> {
         let mut out = Recovered::default();
-        let mut envs = BTreeSet::new();
-        let mut msgs = BTreeSet::new();
+        let mut queued = BTreeSet::new();
+        let mut states = BTreeSet::new();
+        let mut v1_envs = BTreeSet::new();
+        let mut v1_msgs = BTreeSet::new();
+        let mut free_numbers = Vec::new();
         let mut queue_changed = false;
         let mut corrupt_changed = false;
 
@@ -375,46 +549,124 @@ impl Spool {
                 continue;
             }
             let name = entry.file_name();
-            let Some(text) = name.to_str() else {
-                out.set_aside.push(self.set_aside(&name)?);
-                corrupt_changed = true;
-                continue;
+            let id_with = |ext: &str| {
+                name.to_str()
+                    .and_then(|t| t.strip_suffix(ext))
+                    .and_then(|t| t.strip_suffix('.'))
+                    .filter(|id| valid_id(id))
+                    .map(str::to_owned)
             };
-            if text.ends_with(".tmp") {
+            let free_number = name
+                .to_str()
+                .and_then(|t| t.strip_suffix(".free"))
+                .and_then(|n| n.parse::<u64>().ok());
+            if name.to_str().is_some_and(|t| t.ends_with(".tmp")) {
                 remove_if_exists(&entry.path())?;
                 out.removed_incomplete += 1;
                 queue_changed = true;
-            } else if let Some(id) = text.strip_suffix(".env")
-                && valid_id(id)
-            {
-                envs.insert(id.to_owned());
-            } else if let Some(id) = text.strip_suffix(".msg")
-                && valid_id(id)
-            {
-                msgs.insert(id.to_owned());
+            } else if let Some(n) = free_number {
+                free_numbers.push(n);
+            } else if let Some(id) = id_with(QUEUE_EXT) {
+                queued.insert(id);
+            } else if let Some(id) = id_with(STATE_EXT) {
+                states.insert(id);
+            } else if let Some(id) = id_with("env") {
+                v1_envs.insert(id);
+            } else if let Some(id) = id_with("msg") {
+                v1_msgs.insert(id);
             } else {
                 out.set_aside.push(self.set_aside(&name)?);
                 corrupt_changed = true;
             }
         }
 
-        for id in envs {
-            let has_msg = msgs.remove(&id);
-            match self.load(&id) {
-                Some(env) if has_msg => out.envelopes.push(env),
-                _ => {
-                    out.set_aside
-                        .push(self.set_aside(OsStr::new(&format!("{id}.env")))?);
-                    if has_msg {
-                        out.set_aside
-                            .push(self.set_aside(OsStr::new(&format!("{id}.msg")))?);
+        // Free files are reused as they are, those beyond the pool's size deleted.
+        free_numbers.sort_unstable();
+        self.free
+            .next
+            .store(free_numbers.last().map_or(0, |n| n + 1), Ordering::Relaxed);
+        for &n in free_numbers.iter().skip(MAX_FREE_FILES) {
+            remove_if_exists(&self.free_file(n))?;
+            queue_changed = true;
+        }
+        free_numbers.truncate(MAX_FREE_FILES);
+        // Found after a crash: not known to be durable yet, so after the first fsync.
+        *self.free.numbers.lock().unwrap_or_else(|e| e.into_inner()) =
+            free_numbers.into_iter().map(|n| (n, 1)).collect();
+
+        // Version 1 pairs: a queue file of the same id means a conversion was cut short
+        // after its commit, so only the deletion is left to do.
+        let mut converted = false;
+        for id in v1_envs {
+            let has_msg = v1_msgs.remove(&id);
+            let env_name = format!("{id}.env");
+            let msg_name = format!("{id}.msg");
+            if !queued.contains(&id) {
+                let v1 = fs::read(self.queue.join(&env_name))
+                    .ok()
+                    .and_then(|b| parse_line(&b, &id, FORMAT_V1));
+                match v1 {
+                    Some((env, _)) if has_msg => {
+                        let message = fs::read(self.queue.join(&msg_name))?;
+                        self.store(&env, &message)?;
+                        queued.insert(id.clone());
+                        converted = true;
                     }
-                    corrupt_changed = true;
+                    _ => {
+                        out.set_aside.push(self.set_aside(OsStr::new(&env_name))?);
+                        if has_msg {
+                            out.set_aside.push(self.set_aside(OsStr::new(&msg_name))?);
+                        }
+                        corrupt_changed = true;
+                        continue;
+                    }
                 }
             }
+            remove_if_exists(&self.queue.join(&env_name))?;
+            remove_if_exists(&self.queue.join(&msg_name))?;
+            queue_changed = true;
         }
-        for id in msgs {
-            remove_if_exists(&self.file(&id, "msg"))?;
+        for id in v1_msgs {
+            remove_if_exists(&self.queue.join(format!("{id}.msg")))?;
+            out.removed_incomplete += 1;
+            queue_changed = true;
+        }
+        if converted {
+            tracing::info!(spool = %self.dir.display(), "version 1 spool files converted");
+        }
+
+        for id in &queued {
+            let has_state = states.remove(id);
+            let Some(mut env) = self.load_queue_file(id) else {
+                out.set_aside
+                    .push(self.set_aside(OsStr::new(&format!("{id}.{QUEUE_EXT}")))?);
+                if has_state {
+                    out.set_aside
+                        .push(self.set_aside(OsStr::new(&format!("{id}.{STATE_EXT}")))?);
+                }
+                corrupt_changed = true;
+                continue;
+            };
+            if has_state {
+                let state = fs::read(self.file(id, STATE_EXT))
+                    .ok()
+                    .and_then(|b| parse_line(&b, id, FORMAT_VERSION))
+                    .filter(|(_, len)| len.is_none());
+                match state {
+                    Some((updated, _)) => env = updated,
+                    None => {
+                        tracing::warn!(id = %id, "unusable updated envelope set aside; \
+                            the message is kept with its envelope as received");
+                        out.set_aside
+                            .push(self.set_aside(OsStr::new(&format!("{id}.{STATE_EXT}")))?);
+                        corrupt_changed = true;
+                    }
+                }
+            }
+            out.envelopes.push(env);
+        }
+        for id in states {
+            remove_if_exists(&self.file(&id, STATE_EXT))?;
             out.removed_incomplete += 1;
             queue_changed = true;
         }
@@ -428,10 +680,14 @@ impl Spool {
         Ok(out)
     }
 
-    /// The envelope of `id` if its file reads, parses, is version 1 and names `id`.
-    fn load(&self, id: &str) -> Option<Envelope> {
-        let bytes = fs::read(self.file(id, "env")).ok()?;
-        parse_envelope(&bytes, id)
+    /// The envelope of queue file `id`, if it is whole (see [`queue_file_header`]).
+    fn load_queue_file(&self, id: &str) -> Option<Envelope> {
+        use std::io::BufRead;
+        let file = File::open(self.file(id, QUEUE_EXT)).ok()?;
+        let total = file.metadata().ok()?.len();
+        let mut line = Vec::new();
+        io::BufReader::new(file).read_until(b'\n', &mut line).ok()?;
+        queue_file_header(&line, id, total)
     }
 
     /// Moves `queue/<name>` into `corrupt/`, under a fresh name there; returns `name`.
@@ -447,6 +703,13 @@ impl Spool {
         fs::rename(self.queue.join(name), &target)?;
         Ok(name.to_string_lossy().into_owned())
     }
+}
+
+fn already_exists(id: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        format!("spool id {id} already exists"),
+    )
 }
 
 fn valid_id(id: &str) -> bool {
@@ -469,20 +732,38 @@ fn check_id(id: &str) -> io::Result<()> {
     }
 }
 
-/// An `.env` record's contents, if it parses, is version 1 and names `id` (what recovery
-/// keeps; anything else is set aside).
-pub(crate) fn parse_envelope(bytes: &[u8], id: &str) -> Option<Envelope> {
+/// The envelope of a queue file of `total` octets whose first line is `line`: it must end
+/// in "\n", parse as this version's envelope naming `id`, and be followed by exactly
+/// `message_len` octets.
+fn queue_file_header(line: &[u8], id: &str, total: u64) -> Option<Envelope> {
+    let (env, len) = parse_line(line, id, FORMAT_VERSION)?;
+    let rest = total.checked_sub(line.len() as u64)?;
+    (line.last() == Some(&b'\n') && len == Some(rest)).then_some(env)
+}
+
+/// A whole queue file's envelope and message, if it is whole (what recovery keeps).
+pub(crate) fn split_queue_file<'a>(bytes: &'a [u8], id: &str) -> Option<(Envelope, &'a [u8])> {
+    let end = bytes.iter().position(|&b| b == b'\n')? + 1;
+    let env = queue_file_header(&bytes[..end], id, bytes.len() as u64)?;
+    Some((env, &bytes[end..]))
+}
+
+/// An envelope line (with or without its "\n") of `version`, if it parses and names
+/// `id`; with the `message_len` it carries (queue files do, state files do not).
+pub(crate) fn parse_line(bytes: &[u8], id: &str, version: u32) -> Option<(Envelope, Option<u64>)> {
     let probe: VersionProbe = serde_json::from_slice(bytes).ok()?;
-    if probe.version != FORMAT_VERSION {
+    if probe.version != version {
         return None;
     }
     let env: Envelope = serde_json::from_slice(bytes).ok()?;
-    (env.id == id).then_some(env)
+    (env.id == id).then_some((env, probe.message_len))
 }
 
-pub(crate) fn encode(env: &Envelope) -> io::Result<Vec<u8>> {
+/// The envelope line for `env`, "\n" included; `message_len` for a queue file.
+pub(crate) fn encode_line(env: &Envelope, message_len: Option<u64>) -> io::Result<Vec<u8>> {
     let mut json = serde_json::to_vec(&EnvelopeFile {
         version: FORMAT_VERSION,
+        message_len,
         envelope: env,
     })
     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
@@ -490,41 +771,39 @@ pub(crate) fn encode(env: &Envelope) -> io::Result<Vec<u8>> {
     Ok(json)
 }
 
-/// Creates `path` (which must not exist), writes `data` and fsyncs it. On error, removes
-/// the file if this call created it.
-/// Creates `path` (O_EXCL, mode 0600) holding `data`, not yet synced; removed again on a
-/// write error.
-fn create_new_file(path: &Path, data: &[u8]) -> io::Result<File> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    if let Err(e) = file.write_all(data) {
-        drop(file);
-        let _ = fs::remove_file(path);
-        return Err(e);
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then): the check and the
+/// rename are one step, so two stores of one id cannot both commit.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+    };
+    let (c_from, c_to) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
     }
-    Ok(file)
-}
-
-/// fsyncs `files`, starting the writeback of all before waiting on any: their block
-/// allocations then land in the same journal transaction, so the first fsync commits it
-/// and the others find nothing left to commit (ext4, xfs), where fsyncing one after the
-/// other would cost a commit each.
-fn sync_together(files: &[&File]) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    for f in files {
-        // Only a hint: the fsync below is what makes the promise.
-        // SAFETY: a plain syscall on an open descriptor; no memory is passed.
-        unsafe {
-            libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        // A file system without RENAME_NOREPLACE: a hard link fails on an existing name
+        // too, and the temporary name is then dropped.
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            remove_if_exists(from)
         }
+        _ => Err(e),
     }
-    for f in files {
-        f.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Group commit for one directory's fsync: a caller that has made its change (a rename)
@@ -544,6 +823,8 @@ struct SyncState {
     started: u64,
     finished: u64,
     running: bool,
+    /// The last sync that succeeded.
+    last_ok: u64,
     /// Recent syncs that failed, with their error (kept short: a waiter looks up its
     /// own sync right after it ends).
     failed: Vec<(u64, io::ErrorKind, String)>,
@@ -552,6 +833,16 @@ struct SyncState {
 impl GroupSync {
     fn sync(&self, dir: &Path) -> io::Result<()> {
         self.sync_with(|| fsync_dir(dir))
+    }
+
+    /// The number of the first sync that will cover a change made now.
+    fn next_ticket(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).started + 1
+    }
+
+    /// The number of the last sync that succeeded: it covers changes made before it.
+    fn last_ok(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).last_ok
     }
 
     fn sync_with(&self, fsync: impl Fn() -> io::Result<()>) -> io::Result<()> {
@@ -574,11 +865,14 @@ impl GroupSync {
                 st = self.state.lock().unwrap_or_else(|e| e.into_inner());
                 st.running = false;
                 st.finished = n;
-                if let Err(e) = &result {
-                    if st.failed.len() >= 64 {
-                        st.failed.remove(0);
+                match &result {
+                    Ok(()) => st.last_ok = n,
+                    Err(e) => {
+                        if st.failed.len() >= 64 {
+                            st.failed.remove(0);
+                        }
+                        st.failed.push((n, e.kind(), e.to_string()));
                     }
-                    st.failed.push((n, e.kind(), e.to_string()));
                 }
                 self.done.notify_all();
                 continue;
@@ -588,13 +882,29 @@ impl GroupSync {
     }
 }
 
-fn write_new_file(path: &Path, data: &[u8]) -> io::Result<()> {
+/// Overwrites the existing file `path` with `parts` one after the other, cuts it to their
+/// length and fsyncs it.
+fn overwrite_file(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    let mut file = OpenOptions::new().write(true).open(path)?;
+    for p in parts {
+        file.write_all(p)?;
+    }
+    file.set_len(parts.iter().map(|p| p.len() as u64).sum())?;
+    file.sync_all()
+}
+
+/// Creates `path` (O_EXCL, mode 0600) holding `parts` one after the other, fsynced. On
+/// error, removes the file if this call created it.
+fn write_new_file(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    let result = file.write_all(data).and_then(|()| file.sync_all());
+    let result = parts
+        .iter()
+        .try_for_each(|p| file.write_all(p))
+        .and_then(|()| file.sync_all());
     if result.is_err() {
         drop(file);
         let _ = fs::remove_file(path);

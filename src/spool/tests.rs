@@ -45,6 +45,11 @@ fn sample(id: &str) -> Envelope {
     }
 }
 
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -80,17 +85,19 @@ fn store_then_open_roundtrip() {
     spool.store(&b, b"").unwrap();
     assert_eq!(
         names(&dir.join("queue")),
-        vec![
-            format!("{}.env", a.id),
-            format!("{}.msg", a.id),
-            format!("{}.env", b.id),
-            format!("{}.msg", b.id),
-        ]
+        vec![format!("{}.q", a.id), format!("{}.q", b.id)]
     );
-    let json = fs::read_to_string(dir.join("queue").join(format!("{}.env", a.id))).unwrap();
-    assert!(json.starts_with("{\"version\":1,"), "{json}");
-    assert!(json.ends_with("}\n"));
+    // One file: the envelope line, then the message as received.
+    let file = fs::read_to_string(dir.join("queue").join(format!("{}.q", a.id))).unwrap();
+    let (json, message) = file.split_once('\n').unwrap();
+    assert!(
+        json.starts_with("{\"version\":2,\"message_len\":22,"),
+        "{json}"
+    );
+    assert!(json.ends_with('}'));
     assert!(json.contains("\"state\":\"pending\""), "{json}");
+    assert_eq!(message, "Subject: one\r\n\r\nbody\r\n");
+    assert_eq!(spool.envelope(&a.id).unwrap(), Some(a.clone()));
     drop(spool);
 
     let (spool, rec) = Spool::open(&dir).unwrap();
@@ -127,8 +134,13 @@ fn update_persists_state() {
     env.attempts = 2;
     spool.update(&env).unwrap();
     assert!(env.is_done());
-    // No temporary file left behind.
-    assert_eq!(names(&tmp.path().join("queue")).len(), 2);
+    // The queue file and the updated envelope; no temporary file left behind.
+    assert_eq!(
+        names(&tmp.path().join("queue")),
+        vec![format!("{}.q", env.id), format!("{}.state", env.id)]
+    );
+    assert_eq!(spool.envelope(&env.id).unwrap(), Some(env.clone()));
+    assert_eq!(spool.read_message(&env.id).unwrap(), b"x\r\n");
     drop(spool);
 
     let (_spool, rec) = Spool::open(tmp.path()).unwrap();
@@ -147,25 +159,87 @@ fn update_of_unknown_id_is_not_found() {
 }
 
 #[test]
-fn remove_deletes_both_files() {
+fn remove_takes_the_message_out_and_keeps_its_file_for_reuse() {
     let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("queue");
     let (spool, _) = Spool::open(tmp.path()).unwrap();
-    let a = store_new(&spool, b"a\r\n");
+    let long = vec![b'L'; 10_000];
+    let mut a = store_new(&spool, &long);
+    a.attempts = 1;
+    spool.update(&a).unwrap();
     let b = store_new(&spool, b"b\r\n");
     spool.remove(&a.id).unwrap();
     assert_eq!(
-        names(&tmp.path().join("queue")),
-        vec![format!("{}.env", b.id), format!("{}.msg", b.id)]
+        names(&q),
+        sorted(vec!["0.free".to_owned(), format!("{}.q", b.id)])
     );
     assert_eq!(
         spool.read_message(&a.id).unwrap_err().kind(),
         io::ErrorKind::NotFound
     );
+    assert_eq!(spool.envelope(&a.id).unwrap(), None);
     // Idempotent.
     spool.remove(&a.id).unwrap();
+
+    // A free file is reused once a directory fsync made its rename durable: the next
+    // store makes one, the store after it overwrites the file, cut to its new length.
+    let c = store_new(&spool, b"c\r\n");
+    assert_eq!(names(&q).len(), 3, "{:?}", names(&q));
+    let d = store_new(&spool, b"short\r\n");
+    let queue_files =
+        |envs: &[&Envelope]| sorted(envs.iter().map(|e| format!("{}.q", e.id)).collect());
+    assert_eq!(names(&q), queue_files(&[&b, &c, &d]));
+    assert_eq!(spool.read_message(&d.id).unwrap(), b"short\r\n");
+    let len = fs::metadata(q.join(format!("{}.q", d.id))).unwrap().len();
+    assert_eq!(len, encode_line(&d, Some(7)).unwrap().len() as u64 + 7);
+
+    // Free files outlive a restart, and are reused after it (after the first fsync).
+    spool.remove(&d.id).unwrap();
     drop(spool);
-    let (_spool, rec) = Spool::open(tmp.path()).unwrap();
-    assert_eq!(rec.envelopes, vec![b]);
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert_eq!(rec.envelopes, vec![b.clone(), c.clone()]);
+    assert_eq!(rec.removed_incomplete, 0);
+    let mut expected = queue_files(&[&b, &c]);
+    expected.push("1.free".to_owned());
+    assert_eq!(names(&q), sorted(expected));
+    let e = store_new(&spool, b"e\r\n");
+    let f = store_new(&spool, b"f\r\n");
+    assert_eq!(names(&q), queue_files(&[&b, &c, &e, &f]));
+    assert_eq!(spool.read_message(&f.id).unwrap(), b"f\r\n");
+}
+
+#[test]
+fn large_messages_are_not_kept_for_reuse() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let big = store_new(&spool, &vec![b'B'; RECYCLE_MAX_LEN as usize]);
+    spool.remove(&big.id).unwrap();
+    assert!(names(&tmp.path().join("queue")).is_empty());
+}
+
+#[test]
+fn the_free_pool_is_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("queue");
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let envs: Vec<Envelope> = (0..MAX_FREE_FILES + 5)
+        .map(|_| store_new(&spool, b"m"))
+        .collect();
+    for env in &envs {
+        spool.remove(&env.id).unwrap();
+    }
+    assert_eq!(names(&q).len(), MAX_FREE_FILES);
+    drop(spool);
+    // More free files than the pool takes (left by a build with a larger pool): the
+    // extra ones go.
+    for n in 0..3 {
+        fs::write(q.join(format!("{}.free", 10_000 + n)), b"old").unwrap();
+    }
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert!(rec.envelopes.is_empty() && rec.set_aside.is_empty());
+    assert_eq!(names(&q).len(), MAX_FREE_FILES);
+    let env = store_new(&spool, b"new");
+    assert_eq!(spool.read_message(&env.id).unwrap(), b"new");
 }
 
 #[test]
@@ -176,31 +250,30 @@ fn recovery_removes_orphan_msg_and_tmp_files() {
     let kept = store_new(&spool, b"kept\r\n");
     drop(spool);
 
-    // Crash after the .msg was written, before the .env existed.
-    fs::write(q.join("0001.msg"), b"half a message").unwrap();
-    // Crash while writing the .env of a store.
-    fs::write(q.join("0002.msg"), b"whole message").unwrap();
-    fs::write(q.join("0002.env.7.tmp"), b"{\"version\":1,\"id\":\"00").unwrap();
-    // Crash during an update: the old .env stands, the .tmp goes.
-    let update_tmp = format!("{}.env.3.tmp", kept.id);
+    // Crash while writing a store.
+    fs::write(q.join("0002.7.tmp"), b"{\"version\":2,\"id\":\"00").unwrap();
+    // Crash during an update: the old envelope stands, the .tmp goes.
+    let update_tmp = format!("{}.3.tmp", kept.id);
     fs::write(q.join(&update_tmp), b"{").unwrap();
-    // Crash during remove: .env gone, .msg still there.
-    fs::write(q.join("0003.msg"), b"removed").unwrap();
+    // Crash during remove: .q gone, .state still there.
+    fs::write(q.join("0003.state"), b"{}").unwrap();
+    // Crash while a store overwrote a free file: it is still free.
+    fs::write(q.join("5.free"), b"{\"version\":2,\"id\":\"0004\", half").unwrap();
 
     let (spool, rec) = Spool::open(tmp.path()).unwrap();
     assert_eq!(rec.envelopes, vec![kept.clone()]);
-    assert_eq!(rec.removed_incomplete, 5);
+    assert_eq!(rec.removed_incomplete, 3);
     assert!(rec.set_aside.is_empty());
     assert_eq!(
         names(&q),
-        vec![format!("{}.env", kept.id), format!("{}.msg", kept.id)]
+        sorted(vec!["5.free".to_owned(), format!("{}.q", kept.id)])
     );
     assert!(names(&tmp.path().join("corrupt")).is_empty());
     assert_eq!(spool.read_message(&kept.id).unwrap(), b"kept\r\n");
 }
 
 #[test]
-fn garbage_env_is_set_aside_with_its_msg() {
+fn a_garbage_queue_file_is_set_aside_with_its_state() {
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("queue");
     let c = tmp.path().join("corrupt");
@@ -208,20 +281,36 @@ fn garbage_env_is_set_aside_with_its_msg() {
     let kept = store_new(&spool, b"kept\r\n");
     drop(spool);
 
-    fs::write(q.join("bad.env"), b"this is not json").unwrap();
-    fs::write(q.join("bad.msg"), b"precious mail").unwrap();
+    fs::write(q.join("bad.q"), b"this is not json\nprecious mail").unwrap();
+    fs::write(q.join("bad.state"), b"{}").unwrap();
 
     let (_spool, rec) = Spool::open(tmp.path()).unwrap();
     assert_eq!(rec.envelopes, vec![kept.clone()]);
     assert_eq!(rec.removed_incomplete, 0);
-    assert_eq!(rec.set_aside, vec!["bad.env", "bad.msg"]);
-    assert_eq!(names(&c), vec!["bad.env", "bad.msg"]);
-    assert_eq!(fs::read(c.join("bad.msg")).unwrap(), b"precious mail");
-    assert_eq!(fs::read(c.join("bad.env")).unwrap(), b"this is not json");
+    assert_eq!(rec.set_aside, vec!["bad.q", "bad.state"]);
+    assert_eq!(names(&c), vec!["bad.q", "bad.state"]);
     assert_eq!(
-        names(&q),
-        vec![format!("{}.env", kept.id), format!("{}.msg", kept.id)]
+        fs::read(c.join("bad.q")).unwrap(),
+        b"this is not json\nprecious mail"
     );
+    assert_eq!(names(&q), vec![format!("{}.q", kept.id)]);
+}
+
+#[test]
+fn a_garbage_state_is_set_aside_and_the_message_kept_as_received() {
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("queue");
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let kept = store_new(&spool, b"kept\r\n");
+    drop(spool);
+    let state = format!("{}.state", kept.id);
+    fs::write(q.join(&state), b"{\"version\":2,").unwrap();
+
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert_eq!(rec.envelopes, vec![kept.clone()]);
+    assert_eq!(rec.set_aside, vec![state.clone()]);
+    assert_eq!(names(&tmp.path().join("corrupt")), vec![state]);
+    assert_eq!(spool.read_message(&kept.id).unwrap(), b"kept\r\n");
 }
 
 #[test]
@@ -238,18 +327,47 @@ fn unusable_envelopes_and_stray_files_are_set_aside() {
         v["version"] = version.into();
         serde_json::to_vec(&v).unwrap()
     };
-    // .env whose .msg is missing.
+    let queue_file = |env: &Envelope, version: u32, len: Option<u64>, message: &[u8]| {
+        let mut v = serde_json::to_value(env).unwrap();
+        v["version"] = version.into();
+        if let Some(len) = len {
+            v["message_len"] = len.into();
+        }
+        let mut bytes = serde_json::to_vec(&v).unwrap();
+        bytes.push(b'\n');
+        bytes.extend_from_slice(message);
+        bytes
+    };
+    // Version 1: an .env whose .msg is missing.
     fs::write(q.join("nomsg.env"), json(&sample("nomsg"), 1)).unwrap();
     // A version this code does not know.
-    fs::write(q.join("future.env"), json(&sample("future"), 2)).unwrap();
-    fs::write(q.join("future.msg"), b"m").unwrap();
+    fs::write(
+        q.join("future.q"),
+        queue_file(&sample("future"), 3, Some(1), b"m"),
+    )
+    .unwrap();
     // No version at all.
-    let unversioned = serde_json::to_vec(&sample("nover")).unwrap();
-    fs::write(q.join("nover.env"), unversioned).unwrap();
-    fs::write(q.join("nover.msg"), b"m").unwrap();
+    let mut unversioned = serde_json::to_vec(&sample("nover")).unwrap();
+    unversioned.extend_from_slice(b"\nm");
+    fs::write(q.join("nover.q"), unversioned).unwrap();
     // An envelope naming another id.
-    fs::write(q.join("other.env"), json(&sample("different"), 1)).unwrap();
-    fs::write(q.join("other.msg"), b"m").unwrap();
+    fs::write(
+        q.join("other.q"),
+        queue_file(&sample("different"), 2, Some(1), b"m"),
+    )
+    .unwrap();
+    // Cut short: fewer octets than the envelope says.
+    fs::write(
+        q.join("short.q"),
+        queue_file(&sample("short"), 2, Some(5), b"m"),
+    )
+    .unwrap();
+    // No message length.
+    fs::write(
+        q.join("nolen.q"),
+        queue_file(&sample("nolen"), 2, None, b"m"),
+    )
+    .unwrap();
     // Something that is not ours, twice (the second time the name is taken in corrupt/).
     fs::write(q.join("README"), b"hello").unwrap();
     fs::write(c.join("README"), b"earlier").unwrap();
@@ -264,30 +382,46 @@ fn unusable_envelopes_and_stray_files_are_set_aside() {
         aside,
         vec![
             "README",
-            "future.env",
-            "future.msg",
+            "future.q",
+            "nolen.q",
             "nomsg.env",
-            "nover.env",
-            "nover.msg",
-            "other.env",
-            "other.msg",
+            "nover.q",
+            "other.q",
+            "short.q",
         ]
     );
     assert_eq!(fs::read(c.join("README")).unwrap(), b"earlier");
     assert_eq!(fs::read(c.join("README.1")).unwrap(), b"hello");
     assert_eq!(
         names(&q),
-        vec![
-            format!("{}.env", good.id),
-            format!("{}.msg", good.id),
-            "subdir".to_owned()
-        ]
+        vec![format!("{}.q", good.id), "subdir".to_owned()]
     );
 }
 
 #[test]
-fn a_known_good_envelope_file_parses() {
+fn a_known_good_queue_file_parses() {
     // The documented format, written by hand: guards against accidental format changes.
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("queue");
+    fs::create_dir_all(&q).unwrap();
+    let text = r#"{"version":2,"message_len":5,"id":"0006123456789a0000000004d2deadbeef","arrival":1700000000,"original_sender":"","sender":"","recipients":[{"address":"a@b.example","original":"x@y.example","state":"delivered","last_error":"250 ok","remote":"mx.b.example","notify":null},{"address":"c@d.example","original":"c@d.example","state":"failed"}],"client":{"ip":"2001:db8::1","helo":"h","tls":null},"attempts":3,"next_attempt":1700000900,"size":5,"env_id":null,"ret_full":true,"future_field":7}
+hello"#;
+    fs::write(q.join("0006123456789a0000000004d2deadbeef.q"), text).unwrap();
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert!(rec.set_aside.is_empty(), "{:?}", rec.set_aside);
+    let env = &rec.envelopes[0];
+    assert_eq!(env.recipients[0].state, RecipientState::Delivered);
+    assert_eq!(env.recipients[1].state, RecipientState::Failed);
+    assert_eq!(env.recipients[1].notify, None);
+    assert!(env.is_done());
+    assert_eq!(env.attempts, 3);
+    assert!(env.ret_full);
+    assert_eq!(spool.read_message(&env.id).unwrap(), b"hello");
+}
+
+#[test]
+fn a_version_1_spool_is_converted() {
+    // Written by hand as srs-relay wrote version 1: an .env and a .msg per message.
     let tmp = tempfile::tempdir().unwrap();
     let q = tmp.path().join("queue");
     fs::create_dir_all(&q).unwrap();
@@ -298,17 +432,40 @@ fn a_known_good_envelope_file_parses() {
         "original":"c@d.example","state":"failed"}],
         "client":{"ip":"2001:db8::1","helo":"h","tls":null},"attempts":3,
         "next_attempt":1700000900,"size":5,"env_id":null,"ret_full":true,"future_field":7}"#;
-    fs::write(q.join("0006123456789a0000000004d2deadbeef.env"), text).unwrap();
-    fs::write(q.join("0006123456789a0000000004d2deadbeef.msg"), b"hello").unwrap();
-    let (_spool, rec) = Spool::open(tmp.path()).unwrap();
+    let id = "0006123456789a0000000004d2deadbeef";
+    fs::write(q.join(format!("{id}.env")), text).unwrap();
+    fs::write(q.join(format!("{id}.msg")), b"hello").unwrap();
+    // A conversion cut short after its queue file was committed.
+    let mut half = sample("half");
+    half.attempts = 4;
+    fs::write(q.join("half.env"), serde_json::to_vec(&half).unwrap()).unwrap();
+    fs::write(q.join("half.msg"), b"old").unwrap();
+    half.attempts = 5;
+    let mut converted = encode_line(&half, Some(3)).unwrap();
+    converted.extend_from_slice(b"new");
+    fs::write(q.join("half.q"), converted).unwrap();
+    // Version 1 recovery's cases: a .msg alone is an unfinished receive.
+    fs::write(q.join("orphan.msg"), b"x").unwrap();
+
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
     assert!(rec.set_aside.is_empty(), "{:?}", rec.set_aside);
+    assert_eq!(rec.removed_incomplete, 1);
+    assert_eq!(names(&q), vec![format!("{id}.q"), "half.q".to_owned()]);
     let env = &rec.envelopes[0];
+    assert_eq!(env.id, id);
     assert_eq!(env.recipients[0].state, RecipientState::Delivered);
-    assert_eq!(env.recipients[1].state, RecipientState::Failed);
-    assert_eq!(env.recipients[1].notify, None);
-    assert!(env.is_done());
+    assert_eq!(env.recipients[0].last_error.as_deref(), Some("250 ok"));
     assert_eq!(env.attempts, 3);
     assert!(env.ret_full);
+    assert_eq!(spool.read_message(id).unwrap(), b"hello");
+    assert_eq!(rec.envelopes[1], half);
+    assert_eq!(spool.read_message("half").unwrap(), b"new");
+    drop(spool);
+
+    // And it stays converted.
+    let (_spool, again) = Spool::open(tmp.path()).unwrap();
+    assert_eq!(again.envelopes, rec.envelopes);
+    assert_eq!(again.removed_incomplete, 0);
 }
 
 #[test]
@@ -383,12 +540,19 @@ fn storing_an_existing_id_fails_and_keeps_the_original() {
     assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
     assert_eq!(spool.read_message(&env.id).unwrap(), b"original\r\n");
 
-    // Also when only the .msg exists (a store in progress elsewhere).
-    let id = Spool::new_id();
-    fs::write(tmp.path().join("queue").join(format!("{id}.msg")), b"mine").unwrap();
-    let err = spool.store(&sample(&id), b"other").unwrap_err();
-    assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
-    assert_eq!(spool.read_message(&id).unwrap(), b"mine");
+    assert_eq!(
+        names(&tmp.path().join("queue")),
+        vec![format!("{}.q", env.id)]
+    );
+    // The commit itself never replaces a queue file, whatever checks came before it.
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    fs::write(&a, b"a").unwrap();
+    fs::write(&b, b"b").unwrap();
+    assert_eq!(
+        rename_noreplace(&a, &b).unwrap_err().kind(),
+        io::ErrorKind::AlreadyExists
+    );
+    assert_eq!(fs::read(&b).unwrap(), b"b");
     drop(spool);
     let (_spool, rec) = Spool::open(tmp.path()).unwrap();
     assert_eq!(rec.envelopes, vec![env]);
@@ -467,10 +631,7 @@ fn store_to_an_unwritable_dir_fails() {
     }
     let err = result.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied, "{err}");
-    assert_eq!(
-        names(&q),
-        vec![format!("{}.env", good.id), format!("{}.msg", good.id)]
-    );
+    assert_eq!(names(&q), vec![format!("{}.q", good.id)]);
 
     // An unwritable queue also fails update, and the old envelope stands.
     let mut changed = good.clone();
@@ -563,13 +724,13 @@ fn enospc_child(mnt: &Path) {
         "not on the small tmpfs: {free}"
     );
 
-    // The message alone does not fit: fails while writing the .msg.
+    // The message does not fit.
     let big = vec![b'x'; free as usize + 64 * 1024];
     let err = spool.store(&sample(&Spool::new_id()), &big).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     assert!(names(&q).is_empty(), "{:?}", names(&q));
 
-    // The message fills the disk exactly: fails while writing the envelope.
+    // The message fills the disk exactly: no room for the envelope.
     let exact = vec![b'y'; free as usize];
     let err = spool.store(&sample(&Spool::new_id()), &exact).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
@@ -599,6 +760,28 @@ fn enospc_child(mnt: &Path) {
     assert_eq!(rec.removed_incomplete, 0);
     assert!(rec.set_aside.is_empty());
     assert_eq!(spool.read_message(&env.id).unwrap(), b"small\r\n");
+
+    // Free files give their space back when the disk is full.
+    let kept: Vec<Envelope> = (0..8).map(|_| store_new(&spool, &[b'k'; 8000])).collect();
+    for k in &kept {
+        spool.remove(&k.id).unwrap();
+    }
+    // 8 free files, the message's queue file and its updated envelope.
+    assert_eq!(names(&q).len(), 10, "{:?}", names(&q));
+    let mut f = File::create(&filler).unwrap();
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.write_all(&chunk[..1]);
+    drop(f);
+    let wide = store_new(&spool, &[b'w'; 30_000]);
+    assert_eq!(spool.read_message(&wide.id).unwrap(), vec![b'w'; 30_000]);
+    assert_eq!(
+        names(&q),
+        sorted(vec![
+            format!("{}.q", env.id),
+            format!("{}.state", env.id),
+            format!("{}.q", wide.id)
+        ])
+    );
 }
 
 const CRASH_VAR: &str = "SRS_RELAY_SPOOL_TEST_CRASH_DIR";
@@ -652,8 +835,14 @@ fn kill_9_at_any_moment_leaves_a_consistent_spool() {
             assert_eq!(body, crash_body(&env.id), "{}", env.id);
         }
         let left = names(&dir.join("queue"));
-        assert_eq!(left.len(), rec.envelopes.len() * 2, "{left:?}");
-        assert!(left.iter().all(|n| !n.ends_with(".tmp")));
+        let count = |ext: &str| left.iter().filter(|n| n.ends_with(ext)).count();
+        assert_eq!(count(".q"), rec.envelopes.len(), "{left:?}");
+        assert!(count(".state") <= rec.envelopes.len(), "{left:?}");
+        assert_eq!(
+            count(".q") + count(".state") + count(".free"),
+            left.len(),
+            "{left:?}"
+        );
         total += rec.envelopes.len();
     }
     assert!(total > 0, "the writer never got anything stored");
