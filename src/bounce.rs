@@ -2,9 +2,10 @@
 //! [`crate::dsn`]) to the **original** sender, never to the SRS address, spooled like any
 //! message (`MAIL FROM:<>`) and delivered by the same queue.
 //!
-//! The DSN is durably in the spool before the failed message leaves it (the queue calls
-//! the hook first), so a crash in between costs a duplicate DSN at worst, never a lost
-//! one. A message whose sender is `<>` gets none (no bounce loops): that is logged.
+//! The DSN is durably in the spool before the failed message leaves it or records the
+//! failure (the queue calls the hook first), so a crash in between costs a duplicate DSN
+//! at worst, never a lost one; a DSN that cannot be spooled (disk full) keeps its
+//! recipients queued, to be tried and reported again. A message whose sender is `<>` gets none (no bounce loops): that is logged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,21 +26,29 @@ pub fn dsn_on_failure(
     submit: mpsc::UnboundedSender<Envelope>,
 ) -> OnFailure {
     Arc::new(move |report: FailureReport| {
-        if let Some(env) = spool_dsn(&spool, &reporting_mta, max_lifetime, &report)
-            && submit.send(env).is_err()
-        {
-            tracing::warn!("delivery queue stopped; the DSN waits in the spool for a restart");
+        match spool_dsn(&spool, &reporting_mta, max_lifetime, &report) {
+            Ok(Some(env)) => {
+                if submit.send(env).is_err() {
+                    tracing::warn!(
+                        "delivery queue stopped; the DSN waits in the spool for a restart"
+                    );
+                }
+                true
+            }
+            Ok(None) => true,
+            Err(()) => false,
         }
     })
 }
 
-/// Builds and stores the DSN for `report`; `None` when there is none to send.
+/// Builds and stores the DSN for `report`; `Ok(None)` when there is none to send, `Err`
+/// when it could not be spooled.
 fn spool_dsn(
     spool: &Spool,
     reporting_mta: &str,
     max_lifetime: Duration,
     report: &FailureReport,
-) -> Option<Envelope> {
+) -> Result<Option<Envelope>, ()> {
     let env = &report.envelope;
     let action = match report.reason {
         FailureReason::Permanent | FailureReason::Expired => Action::Failed,
@@ -53,7 +62,7 @@ fn spool_dsn(
             null_sender = env.original_sender.is_empty(),
             "no DSN: null sender, or NOTIFY asked for none"
         );
-        return None;
+        return Ok(None);
     }
     let original = spool.read_message(&env.id).unwrap_or_else(|e| {
         // The DSN still goes, without the original's headers.
@@ -61,7 +70,7 @@ fn spool_dsn(
         Vec::new()
     });
     let now = unix_now();
-    let message = dsn::compose(&DsnRequest {
+    let Some(message) = dsn::compose(&DsnRequest {
         reporting_mta,
         envelope: env,
         recipients: &reported,
@@ -69,7 +78,9 @@ fn spool_dsn(
         original: &original,
         now,
         retry_until: Some(env.arrival.saturating_add(max_lifetime.as_secs())),
-    })?;
+    }) else {
+        return Ok(None);
+    };
     let dsn_env = Envelope {
         id: Spool::new_id(),
         arrival: now,
@@ -97,8 +108,9 @@ fn spool_dsn(
         delay_warned: false,
     };
     if let Err(e) = spool.store(&dsn_env, &message) {
-        tracing::error!(queue_id = %env.id, error = %e, "cannot spool the DSN; it is lost");
-        return None;
+        tracing::error!(queue_id = %env.id, error = %e,
+            "cannot spool the DSN; the recipients stay queued and it is made again later");
+        return Err(());
     }
     let rcpts: Vec<&str> = reported
         .iter()
@@ -112,5 +124,5 @@ fn spool_dsn(
         rcpts = ?rcpts,
         "DSN queued"
     );
-    Some(dsn_env)
+    Ok(Some(dsn_env))
 }

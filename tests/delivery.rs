@@ -365,6 +365,8 @@ struct Harness {
     spool: Arc<Spool>,
     queue: QueueHandle,
     reports: Arc<Mutex<Vec<FailureReport>>>,
+    /// Reports still to be refused (as when a DSN cannot be spooled).
+    refuse_reports: Arc<AtomicUsize>,
 }
 
 fn settings(smarthost: Option<String>) -> DeliverySettings {
@@ -410,7 +412,14 @@ impl Harness {
         let spool = Arc::new(spool);
         let reports = Arc::new(Mutex::new(Vec::new()));
         let r = reports.clone();
-        let on_failure: OnFailure = Arc::new(move |report| r.lock().unwrap().push(report));
+        let refuse_reports = Arc::new(AtomicUsize::new(0));
+        let refuse = refuse_reports.clone();
+        let on_failure: OnFailure = Arc::new(move |report| {
+            r.lock().unwrap().push(report);
+            refuse
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_err()
+        });
         let mut queue = Queue::new(settings, spool.clone(), on_failure);
         if let Some(dns) = dns {
             queue = queue.resolver(Arc::new(dns));
@@ -421,6 +430,7 @@ impl Harness {
             spool,
             queue,
             reports,
+            refuse_reports,
         }
     }
 
@@ -663,6 +673,36 @@ async fn rcpt_5xx_fails_and_is_reported_once() {
     );
     // Both recipients went in one transaction each time, never DATA (none accepted).
     assert!(rx.transactions().is_empty());
+    h.queue.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failure_report_not_taken_keeps_the_recipient_queued_until_it_is() {
+    let script: Script = Arc::new(|stage, _| match stage {
+        Stage::Rcpt(_) => Some("550 5.1.1 no such user".into()),
+        _ => None,
+    });
+    let rx = Receiver::start(script).await;
+    let h = Harness::start(settings(Some(rx.hostport())), None);
+    h.refuse_reports.store(1, Ordering::SeqCst);
+    let env = envelope("s@origin.test", &["nobody@dest.test"]);
+    h.submit(&env, SIMPLE);
+
+    // Refused: the recipient is pending again, in the spool, with a later attempt.
+    assert!(wait_for(LIMIT, || h.reports().len() == 1).await);
+    assert!(wait_for(LIMIT, || h.stored(&env.id).is_some_and(|e| e.attempts == 1)).await);
+    let kept = h.stored(&env.id).unwrap();
+    assert_eq!(kept.recipients[0].state, RecipientState::Pending);
+    assert!(kept.next_attempt > env.arrival);
+    // The next attempt fails it again and the report is taken: done.
+    assert!(wait_for(LIMIT, || h.stored(&env.id).is_none()).await);
+    let reports = h.reports();
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports.iter().all(|r| r.reason == FailureReason::Permanent));
+    assert_eq!(
+        reports[1].envelope.recipients[0].state,
+        RecipientState::Failed
+    );
     h.queue.shutdown().await;
 }
 

@@ -125,10 +125,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     }
 
     let shared2 = shared.clone();
-    let finish = tokio::task::spawn_blocking(move || {
-        record(&shared2, &env, concluded);
-        env
-    });
+    let finish = tokio::task::spawn_blocking(move || record(&shared2, env, concluded));
     match finish.await {
         Ok(env) if env.is_done() => None,
         Ok(env) => Some(env),
@@ -139,15 +136,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     }
 }
 
-/// Persist, report, remove: on a blocking thread.
-fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
-    // A finished envelope is removed below: writing it first would only cost fsyncs.
-    if !env.is_done()
-        && let Err(e) = shared.spool.update(env)
-    {
-        // Carry on: the state in memory is right; a crash now means a repeat delivery.
-        tracing::error!(id = %env.id, error = %e, "cannot update the envelope in the spool");
-    }
+/// Report, then persist or remove: on a blocking thread. Returns the envelope as it now
+/// stands.
+///
+/// The failure reports go first: the DSN is in the spool before the envelope says the
+/// recipient failed, so a crash in between means the recipient is tried again and the
+/// DSN made again (a duplicate, never a lost DSN). A report the handler could not take
+/// (the DSN could not be spooled) puts its recipients back in the queue, to be tried and
+/// reported again at the next attempt.
+fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope {
+    let mut not_reported = Vec::new();
     for (failed, reason) in [
         (concluded.permanent, FailureReason::Permanent),
         (concluded.expired, FailureReason::Expired),
@@ -161,9 +159,37 @@ fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
             failed,
             reason,
         };
-        if std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report))).is_err() {
-            tracing::error!(id = %env.id, "the failure handler panicked");
+        let failed = report.failed.clone();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report))) {
+            Ok(true) => {}
+            Ok(false) => not_reported.push((failed, reason)),
+            Err(_) => tracing::error!(id = %env.id, "the failure handler panicked"),
         }
+    }
+    if !not_reported.is_empty() {
+        for (failed, reason) in &not_reported {
+            if *reason == FailureReason::Delayed {
+                env.delay_warned = false;
+            }
+            for &i in failed {
+                env.recipients[i].state = RecipientState::Pending;
+            }
+        }
+        let wait = shared
+            .settings
+            .retry_intervals
+            .first()
+            .map_or(300, |d| d.as_secs().max(1));
+        env.next_attempt = env.next_attempt.max(unix_now().saturating_add(wait));
+        tracing::warn!(id = %env.id, next_attempt = env.next_attempt,
+            "failure report not taken; its recipients stay queued and are tried again");
+    }
+    // A finished envelope is removed below: writing it first would only cost fsyncs.
+    if !env.is_done()
+        && let Err(e) = shared.spool.update(&env)
+    {
+        // Carry on: the state in memory is right; a crash now means a repeat delivery.
+        tracing::error!(id = %env.id, error = %e, "cannot update the envelope in the spool");
     }
     if env.is_done() {
         match shared.spool.remove(&env.id) {
@@ -173,6 +199,7 @@ fn record(shared: &Shared, env: &Envelope, concluded: Concluded) {
             }
         }
     }
+    env
 }
 
 /// The next hop configured for `address`: its domain's route, else the smarthost.

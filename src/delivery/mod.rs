@@ -223,5 +223,7 @@ pub struct FailureReport {
     pub reason: FailureReason,
 }
 
-/// The `on_failure` callback.
-pub type OnFailure = std::sync::Arc<dyn Fn(FailureReport) + Send + Sync>;
+/// The `on_failure` callback. It returns whether the report was taken care of (the DSN is
+/// durably spooled, or none is due); `false` keeps the reported recipients queued, to be
+/// tried and reported again at the next attempt.
+pub type OnFailure = std::sync::Arc<dyn Fn(FailureReport) -> bool + Send + Sync>;
