@@ -79,13 +79,26 @@ impl SenderStore {
                 .set_connection_timeout(Some(REDIS_TIMEOUT))
                 .set_response_timeout(Some(REDIS_TIMEOUT))
                 .set_number_of_retries(2);
-            let conn = tokio::time::timeout(
+            let eager = tokio::time::timeout(
                 REDIS_TIMEOUT * 2,
-                redis::aio::ConnectionManager::new_with_config(client, config),
+                redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()),
             )
-            .await
-            .map_err(|_| StoreError::new("connect", "timed out"))?
-            .map_err(|e| StoreError::new("connect", e))?;
+            .await;
+            let conn = match eager {
+                Ok(Ok(conn)) => conn,
+                // Redis down at start: the relay starts anyway, answers 451 where the store
+                // is needed, and connects when Redis is back.
+                failed => {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => "timed out".to_owned(),
+                    };
+                    tracing::warn!(store = %redact(spec), error = %why,
+                        "sender store unreachable; starting without it, retrying on use");
+                    redis::aio::ConnectionManager::new_lazy_with_config(client, config)
+                        .map_err(|e| StoreError::new("connect", e))?
+                }
+            };
             return Ok(SenderStore::Redis {
                 conn,
                 url: redact(spec),

@@ -261,11 +261,7 @@ fn forged_tampered_expired_and_foreign_srs_addresses_are_refused_at_rcpt() {
     }
     let expired = rcpt_reply(&w.relay, &cases[6].1);
     assert!(expired.contains("expired"), "{expired}");
-    assert_eq!(
-        w.relay.spooled("env"),
-        0,
-        "nothing spooled for refused RCPTs"
-    );
+    assert_eq!(w.relay.spooled(), 0, "nothing spooled for refused RCPTs");
     assert_eq!(w.sender.count(), 0);
 }
 
@@ -352,8 +348,11 @@ struct Redis {
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_on(free_port())
+    }
+
+    fn start_on(port: u16) -> Redis {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -596,7 +595,7 @@ fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
         "the SRS address is not the DSN's business"
     );
     assert!(
-        wait_until(Duration::from_secs(10), || w.relay.spooled("env") == 0),
+        wait_until(Duration::from_secs(10), || w.relay.spooled() == 0),
         "the failed message and its DSN leave the spool"
     );
 }
@@ -667,7 +666,7 @@ fn a_bounce_that_cannot_be_delivered_is_not_bounced_again() {
         w.relay.log()
     );
     assert!(
-        wait_until(Duration::from_secs(10), || w.relay.spooled("env") == 0),
+        wait_until(Duration::from_secs(10), || w.relay.spooled() == 0),
         "the failed bounce leaves the spool"
     );
     assert_eq!(w.sender.count(), 0);
@@ -701,6 +700,44 @@ fn notify_never_means_no_dsn() {
 }
 
 #[test]
+fn the_relay_starts_while_redis_is_down_and_uses_it_once_it_is_up() {
+    let port = free_port();
+    let store = format!("store = \"redis://127.0.0.1:{port}/0\"");
+    let w = world_with(&store, "");
+    assert!(
+        w.relay.log().contains("sender store unreachable"),
+        "{}",
+        w.relay.log()
+    );
+    let send = || {
+        let o = swaks(&[
+            "--server",
+            &w.relay.addr(),
+            "--from",
+            LONG_SENDER,
+            "--to",
+            "john@forward.example",
+        ]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let out = send();
+    assert!(out.contains("451 4.3.0"), "{out}");
+    assert_eq!(w.relay.spooled(), 0);
+
+    let _redis = Redis::start_on(port);
+    let start = std::time::Instant::now();
+    let mut out = send();
+    while out.contains("451 4.3.0") && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(300));
+        out = send();
+    }
+    assert!(!out.contains("451"), "{out}\n{}", w.relay.log());
+    wait_count(&w.home, 1, &w.relay, "forwarded mail");
+    let m = w.home.messages().pop().unwrap();
+    assert!(m.mail_from.starts_with("bounces+SRS="), "{}", m.mail_from);
+}
+
+#[test]
 fn a_sender_store_that_is_down_gets_a_temporary_refusal() {
     let redis = Redis::start();
     let store = format!("store = \"redis://127.0.0.1:{}/0\"", redis.port);
@@ -716,7 +753,7 @@ fn a_sender_store_that_is_down_gets_a_temporary_refusal() {
     ]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("451 4.3.0"), "{out}");
-    assert_eq!(w.relay.spooled("env"), 0);
+    assert_eq!(w.relay.spooled(), 0);
     // Short senders need no store: mail keeps flowing.
     forward_to_john(&w, "bob@sender.test");
     // And an SRS address whose token cannot be looked up is deferred, not refused.

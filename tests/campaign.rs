@@ -183,7 +183,7 @@ fn kill_9_under_load_loses_nothing_that_got_250() {
         by_id
     };
     let drained = wait_until(Duration::from_secs(60), || {
-        relay.spooled("env") == 0 && {
+        relay.spooled() == 0 && {
             let got = arrived();
             accepted.iter().all(|id| got.contains_key(*id))
         }
@@ -211,7 +211,7 @@ fn kill_9_under_load_loses_nothing_that_got_250() {
         lost.len(),
         relay.log()
     );
-    assert!(drained, "spool not drained: {} left", relay.spooled("env"));
+    assert!(drained, "spool not drained: {} left", relay.spooled());
 
     // Nothing arrives that was not sent, nor what was refused; every copy is whole.
     for m in sink.messages() {

@@ -80,7 +80,7 @@ fn alias_forward_rewrites_the_sender_and_keeps_the_body_byte_exact() {
         "body changed in transit",
     );
     // Header From untouched; the spool is empty once delivered.
-    assert!(wait_until(Duration::from_secs(5), || relay.spooled("q") == 0));
+    assert!(wait_until(Duration::from_secs(5), || relay.spooled() == 0));
     let log = relay.log();
     assert!(
         log.contains("received") && log.contains("delivered"),
@@ -192,7 +192,7 @@ fn who_may_relay() {
     ]);
     assert!(wait_until(Duration::from_secs(20), || receiver.count() == 3));
     assert_eq!(receiver.messages()[2].mail_from, "boss@forward.example");
-    assert_eq!(relay.spooled("q"), 0);
+    assert_eq!(relay.spooled(), 0);
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn kill_9_loses_nothing_that_got_250() {
     }
     relay.kill9();
     assert_eq!(
-        relay.spooled("q"),
+        relay.spooled(),
         n,
         "every acknowledged message is in the spool"
     );
@@ -349,7 +349,7 @@ fn temporary_failure_then_recovery_and_permanent_failure() {
         relay.log()
     );
     assert_eq!(receiver.messages()[2].rcpt_to, ["john@home.example"]);
-    assert!(wait_until(Duration::from_secs(5), || relay.spooled("q") == 0));
+    assert!(wait_until(Duration::from_secs(5), || relay.spooled() == 0));
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn sigterm_keeps_the_spool_and_restart_resumes() {
     ]);
     let status = relay.terminate();
     assert!(status.success(), "{status:?}");
-    assert_eq!(relay.spooled("q"), 1);
+    assert_eq!(relay.spooled(), 1);
     let receiver = Receiver::start_on(down_port);
     relay.spawn();
     assert!(

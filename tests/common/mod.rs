@@ -190,15 +190,15 @@ impl Relay {
         }
     }
 
-    /// Files in the spool's queue directory with this extension.
-    pub fn spooled(&self, ext: &str) -> usize {
-        std::fs::read_dir(self.dir.path().join("spool/queue"))
-            .map(|d| {
-                d.filter_map(Result::ok)
-                    .filter(|e| e.path().extension().is_some_and(|x| x == ext))
-                    .count()
-            })
-            .unwrap_or(0)
+    /// Messages in the spool: its queue files (`queue/<id>.q`, see src/spool/mod.rs).
+    /// Panics if the queue directory cannot be read, so a wrong path cannot pass for 0.
+    pub fn spooled(&self) -> usize {
+        let queue = self.dir.path().join("spool/queue");
+        std::fs::read_dir(&queue)
+            .unwrap_or_else(|e| panic!("{}: {e}", queue.display()))
+            .filter_map(Result::ok)
+            .filter(|e| e.path().extension().is_some_and(|x| x == "q"))
+            .count()
     }
 
     pub fn reverse(&self, address: &str) -> String {
