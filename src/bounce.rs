@@ -53,6 +53,7 @@ fn spool_dsn(
     let action = match report.reason {
         FailureReason::Permanent | FailureReason::Expired => Action::Failed,
         FailureReason::Delayed => Action::Delayed,
+        FailureReason::Relayed => Action::Relayed,
     };
     let reported = dsn::recipients_to_report(env, &report.failed, action);
     if reported.is_empty() {

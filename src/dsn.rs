@@ -79,6 +79,9 @@ pub enum Action {
     Failed,
     /// Delivery is still being retried: a warning.
     Delayed,
+    /// Handed to a receiver that does not speak DSN, for a recipient whose NOTIFY asked
+    /// for SUCCESS: the last notice the sender can get (RFC 3461 §4.1, "relayed").
+    Relayed,
 }
 
 impl Action {
@@ -86,6 +89,7 @@ impl Action {
         match self {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
+            Action::Relayed => "relayed",
         }
     }
 
@@ -94,6 +98,7 @@ impl Action {
         match self {
             Action::Failed => "FAILURE",
             Action::Delayed => "DELAY",
+            Action::Relayed => "SUCCESS",
         }
     }
 
@@ -102,6 +107,7 @@ impl Action {
         match self {
             Action::Failed => RecipientState::Failed,
             Action::Delayed => RecipientState::Pending,
+            Action::Relayed => RecipientState::Delivered,
         }
     }
 }
@@ -128,10 +134,10 @@ pub struct DsnRequest<'a> {
 ///
 /// None for the null sender (a DSN about a DSN would start a bounce loop). Otherwise a
 /// recipient is reported when its state fits (`Failed` for [`Action::Failed`],
-/// `Pending` for [`Action::Delayed`]) and its NOTIFY asks for it: `NEVER` never,
-/// a list only with `FAILURE` resp. `DELAY` in it; no NOTIFY means both (RFC 3461 §4.1
-/// leaves delays to the MTA; telling the sender that mail is stuck is the useful
-/// default).
+/// `Pending` for [`Action::Delayed`], `Delivered` for [`Action::Relayed`]) and its
+/// NOTIFY asks for it: `NEVER` never, a list only with `FAILURE` resp. `DELAY` resp.
+/// `SUCCESS` in it; no NOTIFY means `FAILURE,DELAY` (RFC 3461 §4.1 leaves delays to the
+/// MTA; telling the sender that mail is stuck is the useful default).
 pub fn recipients_to_report(
     envelope: &Envelope,
     candidates: &[usize],
@@ -157,7 +163,7 @@ pub fn recipients_to_report(
 
 fn notify_allows(notify: Option<&str>, action: Action) -> bool {
     let Some(notify) = notify.filter(|n| !n.trim().is_empty()) else {
-        return true;
+        return action != Action::Relayed;
     };
     let wanted = action.notify_keyword();
     let mut allowed = false;
@@ -230,6 +236,7 @@ pub fn compose(req: &DsnRequest) -> Option<Vec<u8>> {
     let subject = match req.action {
         Action::Failed => "Undelivered Mail Returned to Sender",
         Action::Delayed => "Delayed Mail (still being retried)",
+        Action::Relayed => "Successful Mail Delivery Report",
     };
     push_field(&mut out, "Subject", subject);
     push_field(&mut out, "Date", &rfc5322_date(req.now));
@@ -280,6 +287,7 @@ pub fn compose(req: &DsnRequest) -> Option<Vec<u8>> {
     let state = match req.action {
         Action::Failed => "Undelivered",
         Action::Delayed => "Delayed",
+        Action::Relayed => "Relayed",
     };
     push_field(&mut out, "Content-Description", &format!("{state} {what}"));
     push_field(&mut out, "Content-Type", returned_type);
@@ -456,6 +464,7 @@ fn status_code(d: &Diagnosis, action: Action) -> Status {
         Action::Delayed => found.unwrap_or(Status::new(4, 0, 0)).with_class(4),
         Action::Failed if d.expired => found.unwrap_or(Status::new(4, 4, 7)).with_class(4),
         Action::Failed => found.unwrap_or(Status::new(5, 0, 0)).with_class(5),
+        Action::Relayed => found.unwrap_or(Status::new(2, 0, 0)).with_class(2),
     }
 }
 
@@ -494,6 +503,10 @@ fn human_part(
                  send the message again.{until}"
             )
         }
+        Action::Relayed => "Your message was handed on to the recipients' mail servers \
+             listed below, as you asked to be told. Those servers do not send delivery \
+             notifications, so this is the last notice you will get about it."
+            .to_owned(),
     };
     wrap(&mut out, "", &what);
     out.push_str("\r\n");
@@ -750,6 +763,7 @@ fn message_id(env: &Envelope, action: Action, now: u64, mta: &str) -> String {
     let kind = match action {
         Action::Failed => 'f',
         Action::Delayed => 'd',
+        Action::Relayed => 'r',
     };
     // The pid keeps ids apart across a restart within the same second.
     format!(

@@ -537,6 +537,64 @@ fn field<'a>(block: &'a [(String, String)], name: &str) -> &'a str {
 }
 
 #[test]
+fn notify_success_brings_a_relayed_notice_where_the_next_hop_has_no_dsn() {
+    let w = world("");
+    let reply = send_with_dsn_params(
+        &w.relay,
+        "MAIL FROM:<bob@sender.test> ENVID=env-7",
+        &["RCPT TO:<john@forward.example> NOTIFY=SUCCESS,FAILURE"],
+        "From: Bob <bob@sender.test>\r\nSubject: tell me\r\nMessage-ID: <m7@sender.test>\r\n\r\nbody\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_count(&w.home, 1, &w.relay, "forwarded mail");
+    wait_count(&w.sender, 1, &w.relay, "relayed notice");
+    let m = &w.sender.messages()[0];
+    assert_eq!(m.mail_from, "");
+    assert_eq!(m.rcpt_to, ["bob@sender.test"]);
+    let dsn = parse_dsn(&m.data);
+    assert_eq!(
+        field(&dsn.top, "Subject"),
+        "Successful Mail Delivery Report"
+    );
+    assert_eq!(field(&dsn.status[0], "Original-Envelope-Id"), "env-7");
+    let r = &dsn.status[1];
+    assert_eq!(field(r, "Action"), "relayed");
+    assert_eq!(field(r, "Status"), "2.0.0");
+    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@home.example");
+    assert_eq!(
+        field(r, "Original-Recipient"),
+        "rfc822; john@forward.example"
+    );
+    assert_eq!(field(r, "Remote-MTA"), "dns; 127.0.0.1");
+    assert_eq!(dsn.returned_type, "text/rfc822-headers");
+    assert!(
+        dsn.returned.contains("Subject: tell me"),
+        "{}",
+        dsn.returned
+    );
+
+    // A next hop that speaks DSN gets the NOTIFY with the message: no notice from us.
+    let w = world("");
+    w.home.script.lock().unwrap().dsn = true;
+    let reply = send_with_dsn_params(
+        &w.relay,
+        "MAIL FROM:<bob@sender.test>",
+        &["RCPT TO:<john@forward.example> NOTIFY=SUCCESS"],
+        "Subject: tell me again\r\n\r\nbody\r\n",
+    );
+    assert!(reply.starts_with("250"), "{reply}");
+    wait_count(&w.home, 1, &w.relay, "forwarded mail");
+    assert!(
+        wait_until(Duration::from_secs(10), || w.relay.spooled() == 0),
+        "{}",
+        w.relay.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(w.sender.count(), 0, "{}", w.relay.log());
+    assert!(!w.relay.log().contains("DSN queued"), "{}", w.relay.log());
+}
+
+#[test]
 fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
     let w = world("");
     w.home.script.lock().unwrap().rcpt.insert(

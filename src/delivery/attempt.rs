@@ -69,6 +69,8 @@ pub(crate) struct Outcome {
     pub result: RcptResult,
     /// The host that gave the result, `host[ip]:port`.
     pub remote: Option<String>,
+    /// That host speaks DSN (NOTIFY went on with the message).
+    pub remote_dsn: bool,
 }
 
 type Body = Arc<OnceCell<Result<Arc<Vec<u8>>, String>>>;
@@ -150,6 +152,7 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         (concluded.permanent, FailureReason::Permanent),
         (concluded.expired, FailureReason::Expired),
         (concluded.delayed, FailureReason::Delayed),
+        (concluded.relayed, FailureReason::Relayed),
     ] {
         if failed.is_empty() {
             continue;
@@ -162,6 +165,10 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         let failed = report.failed.clone();
         match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report))) {
             Ok(true) => {}
+            // A success notice that cannot be made is not worth a second delivery.
+            Ok(false) if reason == FailureReason::Relayed => {
+                tracing::error!(id = %env.id, "the relayed notice could not be queued; it is lost");
+            }
             Ok(false) => not_reported.push((failed, reason)),
             Err(_) => tracing::error!(id = %env.id, "the failure handler panicked"),
         }
@@ -281,6 +288,7 @@ async fn deliver_group_now(
                 index,
                 result: result.clone(),
                 remote: remote.clone(),
+                remote_dsn: false,
             })
             .collect()
     };
@@ -333,7 +341,7 @@ async fn deliver_group_now(
     let mut last = (String::new(), None);
     for target in &targets {
         match client::deliver(target, &shared.client, &tx, &shared.connections).await {
-            HostOutcome::Done(results) => {
+            HostOutcome::Done { results, dsn } => {
                 let remote = Some(target.describe());
                 return indices
                     .iter()
@@ -342,6 +350,7 @@ async fn deliver_group_now(
                         index,
                         result,
                         remote: remote.clone(),
+                        remote_dsn: dsn,
                     })
                     .collect();
             }
@@ -376,6 +385,8 @@ pub(crate) struct Concluded {
     pub expired: Vec<usize>,
     /// Still pending past `delay_warning`, first time for this message.
     pub delayed: Vec<usize>,
+    /// Delivered to a receiver without DSN, NOTIFY asking for SUCCESS: a "relayed" DSN.
+    pub relayed: Vec<usize>,
 }
 
 /// Applies the outcomes to `env`, counts the attempt, schedules the next one or expires
@@ -401,6 +412,9 @@ pub(crate) fn conclude(
             RcptResult::Delivered(reply) => {
                 r.state = RecipientState::Delivered;
                 r.last_error = Some(reply.clone());
+                if !o.remote_dsn && asks_for_success(r.notify.as_deref()) {
+                    out.relayed.push(o.index);
+                }
             }
             RcptResult::Deferred(e) => r.last_error = Some(e.clone()),
             RcptResult::Failed(e) => {
@@ -446,6 +460,14 @@ pub(crate) fn conclude(
             .collect();
     }
     out
+}
+
+/// NOTIFY includes SUCCESS (RFC 3461 §4.1).
+fn asks_for_success(notify: Option<&str>) -> bool {
+    notify.is_some_and(|n| {
+        n.split(',')
+            .any(|k| k.trim().eq_ignore_ascii_case("SUCCESS"))
+    })
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -495,6 +517,7 @@ mod tests {
 
     fn o(index: usize, result: RcptResult) -> Outcome {
         Outcome {
+            remote_dsn: true,
             index,
             result,
             remote: Some("mx[192.0.2.1]:25".into()),
@@ -536,6 +559,29 @@ mod tests {
     }
 
     #[test]
+    fn delivered_to_a_receiver_without_dsn_is_relayed_when_notify_asks() {
+        let mut env = envelope(&["a@x.org", "b@x.org", "c@x.org", "d@x.org"]);
+        env.recipients[0].notify = Some("SUCCESS,FAILURE".into());
+        env.recipients[1].notify = Some("FAILURE".into());
+        env.recipients[2].notify = Some("success".into());
+        env.recipients[3].notify = Some("SUCCESS".into());
+        let delivered = |i, dsn| Outcome {
+            remote_dsn: dsn,
+            ..o(i, RcptResult::Delivered("250 2.0.0 ok".into()))
+        };
+        let outcomes = [
+            delivered(0, false),
+            delivered(1, false),
+            delivered(2, false),
+            // A receiver with DSN got NOTIFY: its job now.
+            delivered(3, true),
+        ];
+        let c = conclude(&mut env, &outcomes, 2000, &[S(60)], S(86400), None);
+        assert_eq!(c.relayed, vec![0, 2]);
+        assert!(env.is_done());
+    }
+
+    #[test]
     fn outcomes_and_backoff() {
         let retry = [S(60), S(600)];
         let mut env = envelope(&["a@x.org", "b@x.org", "c@x.org"]);
@@ -557,6 +603,7 @@ mod tests {
                 permanent: vec![2],
                 expired: vec![],
                 delayed: vec![],
+                relayed: vec![],
             }
         );
         assert_eq!(env.attempts, 1);
@@ -618,6 +665,7 @@ mod tests {
                 permanent: vec![],
                 expired: vec![0],
                 delayed: vec![],
+                relayed: vec![],
             }
         );
         assert_eq!(env.recipients[0].state, RecipientState::Failed);

@@ -76,8 +76,9 @@ pub(crate) enum HostOutcome {
     /// Nothing decided for any recipient (no connection, bad greeting, 4xx to MAIL, ...):
     /// the next host may be tried; the text says what went wrong.
     TryNext(String),
-    /// One result per recipient of the transaction, in its order.
-    Done(Vec<RcptResult>),
+    /// One result per recipient of the transaction, in its order; `dsn`: the receiver
+    /// speaks DSN, so NOTIFY went on with the message and further notices are its job.
+    Done { results: Vec<RcptResult>, dsn: bool },
 }
 
 /// Cached connections tried for one transaction before a new one is opened.
@@ -316,7 +317,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     done_timeout: Duration,
 ) -> (HostOutcome, bool) {
     let n = tx.recipients.len();
-    let all = |r: RcptResult| HostOutcome::Done(vec![r; n]);
+    let dsn = caps.has(EXT_DSN);
+    let done = |results: Vec<RcptResult>| HostOutcome::Done { results, dsn };
+    let all = |r: RcptResult| done(vec![r; n]);
 
     if caps.size > 0 && tx.body.len() > caps.size {
         let e = format!(
@@ -343,7 +346,6 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     if needs_utf8 {
         mail.push_str(" SMTPUTF8");
     }
-    let dsn = caps.has(EXT_DSN);
     if dsn {
         if tx.ret_full {
             mail.push_str(" RET=FULL");
@@ -401,16 +403,13 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             }
             Err(e) => {
                 let e = format!("4.4.2 {} (in reply to RCPT TO)", error_text(&e));
-                return (
-                    HostOutcome::Done(fill(results, RcptResult::Deferred(e))),
-                    false,
-                );
+                return (done(fill(results, RcptResult::Deferred(e))), false);
             }
         }
     }
     if accepted.is_empty() {
         let clean = rset(client).await;
-        let outcome = HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())));
+        let outcome = done(fill(results, RcptResult::Deferred(String::new())));
         return (outcome, clean);
     }
 
@@ -419,7 +418,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     for i in accepted {
         results[i] = Some(verdict.clone());
     }
-    let outcome = HostOutcome::Done(fill(results, RcptResult::Deferred(String::new())));
+    let outcome = done(fill(results, RcptResult::Deferred(String::new())));
     (outcome, clean)
 }
 

@@ -210,6 +210,9 @@ pub enum FailureReason {
     /// Not a failure yet: still pending `delay_warning` after arrival (reported once per
     /// message, for a "delayed" DSN).
     Delayed,
+    /// Not a failure: delivered to a receiver that does not speak DSN (for a "relayed"
+    /// DSN where NOTIFY asked for SUCCESS).
+    Relayed,
 }
 
 /// Recipients that failed in one attempt, handed to the `on_failure` callback (the DSN

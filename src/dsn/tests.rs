@@ -646,19 +646,19 @@ fn null_sender_gets_nothing() {
 
 #[test]
 fn notify_decides() {
-    let cases: [(Option<&str>, bool, bool); 9] = [
-        // (NOTIFY, failure DSN, delay DSN)
-        (None, true, true),
-        (Some(""), true, true),
-        (Some("NEVER"), false, false),
-        (Some("never"), false, false),
-        (Some("DELAY"), false, true),
-        (Some("SUCCESS,FAILURE"), true, false),
-        (Some("FAILURE,DELAY"), true, true),
-        (Some("success, failure"), true, false),
-        (Some("SUCCESS"), false, false),
+    let cases: [(Option<&str>, bool, bool, bool); 9] = [
+        // (NOTIFY, failure DSN, delay DSN, relayed DSN)
+        (None, true, true, false),
+        (Some(""), true, true, false),
+        (Some("NEVER"), false, false, false),
+        (Some("never"), false, false, false),
+        (Some("DELAY"), false, true, false),
+        (Some("SUCCESS,FAILURE"), true, false, true),
+        (Some("FAILURE,DELAY"), true, true, false),
+        (Some("success, failure"), true, false, true),
+        (Some("SUCCESS"), false, false, true),
     ];
-    for (notify, failure, delay) in cases {
+    for (notify, failure, delay, relayed) in cases {
         let mut env = envelope(vec![failed("john@home.test", "550 5.1.1 no", None)]);
         env.recipients[0].notify = notify.map(Into::into);
         let want: &[usize] = if failure { &[0] } else { &[] };
@@ -674,7 +674,60 @@ fn notify_decides() {
             want,
             "{notify:?}"
         );
+        env.recipients[0].state = RecipientState::Delivered;
+        let want: &[usize] = if relayed { &[0] } else { &[] };
+        assert_eq!(
+            recipients_to_report(&env, &[0], Action::Relayed),
+            want,
+            "{notify:?}"
+        );
     }
+}
+
+#[test]
+fn relayed() {
+    let mut env = envelope(vec![
+        Recipient {
+            remote: Some("mx.home.test[192.0.2.1]:25".into()),
+            notify: Some("SUCCESS,FAILURE".into()),
+            ..rcpt(
+                "john@home.test",
+                RecipientState::Delivered,
+                Some("250 2.0.0 Ok: queued as 4XyZ"),
+            )
+        },
+        // Delivered, but no SUCCESS asked for.
+        rcpt("mary@home.test", RecipientState::Delivered, Some("250 ok")),
+    ]);
+    env.ret_full = true; // RET concerns failures: the headers only
+    let covered = recipients_to_report(&env, &[0, 1], Action::Relayed);
+    assert_eq!(covered, [0]);
+    let dsn = Dsn::compose(&request(&env, &covered, Action::Relayed));
+    assert_eq!(
+        dsn.message().subject(),
+        Some("Successful Mail Delivery Report")
+    );
+    let status = dsn.status();
+    assert_eq!(status.len(), 2);
+    let r = &status[1];
+    assert_eq!(field(r, "Final-Recipient"), Some("rfc822; john@home.test"));
+    assert_eq!(field(r, "Action"), Some("relayed"));
+    assert_eq!(field(r, "Status"), Some("2.0.0"));
+    assert_eq!(field(r, "Remote-MTA"), Some("dns; mx.home.test"));
+    assert_eq!(
+        field(r, "Diagnostic-Code"),
+        Some("smtp; 250 2.0.0 Ok: queued as 4XyZ")
+    );
+    let text = dsn.text();
+    assert!(text.contains("last notice"), "{text}");
+    assert!(!text.contains("mary@"), "{text}");
+    let (ctype, _, returned) = dsn.returned();
+    assert_eq!(ctype, "text/rfc822-headers");
+    assert!(
+        !String::from_utf8(returned)
+            .unwrap()
+            .contains("Secret body text")
+    );
 }
 
 #[test]

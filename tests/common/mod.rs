@@ -262,6 +262,8 @@ pub struct Script {
     /// receiver reads `cut_data_after` octets of the message, then closes (no reply).
     pub cut_data: usize,
     pub cut_data_after: usize,
+    /// Advertise DSN in EHLO (RCPT parameters are accepted either way).
+    pub dsn: bool,
 }
 
 impl Default for Script {
@@ -271,6 +273,7 @@ impl Default for Script {
             data: "250 2.0.0 queued".into(),
             cut_data: 0,
             cut_data_after: 100,
+            dsn: false,
         }
     }
 }
@@ -361,6 +364,9 @@ fn serve_one(
         }
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
+            if script.lock().unwrap().dsn {
+                w.write_all(b"250-receiver.test\r\n250-DSN\r\n")?;
+            }
             w.write_all(
                 b"250-receiver.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n",
             )?;
