@@ -122,6 +122,12 @@ class Sampler(threading.Thread):
             time.sleep(0.1)
 
 
+# The sinks stand for the next hops, which are other machines in real life: their files go
+# to a tmpfs when there is one (SINK_BASE overrides), so that writing them does not
+# compete with the queue under test for the same disk. Both sides get the same.
+SINK_BASE = os.environ.get("SINK_BASE") or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
+
+
 def sink(directory, port):
     os.makedirs(directory, mode=0o777, exist_ok=True)
     os.chmod(directory, 0o777)
@@ -145,7 +151,7 @@ class Side:
 
     def __init__(self, work):
         self.work = work
-        self.sink_dir = f"{work}/sink"
+        self.sink_dir = tempfile.mkdtemp(prefix="sink.", dir=SINK_BASE or work)
         self.sink_port = free_port()
         self.port = free_port()
         self.sink = sink(self.sink_dir, self.sink_port)
@@ -409,6 +415,8 @@ def main():
                 print(f"stopping {s.name}: {e}", file=sys.stderr)
         if os.environ.get("KEEP") != "1":
             shutil.rmtree(base, ignore_errors=True)
+            for s in sides:
+                shutil.rmtree(s.sink_dir, ignore_errors=True)
         else:
             print(f"kept {base}")
 

@@ -7,7 +7,9 @@
 #
 # Needs, from Debian: postfix (postfix, smtp-source, smtp-sink), postsrsd, python3; runs
 # as root (Postfix's master starts as root). Installs nothing; loopback ports picked at
-# run time, never port 25; everything in a temporary directory (KEEP=1 keeps it).
+# run time, never port 25; everything in a temporary directory (KEEP=1 keeps it), but the
+# two sinks' message files, which go to /dev/shm (SINK_BASE=DIR to choose): the sinks
+# stand for other machines, and their writes should not share the disk under test.
 #
 # Usage: benches/compare-postfix.sh [MESSAGES] [SESSIONS] [SIZE_BYTES] [ROUNDS]
 #        defaults: 5000 20 4096 3
