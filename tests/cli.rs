@@ -192,6 +192,14 @@ fn check_config_names_the_key() {
         ),
         ("[srs]\nmax_age_days = \"x\"\n", "srs.max_age_days"),
         ("[srs]\nunknown_key = 1\n", "unknown_key"),
+        (
+            "[queue]\nconnection_cache_time = \"soon\"\n",
+            "queue.connection_cache_time",
+        ),
+        (
+            "[queue]\nconnection_reuse_time = \"5 parsecs\"\n",
+            "queue.connection_reuse_time",
+        ),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
