@@ -52,14 +52,18 @@
 //!
 //! * any `*.tmp` is deleted (an unfinished store or update; what was there before stands);
 //! * free files are kept for reuse (a store cut short while overwriting one leaves a free
-//!   file still); those beyond the pool's size are deleted;
+//!   file still); those beyond the pool's size, and any that shares its inode with another
+//!   name (a crash in the hard-link fallback, a file system check), are deleted;
+//! * a file that cannot be read (an I/O error, not damage) fails the open: nothing is set
+//!   aside for a disk's passing trouble;
 //! * a `.state` without its `.q` is deleted (a remove cut short);
 //! * a `.q` whose envelope line cannot be read or parsed, has another `version`, names
 //!   another id, or whose length is not that line plus `message_len`, is moved with its
 //!   `.state` into `corrupt/`: never dropped;
 //! * a `.state` that cannot be used is moved into `corrupt/` and the queue file's own
 //!   envelope is used: recipients already delivered may get the message again, none loses it;
-//! * a version 1 pair is rewritten as a queue file, then deleted; a version 1 `.msg`
+//! * a version 1 pair is rewritten as a queue file, then deleted (if a whole queue file
+//!   of its id exists, the conversion was done and only the deletion is left); a version 1 `.msg`
 //!   alone is deleted (as version 1 recovery did), an unusable `.env` set aside with its `.msg`;
 //! * any other file in `queue/` is moved into `corrupt/` too; sub-directories are left alone.
 //!
@@ -270,15 +274,24 @@ impl Spool {
             .truncate(false)
             .mode(0o600)
             .open(&lock_path)?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::WouldBlock,
-                    format!("spool {} is already open (locked)", dir.display()),
-                ));
+        // A little patience: a child process forked elsewhere in this program holds a
+        // copy of a just-closed lock until it execs.
+        let mut tries = 0;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::WouldBlock,
+                        format!("spool {} is already open (locked)", dir.display()),
+                    ));
+                }
+                Err(TryLockError::Error(e)) => return Err(e),
             }
-            Err(TryLockError::Error(e)) => return Err(e),
         }
 
         let spool = Spool {
@@ -454,9 +467,10 @@ impl Spool {
             Err(_) => {}
         }
         match self.load_queue_file(id) {
-            Some(env) => Ok(Some(env)),
-            None if exists(&self.file(id, QUEUE_EXT))? => Err(damaged()),
-            None => Ok(None),
+            Ok(Some(env)) => Ok(Some(env)),
+            Ok(None) => Err(damaged()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -565,7 +579,15 @@ impl Spool {
                 out.removed_incomplete += 1;
                 queue_changed = true;
             } else if let Some(n) = free_number {
-                free_numbers.push(n);
+                // A free file must have no other name: after a crash in the hard-link
+                // fallback, or a file system check, it could share a queue file's inode.
+                use std::os::unix::fs::MetadataExt;
+                if entry.metadata()?.nlink() == 1 {
+                    free_numbers.push(n);
+                } else {
+                    remove_if_exists(&entry.path())?;
+                    queue_changed = true;
+                }
             } else if let Some(id) = id_with(QUEUE_EXT) {
                 queued.insert(id);
             } else if let Some(id) = id_with(STATE_EXT) {
@@ -594,17 +616,22 @@ impl Spool {
         *self.free.numbers.lock().unwrap_or_else(|e| e.into_inner()) =
             free_numbers.into_iter().map(|n| (n, 1)).collect();
 
-        // Version 1 pairs: a queue file of the same id means a conversion was cut short
-        // after its commit, so only the deletion is left to do.
+        // Version 1 pairs: a whole queue file of the same id means a conversion was cut
+        // short after its commit, so only the deletion is left to do.
         let mut converted = false;
         for id in v1_envs {
             let has_msg = v1_msgs.remove(&id);
             let env_name = format!("{id}.env");
             let msg_name = format!("{id}.msg");
+            if queued.contains(&id) && self.load_queue_file(&id)?.is_none() {
+                // Damaged: the version 1 files are the good copy.
+                out.set_aside
+                    .push(self.set_aside(OsStr::new(&format!("{id}.{QUEUE_EXT}")))?);
+                queued.remove(&id);
+                corrupt_changed = true;
+            }
             if !queued.contains(&id) {
-                let v1 = fs::read(self.queue.join(&env_name))
-                    .ok()
-                    .and_then(|b| parse_line(&b, &id, FORMAT_V1));
+                let v1 = parse_line(&fs::read(self.queue.join(&env_name))?, &id, FORMAT_V1);
                 match v1 {
                     Some((env, _)) if has_msg => {
                         let message = fs::read(self.queue.join(&msg_name))?;
@@ -637,7 +664,7 @@ impl Spool {
 
         for id in &queued {
             let has_state = states.remove(id);
-            let Some(mut env) = self.load_queue_file(id) else {
+            let Some(mut env) = self.load_queue_file(id)? else {
                 out.set_aside
                     .push(self.set_aside(OsStr::new(&format!("{id}.{QUEUE_EXT}")))?);
                 if has_state {
@@ -680,14 +707,16 @@ impl Spool {
         Ok(out)
     }
 
-    /// The envelope of queue file `id`, if it is whole (see [`queue_file_header`]).
-    fn load_queue_file(&self, id: &str) -> Option<Envelope> {
+    /// The envelope of queue file `id`, `None` if it is not whole (see
+    /// [`queue_file_header`]). An error reading it is an error, not damage: recovery
+    /// then fails rather than set a good message aside.
+    fn load_queue_file(&self, id: &str) -> io::Result<Option<Envelope>> {
         use std::io::BufRead;
-        let file = File::open(self.file(id, QUEUE_EXT)).ok()?;
-        let total = file.metadata().ok()?.len();
+        let file = File::open(self.file(id, QUEUE_EXT))?;
+        let total = file.metadata()?.len();
         let mut line = Vec::new();
-        io::BufReader::new(file).read_until(b'\n', &mut line).ok()?;
-        queue_file_header(&line, id, total)
+        io::BufReader::new(file).read_until(b'\n', &mut line)?;
+        Ok(queue_file_header(&line, id, total))
     }
 
     /// Moves `queue/<name>` into `corrupt/`, under a fresh name there; returns `name`.
@@ -885,7 +914,12 @@ impl GroupSync {
 /// Overwrites the existing file `path` with `parts` one after the other, cuts it to their
 /// length and fsyncs it.
 fn overwrite_file(path: &Path, parts: &[&[u8]]) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let mut file = OpenOptions::new().write(true).open(path)?;
+    // Never through a second name of a live queue file (see recovery).
+    if file.metadata()?.nlink() != 1 {
+        return Err(io::Error::other("free file has other names"));
+    }
     for p in parts {
         file.write_all(p)?;
     }

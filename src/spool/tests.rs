@@ -209,6 +209,30 @@ fn remove_takes_the_message_out_and_keeps_its_file_for_reuse() {
 }
 
 #[test]
+fn a_free_file_with_another_name_is_never_reused() {
+    // As a crash between link and unlink in the hard-link fallback, or a file system
+    // check, can leave it: a free name on a live queue file's inode.
+    let tmp = tempfile::tempdir().unwrap();
+    let q = tmp.path().join("queue");
+    let (spool, _) = Spool::open(tmp.path()).unwrap();
+    let live = store_new(&spool, b"live\r\n");
+    drop(spool);
+    fs::hard_link(q.join(format!("{}.q", live.id)), q.join("7.free")).unwrap();
+    let (spool, rec) = Spool::open(tmp.path()).unwrap();
+    assert_eq!(rec.envelopes, vec![live.clone()]);
+    assert_eq!(names(&q), vec![format!("{}.q", live.id)]);
+    for _ in 0..3 {
+        store_new(&spool, b"other\r\n");
+    }
+    assert_eq!(spool.read_message(&live.id).unwrap(), b"live\r\n");
+
+    // And at run time, an overwrite refuses such a file.
+    fs::hard_link(q.join(format!("{}.q", live.id)), q.join("8.free")).unwrap();
+    assert!(overwrite_file(&q.join("8.free"), &[b"x"]).is_err());
+    assert_eq!(spool.read_message(&live.id).unwrap(), b"live\r\n");
+}
+
+#[test]
 fn large_messages_are_not_kept_for_reuse() {
     let tmp = tempfile::tempdir().unwrap();
     let (spool, _) = Spool::open(tmp.path()).unwrap();
@@ -446,11 +470,29 @@ fn a_version_1_spool_is_converted() {
     fs::write(q.join("half.q"), converted).unwrap();
     // Version 1 recovery's cases: a .msg alone is an unfinished receive.
     fs::write(q.join("orphan.msg"), b"x").unwrap();
+    // A damaged queue file beside a version 1 pair: the pair is the good copy.
+    let mut both = sample("both");
+    both.attempts = 2;
+    let mut v1 = serde_json::to_value(&both).unwrap();
+    v1["version"] = 1.into();
+    fs::write(q.join("both.env"), serde_json::to_vec(&v1).unwrap()).unwrap();
+    fs::write(q.join("both.msg"), b"v1 copy").unwrap();
+    fs::write(q.join("both.q"), b"{\"version\":2,\"id\":\"bo").unwrap();
 
     let (spool, rec) = Spool::open(tmp.path()).unwrap();
-    assert!(rec.set_aside.is_empty(), "{:?}", rec.set_aside);
+    assert_eq!(rec.set_aside, vec!["both.q"]);
     assert_eq!(rec.removed_incomplete, 1);
-    assert_eq!(names(&q), vec![format!("{id}.q"), "half.q".to_owned()]);
+    assert_eq!(
+        names(&q),
+        vec![format!("{id}.q"), "both.q".to_owned(), "half.q".to_owned()]
+    );
+    assert_eq!(spool.read_message("both").unwrap(), b"v1 copy");
+    assert!(rec.envelopes.contains(&both));
+    let all = rec.envelopes.clone();
+    let rec = Recovered {
+        envelopes: rec.envelopes.into_iter().filter(|e| e.id != "both").collect(),
+        ..rec
+    };
     let env = &rec.envelopes[0];
     assert_eq!(env.id, id);
     assert_eq!(env.recipients[0].state, RecipientState::Delivered);
@@ -464,7 +506,7 @@ fn a_version_1_spool_is_converted() {
 
     // And it stays converted.
     let (_spool, again) = Spool::open(tmp.path()).unwrap();
-    assert_eq!(again.envelopes, rec.envelopes);
+    assert_eq!(again.envelopes, all);
     assert_eq!(again.removed_incomplete, 0);
 }
 
