@@ -107,6 +107,7 @@ fn spool_dsn(
         env_id: None,
         ret_full: false,
         delay_warned: false,
+        dsn_owed: Vec::new(),
     };
     if let Err(e) = spool.store(&dsn_env, &message) {
         tracing::error!(queue_id = %env.id, error = %e,

@@ -86,6 +86,10 @@ impl SenderStore {
             .await;
             let conn = match eager {
                 Ok(Ok(conn)) => conn,
+                // A wrong password, ACL or TLS setting is a configuration error: say so now.
+                Ok(Err(e)) if !(e.is_io_error() || e.is_connection_refusal() || e.is_timeout()) => {
+                    return Err(StoreError::new("connect", e));
+                }
                 // Redis down at start: the relay starts anyway, answers 451 where the store
                 // is needed, and connects when Redis is back.
                 failed => {

@@ -13,7 +13,9 @@ use srs_relay::delivery::{
     BoxFuture, DeliverySettings, DnsError, FailureReason, FailureReport, OnFailure, Queue,
     QueueHandle, Resolve,
 };
-use srs_relay::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
+use srs_relay::spool::{
+    ClientInfo, Envelope, OwedDsn, OwedReason, Recipient, RecipientState, Spool,
+};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -482,6 +484,7 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
         env_id: None,
         ret_full: false,
         delay_warned: false,
+        dsn_owed: Vec::new(),
     }
 }
 
@@ -677,7 +680,7 @@ async fn rcpt_5xx_fails_and_is_reported_once() {
 }
 
 #[tokio::test]
-async fn a_failure_report_not_taken_keeps_the_recipient_queued_until_it_is() {
+async fn a_failure_report_not_taken_is_owed_and_made_again_without_a_new_delivery() {
     let script: Script = Arc::new(|stage, _| match stage {
         Stage::Rcpt(_) => Some("550 5.1.1 no such user".into()),
         _ => None,
@@ -688,21 +691,35 @@ async fn a_failure_report_not_taken_keeps_the_recipient_queued_until_it_is() {
     let env = envelope("s@origin.test", &["nobody@dest.test"]);
     h.submit(&env, SIMPLE);
 
-    // Refused: the recipient is pending again, in the spool, with a later attempt.
+    // Refused (as when the DSN cannot be spooled): the report is owed, in the spool.
     assert!(wait_for(LIMIT, || h.reports().len() == 1).await);
-    assert!(wait_for(LIMIT, || h.stored(&env.id).is_some_and(|e| e.attempts == 1)).await);
+    assert!(
+        wait_for(LIMIT, || h
+            .stored(&env.id)
+            .is_some_and(|e| !e.dsn_owed.is_empty()))
+        .await
+    );
     let kept = h.stored(&env.id).unwrap();
-    assert_eq!(kept.recipients[0].state, RecipientState::Pending);
+    assert_eq!(kept.recipients[0].state, RecipientState::Failed);
+    assert_eq!(
+        kept.dsn_owed,
+        [OwedDsn {
+            reason: OwedReason::Permanent,
+            recipients: vec![0]
+        }]
+    );
     assert!(kept.next_attempt > env.arrival);
-    // The next attempt fails it again and the report is taken: done.
+    // The next attempt makes the report again, without delivering again: done.
     assert!(wait_for(LIMIT, || h.stored(&env.id).is_none()).await);
     let reports = h.reports();
     assert_eq!(reports.len(), 2, "{reports:?}");
     assert!(reports.iter().all(|r| r.reason == FailureReason::Permanent));
+    assert_eq!(reports[1].failed, [0]);
     assert_eq!(
         reports[1].envelope.recipients[0].state,
         RecipientState::Failed
     );
+    assert_eq!(rx.connections(), 1, "the receiver was not asked again");
     h.queue.shutdown().await;
 }
 
@@ -968,6 +985,27 @@ async fn cached_session_the_receiver_dropped_is_replaced_without_a_retry() {
     assert_eq!(got.len(), 2);
     assert_eq!((got[0].connection, got[1].connection), (1, 2));
     assert!(h.reports().is_empty());
+    h.queue.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_4xx_to_mail_on_a_cached_session_is_the_servers_answer_not_a_lost_session() {
+    // A rate limit: the second MAIL gets 450. The message waits for its retry, and the
+    // session, still good, is kept: no new connections are opened to get around it.
+    let mails = Arc::new(AtomicUsize::new(0));
+    let m = mails.clone();
+    let script: Script = Arc::new(move |stage, _| match stage {
+        Stage::Mail if m.fetch_add(1, Ordering::SeqCst) == 1 => {
+            Some("450 4.7.1 slow down".to_owned())
+        }
+        _ => None,
+    });
+    let rx = Receiver::start(script).await;
+    let h = Harness::start(caching(Some(rx.hostport()), Duration::from_secs(10)), None);
+    deliver_one_by_one(&h, 2).await;
+    assert_eq!(mails.load(Ordering::SeqCst), 3);
+    assert_eq!(rx.transactions().len(), 2);
+    assert_eq!(rx.connections(), 1);
     h.queue.shutdown().await;
 }
 

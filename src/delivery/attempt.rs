@@ -14,7 +14,7 @@ use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, 
 use super::connections::ConnectionCache;
 use super::dns::{self, Destination, Resolve, Route};
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
-use crate::spool::{Envelope, RecipientState, Spool};
+use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState, Spool};
 
 /// What every attempt shares.
 pub(crate) struct Shared {
@@ -103,8 +103,22 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
         }
     }
     drop(body);
-    if !attempted {
+    if !attempted && env.dsn_owed.is_empty() {
         return Some(env);
+    }
+    if !attempted {
+        // Nothing to deliver, only DSNs owed: make them.
+        let shared2 = shared.clone();
+        let finish =
+            tokio::task::spawn_blocking(move || record(&shared2, env, Concluded::default()));
+        return match finish.await {
+            Ok(env) if env.is_done() => None,
+            Ok(env) => Some(env),
+            Err(e) => {
+                tracing::error!(error = %e, "recording the owed DSNs failed");
+                None
+            }
+        };
     }
 
     let concluded = conclude(
@@ -144,16 +158,21 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
 /// The failure reports go first: the DSN is in the spool before the envelope says the
 /// recipient failed, so a crash in between means the recipient is tried again and the
 /// DSN made again (a duplicate, never a lost DSN). A report the handler could not take
-/// (the DSN could not be spooled) puts its recipients back in the queue, to be tried and
-/// reported again at the next attempt.
+/// (the DSN could not be spooled) is kept in the envelope as owed and made again at the
+/// next attempt; the message stays in the spool until then.
 fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope {
-    let mut not_reported = Vec::new();
-    for (failed, reason) in [
-        (concluded.permanent, FailureReason::Permanent),
-        (concluded.expired, FailureReason::Expired),
-        (concluded.delayed, FailureReason::Delayed),
-        (concluded.relayed, FailureReason::Relayed),
-    ] {
+    let now = unix_now();
+    let owed = std::mem::take(&mut env.dsn_owed);
+    let reports = owed
+        .into_iter()
+        .map(|o| (o.recipients, FailureReason::from(o.reason)))
+        .chain([
+            (concluded.permanent, FailureReason::Permanent),
+            (concluded.expired, FailureReason::Expired),
+            (concluded.delayed, FailureReason::Delayed),
+            (concluded.relayed, FailureReason::Relayed),
+        ]);
+    for (failed, reason) in reports {
         if failed.is_empty() {
             continue;
         }
@@ -163,33 +182,46 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
             reason,
         };
         let failed = report.failed.clone();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report))) {
-            Ok(true) => {}
-            // A success notice that cannot be made is not worth a second delivery.
-            Ok(false) if reason == FailureReason::Relayed => {
-                tracing::error!(id = %env.id, "the relayed notice could not be queued; it is lost");
+        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report)))
+            .unwrap_or_else(|_| {
+                tracing::error!(id = %env.id, "the failure handler panicked");
+                false
+            });
+        if taken {
+            continue;
+        }
+        match OwedReason::try_from(reason) {
+            // A success notice that cannot be made is not worth keeping the message for.
+            Err(()) => {
+                tracing::error!(id = %env.id, "the relayed notice could not be queued; it is lost")
             }
-            Ok(false) => not_reported.push((failed, reason)),
-            Err(_) => tracing::error!(id = %env.id, "the failure handler panicked"),
+            // Given up on with the message, long after its lifetime: the log is all that is left.
+            Ok(_)
+                if now
+                    > env
+                        .arrival
+                        .saturating_add(2 * shared.settings.max_lifetime.as_secs()) =>
+            {
+                tracing::error!(id = %env.id, reason = ?reason, rcpts = ?failed,
+                    "DSN still cannot be queued, twice the message lifetime after arrival; given up")
+            }
+            Ok(reason) => env.dsn_owed.push(OwedDsn {
+                reason,
+                recipients: failed,
+            }),
         }
     }
-    if !not_reported.is_empty() {
-        for (failed, reason) in &not_reported {
-            if *reason == FailureReason::Delayed {
-                env.delay_warned = false;
-            }
-            for &i in failed {
-                env.recipients[i].state = RecipientState::Pending;
-            }
-        }
+    if !env.dsn_owed.is_empty() {
         let wait = shared
             .settings
             .retry_intervals
             .first()
             .map_or(300, |d| d.as_secs().max(1));
-        env.next_attempt = env.next_attempt.max(unix_now().saturating_add(wait));
-        tracing::warn!(id = %env.id, next_attempt = env.next_attempt,
-            "failure report not taken; its recipients stay queued and are tried again");
+        if env.pending().next().is_none() || env.next_attempt <= now {
+            env.next_attempt = now.saturating_add(wait);
+        }
+        tracing::warn!(id = %env.id, owed = env.dsn_owed.len(), next_attempt = env.next_attempt,
+            "DSN not queued; the message stays in the spool and it is made again later");
     }
     // A finished envelope is removed below: writing it first would only cost fsyncs.
     if !env.is_done()
@@ -512,6 +544,7 @@ mod tests {
             env_id: None,
             ret_full: false,
             delay_warned: false,
+            dsn_owed: Vec::new(),
         }
     }
 

@@ -93,7 +93,8 @@ pub(crate) async fn deliver(
     cache: &ConnectionCache,
 ) -> HostOutcome {
     // A cached connection the server has closed meanwhile fails before anything is
-    // decided (TryNext): then it is dropped and the next one, or a new one, is used.
+    // decided (TryNext, session lost): then it is dropped and the next one, or a new one,
+    // is used.
     for _ in 0..MAX_CACHED_TRIES {
         let Some(mut open) = cache.take(target) else {
             break;
@@ -101,10 +102,12 @@ pub(crate) async fn deliver(
         tracing::debug!(id = %tx.id, remote = %target.describe(), uses = open.uses,
             "reusing connection");
         match open.transaction(tx, cfg.data_done_timeout).await {
-            (HostOutcome::TryNext(e), _) => {
+            // Lost (closed by the server while idle, 421): not this message's fault.
+            (HostOutcome::TryNext(e), false) => {
                 tracing::debug!(id = %tx.id, remote = %target.describe(), error = %e,
                     "cached connection failed; not counted")
             }
+            // Anything the server said in a working session is its answer.
             (outcome, clean) => {
                 finish(open, clean, cache).await;
                 return outcome;
@@ -362,9 +365,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
             let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
             return (all(RcptResult::Failed(e)), clean);
         }
+        // No transaction was opened: the session can go on, unless the server is
+        // closing it (421).
         Ok(r) => {
             let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
-            return (HostOutcome::TryNext(e), false);
+            return (HostOutcome::TryNext(e), r.code != 421);
         }
         Err(e) => {
             let e = format!("4.4.2 {} (in reply to MAIL FROM)", error_text(&e));

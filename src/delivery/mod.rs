@@ -215,6 +215,29 @@ pub enum FailureReason {
     Relayed,
 }
 
+impl From<crate::spool::OwedReason> for FailureReason {
+    fn from(r: crate::spool::OwedReason) -> Self {
+        match r {
+            crate::spool::OwedReason::Permanent => FailureReason::Permanent,
+            crate::spool::OwedReason::Expired => FailureReason::Expired,
+            crate::spool::OwedReason::Delayed => FailureReason::Delayed,
+        }
+    }
+}
+
+/// The reasons whose DSN is kept owed when it cannot be spooled (not `Relayed`).
+impl TryFrom<FailureReason> for crate::spool::OwedReason {
+    type Error = ();
+    fn try_from(r: FailureReason) -> Result<Self, ()> {
+        match r {
+            FailureReason::Permanent => Ok(crate::spool::OwedReason::Permanent),
+            FailureReason::Expired => Ok(crate::spool::OwedReason::Expired),
+            FailureReason::Delayed => Ok(crate::spool::OwedReason::Delayed),
+            FailureReason::Relayed => Err(()),
+        }
+    }
+}
+
 /// Recipients that failed in one attempt, handed to the `on_failure` callback (the DSN
 /// generator).
 #[derive(Debug, Clone)]
@@ -227,6 +250,6 @@ pub struct FailureReport {
 }
 
 /// The `on_failure` callback. It returns whether the report was taken care of (the DSN is
-/// durably spooled, or none is due); `false` keeps the reported recipients queued, to be
-/// tried and reported again at the next attempt.
+/// durably spooled, or none is due); `false` keeps the report owed in the envelope, to be
+/// made again at the next attempt.
 pub type OnFailure = std::sync::Arc<dyn Fn(FailureReport) -> bool + Send + Sync>;

@@ -72,7 +72,7 @@ impl Queue {
         let shared = Arc::new(Shared {
             client,
             limits,
-            connections,
+            connections: connections.clone(),
             spool: self.spool,
             on_failure: self.on_failure,
             resolver: self
@@ -109,6 +109,7 @@ impl Queue {
                 stop: stop_tx,
                 task: Mutex::new(Some(task)),
                 expiry: Mutex::new(Some(expiry)),
+                connections,
                 queued,
             }),
         }
@@ -138,6 +139,7 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Closes idle outbound sessions; on stop, all of them.
     expiry: Mutex<Option<JoinHandle<()>>>,
+    connections: Arc<ConnectionCache>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -181,6 +183,10 @@ impl QueueHandle {
             .take();
         if let Some(expiry) = expiry {
             let _ = expiry.await;
+        }
+        // Sessions that attempts finishing in the grace time gave back.
+        for mut open in self.inner.connections.drain() {
+            open.quit().await;
         }
     }
 }

@@ -59,6 +59,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         env_id: None,
         ret_full: false,
         delay_warned: false,
+        dsn_owed: Vec::new(),
     }
 }
 

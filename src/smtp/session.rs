@@ -594,6 +594,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 env_id: tx.env_id.clone(),
                 ret_full: tx.ret_full,
                 delay_warned: false,
+                dsn_owed: Vec::new(),
             })
             .collect();
         let spool = self.srv.spool.clone();

@@ -22,7 +22,8 @@
 //!
 //! * `<id>` is 1–64 characters from `[0-9A-Za-z_-]` (see [`Spool::new_id`] for the ids
 //!   the relay makes). Ids are never reused, so a file name never changes meaning.
-//! * The envelope objects hold every field of [`Envelope`] under its Rust name plus
+//! * The envelope objects hold every field of [`Envelope`] under its Rust name (an empty
+//!   `dsn_owed` is left out) plus
 //!   `"version": 2` (and `message_len` in the queue file). JSON has no raw line breaks, so
 //!   the first `\n` ends the envelope. Recipient states are `"pending"`, `"delivered"`,
 //!   `"failed"`; absent optional fields (`null` or missing) are `None`. Unknown fields
@@ -121,6 +122,28 @@ pub struct Envelope {
     /// The sender has had its "delayed" DSN (one per message).
     #[serde(default)]
     pub delay_warned: bool,
+    /// Reports whose DSN could not be spooled yet (disk full): made again at the next
+    /// attempt, before the message may leave the spool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dsn_owed: Vec<OwedDsn>,
+}
+
+/// A DSN still to be made: why, and for which recipients (indices into `recipients`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwedDsn {
+    pub reason: OwedReason,
+    pub recipients: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OwedReason {
+    /// Failed with a 5xx.
+    Permanent,
+    /// Failed at the end of `max_lifetime`.
+    Expired,
+    /// Still pending at `delay_warning`.
+    Delayed,
 }
 
 /// One recipient of a queued message and its delivery state.
@@ -160,9 +183,10 @@ pub struct ClientInfo {
 }
 
 impl Envelope {
-    /// True when no recipient is pending any more (all delivered or failed).
+    /// True when no recipient is pending any more (all delivered or failed) and no DSN
+    /// is owed.
     pub fn is_done(&self) -> bool {
-        self.pending().next().is_none()
+        self.pending().next().is_none() && self.dsn_owed.is_empty()
     }
 
     /// The recipients still waiting for delivery.
@@ -854,6 +878,8 @@ struct SyncState {
     running: bool,
     /// The last sync that succeeded.
     last_ok: u64,
+    /// The newest failed sync whose record was dropped from `failed`.
+    forgotten: u64,
     /// Recent syncs that failed, with their error (kept short: a waiter looks up its
     /// own sync right after it ends).
     failed: Vec<(u64, io::ErrorKind, String)>,
@@ -882,6 +908,10 @@ impl GroupSync {
             if st.finished >= mine {
                 return match st.failed.iter().find(|(n, _, _)| *n == mine) {
                     Some((_, kind, text)) => Err(io::Error::new(*kind, text.clone())),
+                    // Its record may have been dropped: unknown counts as failed.
+                    None if mine <= st.forgotten => Err(io::Error::other(
+                        "directory fsync outcome unknown (too many failures)",
+                    )),
                     None => Ok(()),
                 };
             }
@@ -898,7 +928,7 @@ impl GroupSync {
                     Ok(()) => st.last_ok = n,
                     Err(e) => {
                         if st.failed.len() >= 64 {
-                            st.failed.remove(0);
+                            st.forgotten = st.failed.remove(0).0;
                         }
                         st.failed.push((n, e.kind(), e.to_string()));
                     }

@@ -42,6 +42,7 @@ fn sample(id: &str) -> Envelope {
         env_id: Some("QQ314159".into()),
         ret_full: false,
         delay_warned: false,
+        dsn_owed: Vec::new(),
     }
 }
 
@@ -490,7 +491,11 @@ fn a_version_1_spool_is_converted() {
     assert!(rec.envelopes.contains(&both));
     let all = rec.envelopes.clone();
     let rec = Recovered {
-        envelopes: rec.envelopes.into_iter().filter(|e| e.id != "both").collect(),
+        envelopes: rec
+            .envelopes
+            .into_iter()
+            .filter(|e| e.id != "both")
+            .collect(),
         ..rec
     };
     let env = &rec.envelopes[0];
