@@ -7,11 +7,20 @@
 use std::borrow::Cow;
 
 /// An envelope address taken apart. `local` is the local part's content: unquoted and
-/// unescaped if it came quoted, verbatim otherwise.
+/// unescaped if it came quoted, verbatim otherwise. The flags come from the same pass over
+/// the bytes as the syntax check, so the codec need not scan the fields again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Mailbox<'a> {
     pub local: Cow<'a, str>,
     pub domain: &'a str,
+    /// Whether `local` would need quotes on the wire ([`needs_quotes`]); when it does not,
+    /// no part of it does either.
+    pub local_needs_quotes: bool,
+    /// Whether the domain has a byte that a local part can only carry quoted (an address
+    /// literal's brackets, say): an SRS local part holding it would need quotes.
+    pub domain_needs_quotes: bool,
+    /// Whether the domain contains `=`.
+    pub domain_has_equals: bool,
 }
 
 /// RFC 5321's limit on a local part, in octets.
@@ -48,32 +57,42 @@ pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
     if domain.is_empty() {
         return Err("empty domain");
     }
-    if has(domain, BAD_IN_DOMAIN) {
+    let domain_class = classes(domain.as_bytes());
+    if domain_class & BAD_IN_DOMAIN != 0 {
         return Err("invalid character in domain");
     }
-    let local = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"') {
+    let (local, local_class) = if local.len() >= 2 && local.starts_with('"') && local.ends_with('"')
+    {
         let local = unquote(&local[1..local.len() - 1])?;
         if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err("control character in local part");
         }
-        Cow::Owned(local)
+        let class = classes(local.as_bytes());
+        (Cow::Owned(local), class)
     } else {
+        let class = classes(local.as_bytes());
         // Also refuses CR, LF and NUL (control characters), as the quoted branch does.
-        if has(local, BAD_IN_LOCAL) {
+        if class & BAD_IN_LOCAL != 0 {
             return Err("invalid character in unquoted local part");
         }
-        Cow::Borrowed(local)
+        (Cow::Borrowed(local), class)
     };
     if local.is_empty() {
         return Err("empty local part");
     }
-    Ok(Mailbox { local, domain })
+    Ok(Mailbox {
+        local,
+        domain,
+        local_needs_quotes: local_class & QUOTE != 0,
+        domain_needs_quotes: domain_class & QUOTE != 0,
+        domain_has_equals: domain_class & EQUALS != 0,
+    })
 }
 
 /// Whether `domain` is one [`parse`] accepts: not empty, and nothing that would end or
 /// break an address on the wire.
 pub(crate) fn valid_domain(domain: &str) -> bool {
-    !domain.is_empty() && !has(domain, BAD_IN_DOMAIN)
+    !domain.is_empty() && classes(domain.as_bytes()) & BAD_IN_DOMAIN == 0
 }
 
 /// Position of the last `@`: eight bytes per step (the domain is usually a few words long;
@@ -122,6 +141,11 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 const BAD_IN_LOCAL: u8 = 1;
 /// [`CLASS`] bit: not in a domain (what [`BAD_IN_LOCAL`] refuses, and `@`, `<`, `>`).
 const BAD_IN_DOMAIN: u8 = 2;
+/// [`CLASS`] bit: a local part holding it is written quoted (neither atext, nor `.`, nor
+/// a UTF-8 octet).
+const QUOTE: u8 = 4;
+/// [`CLASS`] bit: `=`.
+const EQUALS: u8 = 8;
 
 /// Character classes, one table lookup per byte on the hot path.
 const CLASS: [u8; 256] = {
@@ -133,15 +157,20 @@ const CLASS: [u8; 256] = {
             t[i] = BAD_IN_LOCAL | BAD_IN_DOMAIN;
         } else if c == b'@' || c == b'<' || c == b'>' {
             t[i] = BAD_IN_DOMAIN;
+        } else if c == b'=' {
+            t[i] = EQUALS;
+        }
+        if !UNQUOTED[i] {
+            t[i] |= QUOTE;
         }
         i += 1;
     }
     t
 };
 
-/// Whether any byte of `s` is in the `class`.
-fn has(s: &str, class: u8) -> bool {
-    s.bytes().fold(0, |acc, b| acc | CLASS[usize::from(b)]) & class != 0
+/// The [`CLASS`] bits of all the bytes of `s`, or'ed together.
+fn classes(s: &[u8]) -> u8 {
+    s.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)])
 }
 
 fn unquote(quoted: &str) -> Result<String, &'static str> {
@@ -163,7 +192,7 @@ fn unquote(quoted: &str) -> Result<String, &'static str> {
 
 /// RFC 5322 atext, extended to UTF-8 by RFC 6531 (every non-ASCII octet); `.` is let
 /// through too so that the dotted local parts seen in the field (`john..doe`) round-trip
-/// unquoted. A table, because this runs for every address on the hot path.
+/// unquoted. (Folded into [`CLASS`] as its [`QUOTE`] bit.)
 const UNQUOTED: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;
@@ -181,11 +210,9 @@ const UNQUOTED: [bool; 256] = {
     t
 };
 
+/// Whether `local` is written quoted.
 fn needs_quotes(local: &str) -> bool {
-    // No early exit: a branch-free pass is faster on local parts this short.
-    !local
-        .bytes()
-        .fold(true, |acc, b| acc & UNQUOTED[b as usize])
+    classes(local.as_bytes()) & QUOTE != 0
 }
 
 /// The octets `local` takes on the wire (with quotes and escapes if it needs them).
@@ -200,14 +227,22 @@ pub(crate) fn wire_len(local: &str) -> usize {
 /// Writes `local@domain`, quoting the local part only when it needs it.
 pub(crate) fn render(local: &str, domain: &str) -> String {
     if !needs_quotes(local) {
-        let mut out = String::with_capacity(local.len() + 1 + domain.len());
-        out.push_str(local);
-        out.push('@');
-        out.push_str(domain);
-        return out;
+        return render_plain(&["", local], domain);
     }
     let mut out = String::with_capacity(wire_len(local) + 1 + domain.len());
     push_local(&mut out, local);
+    out.push('@');
+    out.push_str(domain);
+    out
+}
+
+/// Writes `local[0]local[1]@domain`, for a local part known to need no quotes (see
+/// [`Mailbox::local_needs_quotes`]): one allocation of the exact size, no scan.
+pub(crate) fn render_plain(local: &[&str; 2], domain: &str) -> String {
+    debug_assert!(!needs_quotes(local[0]) && !needs_quotes(local[1]));
+    let mut out = String::with_capacity(local[0].len() + local[1].len() + 1 + domain.len());
+    out.push_str(local[0]);
+    out.push_str(local[1]);
     out.push('@');
     out.push_str(domain);
     out
@@ -367,12 +402,24 @@ mod tests {
         if local.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err("control character in local part");
         }
-        Ok(Mailbox { local, domain })
+        // RFC 5322 atext, `.` and every non-ASCII octet go unquoted.
+        let quoted = |s: &str| {
+            !s.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || b >= 0x80 || b"!#$%&'*+-/=?^_`{|}~.".contains(&b)
+            })
+        };
+        Ok(Mailbox {
+            local_needs_quotes: quoted(&local),
+            domain_needs_quotes: quoted(domain),
+            domain_has_equals: domain.contains('='),
+            local,
+            domain,
+        })
     }
 
     proptest::proptest! {
         #[test]
-        fn prop_parse_matches_reference(s in "[ a.@<>\"\\\\\r\n\t\u{0}\u{b}\u{7f}é\u{a0}]{0,20}") {
+        fn prop_parse_matches_reference(s in "[ a.@<>\"\\\\\r\n\t\u{0}\u{b}\u{7f}é\u{a0}=+(,\\[\\]]{0,20}|[a-z]{0,20}[ a.@<>\"\\\\\r\n\t\u{0}\u{7f}é=+(,:;\\[\\]]{0,4}[a-z.=]{0,30}@[a-z.]{0,20}[ a.@<>\"\r\u{7f}=(\\]]{0,3}") {
             proptest::prop_assert_eq!(parse(&s), parse_reference(&s));
             let t = s.trim_ascii();
             proptest::prop_assert_eq!(is_null(&s), t.is_empty() || t == "<>");

@@ -220,7 +220,7 @@ impl Srs {
                 "forwarding mailbox starts with SRS0 or SRS1",
             ));
         }
-        self.forward_via(sender, &alias.local, alias.domain, now)
+        self.forward_via(sender, &alias, now)
     }
 
     /// Rewrites `sender` for mail relayed through `domain` with no forwarding mailbox (the
@@ -238,7 +238,7 @@ impl Srs {
     ) -> Result<String, ForwardError> {
         let probe = format!("{RELAY_USER}@{domain}");
         let parsed = address::parse(&probe).map_err(ForwardError::InvalidAlias)?;
-        self.forward_via(sender, RELAY_USER, parsed.domain, now)
+        self.forward_via(sender, &parsed, now)
     }
 
     /// Whether `sender` is left alone when forwarded through `forwarding_domain`: the null
@@ -262,13 +262,15 @@ impl Srs {
                 .any(|d| address::domain_matches(domain, d))
     }
 
+    /// Forwards `sender` through the forwarding mailbox `alias` (whose user part only the
+    /// Microsoft form uses).
     fn forward_via(
         &self,
         sender: &str,
-        user: &str,
-        domain: &str,
+        alias: &Mailbox<'_>,
         now: u64,
     ) -> Result<String, ForwardError> {
+        let domain = alias.domain;
         if address::is_null(sender) {
             return Ok(sender.trim_ascii().to_owned());
         }
@@ -276,7 +278,7 @@ impl Srs {
         if self.is_local(mailbox.domain, domain) {
             return Ok(address::strip_brackets(sender).to_owned());
         }
-        if mailbox.domain.contains('=') {
+        if mailbox.domain_has_equals {
             // Reverse reads the domain up to the next `=`: it would come back split.
             return Err(ForwardError::InvalidSender("'=' in the domain"));
         }
@@ -284,9 +286,19 @@ impl Srs {
         let tail = 1 + domain.len();
         let mut local = match self.options.format {
             Format::Classic => self.classic_local(&mailbox, now, tail),
-            Format::Microsoft => self.microsoft_local(&mailbox, user, now, tail),
+            Format::Microsoft => self.microsoft_local(&mailbox, &alias.local, now, tail),
         };
-        let length = address::wire_len(&local);
+        // The new local part is made of the sender's fields (or pieces of them), the alias
+        // user, and characters that never need quotes (SRSn, the hash and stamp alphabets,
+        // `=`, `+`, `-`): when none of the former needs quotes, it does not either.
+        let plain = !(mailbox.local_needs_quotes
+            || mailbox.domain_needs_quotes
+            || (self.options.format == Format::Microsoft && alias.local_needs_quotes));
+        let length = if plain {
+            local.len()
+        } else {
+            address::wire_len(&local)
+        };
         if length > MAX_LOCAL_OCTETS {
             return Err(ForwardError::TooLong { length });
         }
@@ -414,7 +426,7 @@ impl Srs {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;
-                Ok(address::render(orig, domain))
+                Ok(render_part(&mailbox, orig, domain))
             }
             Some((_, rest)) => {
                 let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
@@ -432,11 +444,15 @@ impl Srs {
                 ) {
                     return Err(ReverseError::BadHash);
                 }
-                Ok(address::render(&format!("SRS0{rest}"), hop))
+                if mailbox.local_needs_quotes {
+                    Ok(address::render(&format!("SRS0{rest}"), hop))
+                } else {
+                    Ok(address::render_plain(&["SRS0", rest], hop))
+                }
             }
             None => {
                 let (domain, orig) = self.microsoft_reverse(local, now)?;
-                Ok(address::render(orig, domain))
+                Ok(render_part(&mailbox, orig, domain))
             }
         }
     }
@@ -486,6 +502,16 @@ impl Srs {
             });
         }
         Ok(())
+    }
+}
+
+/// `local@domain`, for a `local` cut from `mailbox`'s local part: quoted only if it needs
+/// it, which it cannot if the whole did not.
+fn render_part(mailbox: &Mailbox<'_>, local: &str, domain: &str) -> String {
+    if mailbox.local_needs_quotes {
+        address::render(local, domain)
+    } else {
+        address::render_plain(&["", local], domain)
     }
 }
 
@@ -541,9 +567,12 @@ fn split_eq(s: &str) -> Option<(&str, &str)> {
 }
 
 /// Appends hash or stamp characters (ASCII alphabets), with no UTF-8 check to pay for.
+#[inline]
 fn push_ascii(out: &mut String, bytes: &[u8]) {
     debug_assert!(bytes.is_ascii());
-    out.extend(bytes.iter().map(|&b| char::from(b)));
+    for &b in bytes {
+        out.push(char::from(b));
+    }
 }
 
 #[cfg(test)]
