@@ -277,10 +277,40 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         inner
     }
 
+    /// The whole message in its last block, when it fits there (the usual case, an
+    /// address's fields after at most a short prefix): the block, the bytes of it in use
+    /// and the message's length with the key block. Written field by field, with no stream
+    /// to copy and no per-update bookkeeping; `hmac_finish` lowercases it.
+    #[inline]
+    fn single_block(&self, parts: &[&[u8]], separator: Option<u8>) -> Option<(Block, usize, u64)> {
+        let separators = match separator {
+            Some(_) => parts.len().saturating_sub(1),
+            None => 0,
+        };
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + separators;
+        if self.inner.used + len >= 64 {
+            return None;
+        }
+        let mut block = self.inner.block;
+        let mut at = self.inner.used;
+        for (i, part) in parts.iter().enumerate() {
+            if let (true, Some(sep)) = (i > 0, separator) {
+                block[at] = sep;
+                at += 1;
+            }
+            copy(&mut block[at..at + part.len()], part);
+            at += part.len();
+        }
+        Some((block, at, self.inner.total + len as u64))
+    }
+
     /// The MAC of `parts`, ASCII-lowercased, with `separator` between them if given: the
     /// digest as big-endian words.
     #[inline]
     pub(crate) fn mac_lowercase(&self, parts: &[&[u8]], separator: Option<u8>) -> [u32; W] {
+        if let Some((block, used, total)) = self.single_block(parts, separator) {
+            return H::hmac_finish(self.inner.state, &block, used, total, &self.outer);
+        }
         let inner = self.absorb(parts, separator);
         H::hmac_finish(
             inner.state,
@@ -298,6 +328,15 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         parts: &[&[u8]],
         separator: Option<u8>,
     ) -> [u32; W] {
+        if let Some((block, used, total)) = self.single_block(parts, separator) {
+            return hmac_finish_portable::<H, W>(
+                self.inner.state,
+                &block,
+                used,
+                total,
+                &self.outer,
+            );
+        }
         let inner = self.absorb(parts, separator);
         hmac_finish_portable::<H, W>(
             inner.state,
