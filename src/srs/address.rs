@@ -262,9 +262,10 @@ mod sse2 {
             return None;
         }
         let mut p = Positions::default();
-        // Four 16-byte chunks, the last ones overlapping the others when the address is
-        // shorter than 64 bytes: a byte seen twice lands on the same bit.
-        for k in 0..4 {
+        // Two or four 16-byte chunks, the last ones overlapping the others when the address
+        // is shorter than 32 or 64 bytes: a byte seen twice lands on the same bit.
+        let chunks = if n <= 32 { 2 } else { 4 };
+        for k in 0..chunks {
             let start = (16 * k).min(n - 16);
             let v = _mm_set_epi64x(word(s, start + 8), word(s, start));
             let [at, bad_local, bad_domain, quote, equals] = classify(v);
