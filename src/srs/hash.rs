@@ -118,6 +118,7 @@ impl Keys {
 
     /// Classic hash (Mail::SRS): base64 of HMAC-SHA1 over the lowercased fields joined with
     /// nothing between them, first `len` characters, standard or URL alphabet.
+    #[inline]
     pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
         let digest = self.classic[0].mac_lowercase(parts, None);
         let mut out = [0u8; 28];
@@ -127,6 +128,7 @@ impl Keys {
 
     /// Whether `given` is a classic hash of `parts` under any secret: case-insensitive,
     /// either base64 alphabet, constant time per secret.
+    #[inline]
     pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
         let given = given.as_bytes();
         if given.len() != len {

@@ -138,7 +138,7 @@ pub(crate) fn hmac_finish_portable<H: Sha<W>, const W: usize>(
 /// `dst.copy_from_slice(src)` without a call to `memcpy` for the few bytes of an address
 /// field: two overlapping loads and stores of the widest size that fits. The hash cannot
 /// start before its block is written, so the copies' latency is the hash's.
-#[inline]
+#[inline(always)]
 fn copy(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     debug_assert_eq!(dst.len(), n);
@@ -281,7 +281,7 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
     /// address's fields after at most a short prefix): the block, the bytes of it in use
     /// and the message's length with the key block. Written field by field, with no stream
     /// to copy and no per-update bookkeeping; `hmac_finish` lowercases it.
-    #[inline]
+    #[inline(always)]
     fn single_block(&self, parts: &[&[u8]], separator: Option<u8>) -> Option<(Block, usize, u64)> {
         let separators = match separator {
             Some(_) => parts.len().saturating_sub(1),
