@@ -44,6 +44,28 @@ fn base64_char(v: u8, url: bool, lower: bool) -> u8 {
     c
 }
 
+/// The four base64 characters of the 24 bits `n`, as [`base64_char`] computes each, but
+/// a byte lane per character of one `u32`: `lanes_ge(k)` has 1 in the lanes whose value is
+/// at least `k` (values below 128: `v | 0x80` minus `k` keeps the high bit exactly then),
+/// and no lane's sum leaves 0..=255, so no carry crosses lanes.
+#[inline]
+fn base64_4(n: u32, url: bool, lower: bool) -> [u8; 4] {
+    const ONES: u32 = 0x0101_0101;
+    const HIGH: u32 = 0x8080_8080;
+    let v = (n >> 18 & 63) | (n >> 12 & 63) << 8 | (n >> 6 & 63) << 16 | (n & 63) << 24;
+    let lanes_ge = |k: u32| (((v | HIGH) - k * ONES) & HIGH) >> 7 & ONES;
+    let (ge26, ge52, ge62, ge63) = (lanes_ge(26), lanes_ge(52), lanes_ge(62), lanes_ge(63));
+    let (to_62, to_63) = if url { (13, 49) } else { (15, 3) };
+    let mut c = v + u32::from(b'A') * ONES + ge26 * 6;
+    c -= ge52 * 75;
+    c -= ge62 * to_62;
+    c += ge63 * to_63;
+    if lower {
+        c += (ONES - ge26) * 32;
+    }
+    c.to_le_bytes()
+}
+
 /// The base32 (RFC 4648) character of `v` (0..32), upper case, without a table.
 #[inline]
 fn base32_char(v: u8) -> u8 {
@@ -53,12 +75,11 @@ fn base32_char(v: u8) -> u8 {
 /// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
 /// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
 /// with, without encoding the rest.
+#[inline]
 pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
     if let Ok(out) = <&mut [u8; 4]>::try_from(&mut *out) {
-        // The default length (Mail::SRS's): the first 24 bits, without the loops.
-        let n = digest[0] >> 8;
-        let char = |shift: u32| base64_char((n >> shift) as u8 & 63, url, lower);
-        *out = [char(18), char(12), char(6), char(0)];
+        // The default length (Mail::SRS's): the first 24 bits, four characters at once.
+        *out = base64_4(digest[0] >> 8, url, lower);
         return;
     }
     let words = [digest[0], digest[1], digest[2], digest[3], digest[4], 0];
@@ -232,6 +253,24 @@ mod tests {
         let a = keys.microsoft(&[b"AA", b"ab", b"c", b"u"], MICROSOFT_MAX);
         let b = keys.microsoft(&[b"AA", b"a", b"bc", b"u"], MICROSOFT_MAX);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn four_characters_at_once() {
+        // Every value in every position, next to values that differ in each lane.
+        for v in 0..64u32 {
+            for shift in [0, 6, 12, 18] {
+                for other in [0, 25, 26, 51, 52, 61, 62, 63] {
+                    let n = (v << shift) | (other << ((shift + 6) % 24));
+                    for (url, lower) in [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        let want =
+                            [18, 12, 6, 0].map(|s| base64_char((n >> s) as u8 & 63, url, lower));
+                        assert_eq!(base64_4(n, url, lower), want, "{n:#x}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
