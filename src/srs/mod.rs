@@ -208,7 +208,11 @@ impl Srs {
 
     /// [`forward`](Self::forward) with a fixed clock (seconds since the epoch).
     pub fn forward_at(&self, sender: &str, alias: &str, now: u64) -> Result<String, ForwardError> {
-        let alias = address::parse(alias).map_err(ForwardError::InvalidAlias)?;
+        let parsed = address::parse(alias);
+        let alias = match &parsed {
+            Ok(alias) => alias,
+            Err(e) => return Err(ForwardError::InvalidAlias(e)),
+        };
         if find_microsoft_tag(&alias.local).is_some() {
             return Err(ForwardError::InvalidAlias(
                 "forwarding mailbox contains +SRS=",
@@ -220,7 +224,7 @@ impl Srs {
                 "forwarding mailbox starts with SRS0 or SRS1",
             ));
         }
-        self.forward_via(sender, &alias, now)
+        self.forward_via(sender, alias, now)
     }
 
     /// Rewrites `sender` for mail relayed through `domain` with no forwarding mailbox (the
@@ -274,7 +278,11 @@ impl Srs {
         if address::is_null(sender) {
             return Ok(sender.trim_ascii().to_owned());
         }
-        let mailbox = address::parse(sender).map_err(ForwardError::InvalidSender)?;
+        let parsed = address::parse(sender);
+        let mailbox = match &parsed {
+            Ok(mailbox) => mailbox,
+            Err(e) => return Err(ForwardError::InvalidSender(e)),
+        };
         if self.is_local(mailbox.domain, domain) {
             return Ok(address::strip_brackets(sender).to_owned());
         }
@@ -285,8 +293,8 @@ impl Srs {
         // Room for `@domain` too, so the common case below does not reallocate.
         let tail = 1 + domain.len();
         let mut local = match self.options.format {
-            Format::Classic => self.classic_local(&mailbox, now, tail),
-            Format::Microsoft => self.microsoft_local(&mailbox, &alias.local, now, tail),
+            Format::Classic => self.classic_local(mailbox, now, tail),
+            Format::Microsoft => self.microsoft_local(mailbox, &alias.local, now, tail),
         };
         // The new local part is made of the sender's fields (or pieces of them), the alias
         // user, and characters that never need quotes (SRSn, the hash and stamp alphabets,
@@ -402,7 +410,10 @@ impl Srs {
         if address::is_null(address) {
             return Err(ReverseError::NotSrs);
         }
-        let mailbox = address::parse(address).map_err(|_| ReverseError::NotSrs)?;
+        let parsed = address::parse(address);
+        let Ok(mailbox) = &parsed else {
+            return Err(ReverseError::NotSrs);
+        };
         let local: &str = &mailbox.local;
         match classic_tag(local) {
             Some((b'0', rest)) => {
@@ -426,7 +437,7 @@ impl Srs {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;
-                Ok(render_part(&mailbox, orig, domain))
+                Ok(render_part(mailbox, orig, domain))
             }
             Some((_, rest)) => {
                 let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
@@ -452,7 +463,7 @@ impl Srs {
             }
             None => {
                 let (domain, orig) = self.microsoft_reverse(local, now)?;
-                Ok(render_part(&mailbox, orig, domain))
+                Ok(render_part(mailbox, orig, domain))
             }
         }
     }
