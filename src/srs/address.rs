@@ -341,6 +341,7 @@ pub(crate) fn render(local: &str, domain: &str) -> String {
 
 /// Writes `local[0]local[1]@domain`, for a local part known to need no quotes (see
 /// [`Mailbox::local_needs_quotes`]): one allocation of the exact size, no scan.
+#[inline]
 pub(crate) fn render_plain(local: &[&str; 2], domain: &str) -> String {
     debug_assert!(!needs_quotes(local[0]) && !needs_quotes(local[1]));
     let mut out = String::with_capacity(local[0].len() + local[1].len() + 1 + domain.len());

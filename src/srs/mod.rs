@@ -275,12 +275,11 @@ impl Srs {
         now: u64,
     ) -> Result<String, ForwardError> {
         let domain = alias.domain;
-        if address::is_null(sender) {
-            return Ok(sender.trim_ascii().to_owned());
-        }
         let parsed = address::parse(sender);
         let mailbox = match &parsed {
             Ok(mailbox) => mailbox,
+            // The null sender has no `@`: it is looked for only when parsing failed.
+            Err(_) if address::is_null(sender) => return Ok(sender.trim_ascii().to_owned()),
             Err(e) => return Err(ForwardError::InvalidSender(e)),
         };
         if self.is_local(mailbox.domain, domain) {
@@ -407,9 +406,7 @@ impl Srs {
 
     /// [`reverse`](Self::reverse) with a fixed clock (seconds since the epoch).
     pub fn reverse_at(&self, address: &str, now: u64) -> Result<String, ReverseError> {
-        if address::is_null(address) {
-            return Err(ReverseError::NotSrs);
-        }
+        // The null sender (no `@`) fails to parse, and is NotSrs like anything else that does.
         let parsed = address::parse(address);
         let Ok(mailbox) = &parsed else {
             return Err(ReverseError::NotSrs);
