@@ -123,6 +123,7 @@ fn rfind_at(s: &[u8]) -> Option<usize> {
 
 /// Position of the first `byte` in `s`, eight bytes per step (for the codec's short
 /// fields, where `memchr`'s set-up costs more than the search).
+#[inline]
 pub(crate) fn find_byte(s: &[u8], byte: u8) -> Option<usize> {
     let mut start = 0;
     while start + 8 <= s.len() {
@@ -370,6 +371,7 @@ pub(crate) fn push_local(out: &mut String, local: &str) {
 
 /// Whether `domain` is `target` or, for a `local_domains` entry with a leading dot, a
 /// subdomain of it (ASCII case-insensitive, as DNS is).
+#[inline]
 pub(crate) fn domain_matches(domain: &str, entry: &str) -> bool {
     match entry.strip_prefix('.') {
         Some(parent) => {

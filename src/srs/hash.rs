@@ -75,13 +75,19 @@ fn base32_char(v: u8) -> u8 {
 /// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
 /// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
 /// with, without encoding the rest.
-#[inline]
+#[inline(always)]
 pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
     if let Ok(out) = <&mut [u8; 4]>::try_from(&mut *out) {
         // The default length (Mail::SRS's): the first 24 bits, four characters at once.
         *out = base64_4(digest[0] >> 8, url, lower);
         return;
     }
+    base64_prefix_long(digest, url, lower, out);
+}
+
+/// [`base64_prefix`] for the other lengths.
+#[inline(never)]
+fn base64_prefix_long(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
     let words = [digest[0], digest[1], digest[2], digest[3], digest[4], 0];
     // Four characters from each 24 bits.
     for (group, chars) in out.chunks_mut(4).enumerate() {

@@ -515,6 +515,7 @@ impl Srs {
 
 /// `local@domain`, for a `local` cut from `mailbox`'s local part: quoted only if it needs
 /// it, which it cannot if the whole did not.
+#[inline]
 fn render_part(mailbox: &Mailbox<'_>, local: &str, domain: &str) -> String {
     if mailbox.local_needs_quotes {
         address::render(local, domain)
@@ -524,6 +525,7 @@ fn render_part(mailbox: &Mailbox<'_>, local: &str, domain: &str) -> String {
 }
 
 /// `SRS0`/`SRS1` followed by `=`, `+` or `-` (any case): the digit and what follows.
+#[inline]
 fn classic_tag(local: &str) -> Option<(u8, &str)> {
     let b = local.as_bytes();
     if b.len() > 5
@@ -558,6 +560,7 @@ fn find_microsoft_tag(local: &str) -> Option<usize> {
 
 /// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (The first two
 /// fields are a few characters long, too short for `splitn`'s searcher.)
+#[inline]
 fn split3(s: &str) -> Option<(&str, &str, &str)> {
     fn split(s: &str) -> Option<(&str, &str)> {
         let i = s.bytes().position(|b| b == b'=')?;
@@ -569,6 +572,7 @@ fn split3(s: &str) -> Option<(&str, &str, &str)> {
 }
 
 /// Splits at the first `=`, a word at a time (for a domain).
+#[inline]
 fn split_eq(s: &str) -> Option<(&str, &str)> {
     let i = address::find_byte(s.as_bytes(), b'=')?;
     Some((&s[..i], &s[i + 1..]))
