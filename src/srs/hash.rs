@@ -18,6 +18,7 @@ pub(crate) const MICROSOFT_MAX: usize = 52;
 mod mac;
 
 use mac::{KeyedHmac, Sha1, Sha256};
+pub(crate) use mac::Message;
 
 /// Mask: all ones if `a < b`, else zero (for values below 128), without a branch.
 #[inline]
@@ -147,7 +148,26 @@ impl Keys {
     /// nothing between them, first `len` characters, standard or URL alphabet.
     #[inline]
     pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
-        let digest = self.classic[0].mac_lowercase(parts, None);
+        self.classic_of(&self.classic_message(parts), parts, url_alphabet, len)
+    }
+
+    /// The classic hash's message (see [`KeyedHmac::message`]), for
+    /// [`classic_of`](Self::classic_of) and [`classic_verify_of`](Self::classic_verify_of).
+    #[inline]
+    pub(crate) fn classic_message(&self, parts: &[&[u8]]) -> Message {
+        self.classic[0].message(parts, None)
+    }
+
+    /// [`classic`](Self::classic) from its message built ahead.
+    #[inline]
+    pub(crate) fn classic_of(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        url_alphabet: bool,
+        len: usize,
+    ) -> [u8; 28] {
+        let digest = self.classic[0].mac_message(message, parts, None);
         let mut out = [0u8; 28];
         base64_prefix(&digest, url_alphabet, false, &mut out[..len]);
         out
@@ -157,6 +177,18 @@ impl Keys {
     /// either base64 alphabet, constant time per secret.
     #[inline]
     pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+        self.classic_verify_of(given, &self.classic_message(parts), parts, len)
+    }
+
+    /// [`classic_verify`](Self::classic_verify) from the message built ahead.
+    #[inline]
+    pub(crate) fn classic_verify_of(
+        &self,
+        given: &str,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> bool {
         let given = given.as_bytes();
         if given.len() != len {
             return false;
@@ -174,7 +206,7 @@ impl Keys {
             let wanted = u32::from_le_bytes(given.map(fold));
             let mut ok = subtle::Choice::from(0);
             for key in &self.classic {
-                let digest = key.mac_lowercase(parts, None);
+                let digest = key.mac_message(message, parts, None);
                 ok |= u32::from_le_bytes(base64_4(digest[0] >> 8, false, true)).ct_eq(&wanted);
             }
             return ok.into();
@@ -186,7 +218,7 @@ impl Keys {
         let mut ok = subtle::Choice::from(0);
         for key in &self.classic {
             let mut enc = [0u8; 32];
-            let digest = key.mac_lowercase(parts, None);
+            let digest = key.mac_message(message, parts, None);
             base64_prefix(&digest, false, true, &mut enc[..len]);
             ok |= equal(&enc, &wanted);
         }

@@ -325,7 +325,7 @@ impl Srs {
         let url = self.options.hash_encoding == HashEncoding::Base64Url;
         let len = self.options.hash_length;
         // SRSn=HASH=TT=domain=local (SRS1: SRS1=HASH=hop==rest, no longer).
-        let mut out = String::with_capacity(10 + len + sender.domain.len() + local.len() + tail);
+        let capacity = 10 + len + sender.domain.len() + local.len() + tail;
         // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
         let srs1 = match classic_tag(local) {
             Some((b'0', _)) => Some((sender.domain, &local[4..])),
@@ -343,6 +343,7 @@ impl Srs {
             let h = self
                 .keys
                 .classic(&[hop.as_bytes(), rest.as_bytes()], url, len);
+            let mut out = String::with_capacity(capacity);
             out.push_str("SRS1");
             out.push(sep);
             push_ascii(&mut out, &h[..len]);
@@ -350,11 +351,14 @@ impl Srs {
                 out.push('=');
                 out.push_str(field);
             }
+            out
         } else {
             let tt = timestamp::encode(now);
-            let h = self
-                .keys
-                .classic(&[&tt, sender.domain.as_bytes(), local.as_bytes()], url, len);
+            let parts: [&[u8]; 3] = [&tt, sender.domain.as_bytes(), local.as_bytes()];
+            // The hash's block is written before the allocation, and read after it.
+            let message = self.keys.classic_message(&parts);
+            let mut out = String::with_capacity(capacity);
+            let h = self.keys.classic_of(&message, &parts, url, len);
             out.push_str("SRS0");
             out.push(sep);
             push_ascii(&mut out, &h[..len]);
@@ -364,8 +368,8 @@ impl Srs {
                 out.push('=');
                 out.push_str(field);
             }
+            out
         }
-        out
     }
 
     /// The Microsoft-form local part. A sender we signed ourselves is first decoded, so the
@@ -427,14 +431,20 @@ impl Srs {
                 }
                 let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
                 let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
-                if !self
-                    .keys
-                    .classic_verify(hash, &parts, self.options.hash_length)
-                {
+                // The hash's block is written, then the answer (an allocation), then the hash
+                // is checked: only a good hash of a fresh enough address gives the answer.
+                let message = self.keys.classic_message(&parts);
+                let answer = render_part(mailbox, orig, domain);
+                if !self.keys.classic_verify_of(
+                    hash,
+                    &message,
+                    &parts,
+                    self.options.hash_length,
+                ) {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;
-                Ok(render_part(mailbox, orig, domain))
+                Ok(answer)
             }
             Some((_, rest)) => {
                 let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(

@@ -226,6 +226,11 @@ impl<H: Sha<W>, const W: usize> Stream<H, W> {
     }
 }
 
+/// A message's last block built ahead of its MAC ([`KeyedHmac::message`]): the block, the
+/// bytes of it in use and the message's length after the prefix; `None` if the message does
+/// not fit one block (it is then hashed from its parts).
+pub(crate) struct Message(Option<(Block, usize, u64)>);
+
 /// HMAC with the key already absorbed: the inner hash after the key's ipad block (and, for
 /// the Microsoft form, the domain-separation tag), and the outer state after the opad block.
 #[derive(Clone)]
@@ -302,6 +307,38 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
             at += part.len();
         }
         Some((block, at, self.inner.total + len as u64))
+    }
+
+    /// `parts` (with `separator` between them) written into their last block ahead of the
+    /// MAC, for [`mac_message`](Self::mac_message) under this key or any other with the
+    /// same prefix. Written there a while before the MAC reads the block, the fields'
+    /// narrow stores have reached the cache by then; read at once, they could not be
+    /// forwarded to the block's wide loads, which waited for them.
+    #[inline(always)]
+    pub(crate) fn message(&self, parts: &[&[u8]], separator: Option<u8>) -> Message {
+        Message(
+            self.single_block(parts, separator)
+                .map(|(block, used, total)| (block, used, total - self.inner.total)),
+        )
+    }
+
+    /// [`mac_lowercase`](Self::mac_lowercase) of the `parts` and `separator` that
+    /// `message` was made of (by a key with the same prefix).
+    #[inline(always)]
+    pub(crate) fn mac_message(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        separator: Option<u8>,
+    ) -> [u32; W] {
+        match &message.0 {
+            Some((block, used, len)) => {
+                debug_assert_eq!(self.inner.block[..self.inner.used], block[..self.inner.used]);
+                let total = self.inner.total + len;
+                H::hmac_finish(self.inner.state, block, *used, total, &self.outer)
+            }
+            None => self.mac_lowercase(parts, separator),
+        }
     }
 
     /// The MAC of `parts`, ASCII-lowercased, with `separator` between them if given: the
