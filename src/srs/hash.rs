@@ -148,14 +148,16 @@ impl Keys {
     /// nothing between them, first `len` characters, standard or URL alphabet.
     #[inline]
     pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
-        self.classic_of(&self.classic_message(parts), parts, url_alphabet, len)
+        let mut message = Message::new();
+        self.classic_message(&mut message, parts);
+        self.classic_of(&message, parts, url_alphabet, len)
     }
 
     /// The classic hash's message (see [`KeyedHmac::message`]), for
     /// [`classic_of`](Self::classic_of) and [`classic_verify_of`](Self::classic_verify_of).
-    #[inline]
-    pub(crate) fn classic_message(&self, parts: &[&[u8]]) -> Message {
-        self.classic[0].message(parts, None)
+    #[inline(always)]
+    pub(crate) fn classic_message(&self, message: &mut Message, parts: &[&[u8]]) {
+        self.classic[0].message(message, parts, None);
     }
 
     /// [`classic`](Self::classic) from its message built ahead.
@@ -177,7 +179,9 @@ impl Keys {
     /// either base64 alphabet, constant time per secret.
     #[inline]
     pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
-        self.classic_verify_of(given, &self.classic_message(parts), parts, len)
+        let mut message = Message::new();
+        self.classic_message(&mut message, parts);
+        self.classic_verify_of(given, &message, parts, len)
     }
 
     /// [`classic_verify`](Self::classic_verify) from the message built ahead.

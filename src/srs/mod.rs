@@ -356,7 +356,8 @@ impl Srs {
             let tt = timestamp::encode(now);
             let parts: [&[u8]; 3] = [&tt, sender.domain.as_bytes(), local.as_bytes()];
             // The hash's block is written before the allocation, and read after it.
-            let message = self.keys.classic_message(&parts);
+            let mut message = hash::Message::new();
+            self.keys.classic_message(&mut message, &parts);
             let mut out = String::with_capacity(capacity);
             let h = self.keys.classic_of(&message, &parts, url, len);
             out.push_str("SRS0");
@@ -433,7 +434,8 @@ impl Srs {
                 let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
                 // The hash's block is written, then the answer (an allocation), then the hash
                 // is checked: only a good hash of a fresh enough address gives the answer.
-                let message = self.keys.classic_message(&parts);
+                let mut message = hash::Message::new();
+                self.keys.classic_message(&mut message, &parts);
                 let answer = render_part(mailbox, orig, domain);
                 if !self.keys.classic_verify_of(
                     hash,

@@ -9,7 +9,9 @@ const SLOTS: u32 = 1024;
 #[inline]
 pub(crate) fn encode(unix_seconds: u64) -> [u8; 2] {
     let day = unix_seconds / SECONDS_PER_DAY;
-    [B32[((day >> 5) & 31) as usize], B32[(day & 31) as usize]]
+    // As one 16-bit value, so that it is stored at once: hashing reads it so.
+    (u16::from(B32[((day >> 5) & 31) as usize]) | u16::from(B32[(day & 31) as usize]) << 8)
+        .to_le_bytes()
 }
 
 /// The day slot (0..1024) a stamp names, case-insensitively; `None` if it is not one.

@@ -226,10 +226,22 @@ impl<H: Sha<W>, const W: usize> Stream<H, W> {
     }
 }
 
-/// A message's last block built ahead of its MAC ([`KeyedHmac::message`]): the block, the
-/// bytes of it in use and the message's length after the prefix; `None` if the message does
-/// not fit one block (it is then hashed from its parts).
-pub(crate) struct Message(Option<(Block, usize, u64)>);
+/// A message's last block built ahead of its MAC ([`KeyedHmac::message`]).
+pub(crate) struct Message {
+    block: Block,
+    /// The bytes of `block` in use and the message's length after the prefix; `None` if
+    /// the message does not fit one block (it is then hashed from its parts).
+    fits: Option<(usize, u64)>,
+}
+
+impl Message {
+    pub(crate) fn new() -> Self {
+        Message {
+            block: [0; 64],
+            fits: None,
+        }
+    }
+}
 
 /// HMAC with the key already absorbed: the inner hash after the key's ipad block (and, for
 /// the Microsoft form, the domain-separation tag), and the outer state after the opad block.
@@ -288,6 +300,19 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
     /// to copy and no per-update bookkeeping; `hmac_finish` lowercases it.
     #[inline(always)]
     fn single_block(&self, parts: &[&[u8]], separator: Option<u8>) -> Option<(Block, usize, u64)> {
+        let mut block = [0; 64];
+        let (used, total) = self.single_block_into(&mut block, parts, separator)?;
+        Some((block, used, total))
+    }
+
+    /// [`single_block`](Self::single_block) into `block`.
+    #[inline(always)]
+    fn single_block_into(
+        &self,
+        block: &mut Block,
+        parts: &[&[u8]],
+        separator: Option<u8>,
+    ) -> Option<(usize, u64)> {
         let separators = match separator {
             Some(_) => parts.len().saturating_sub(1),
             None => 0,
@@ -296,7 +321,7 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         if self.inner.used + len >= 64 {
             return None;
         }
-        let mut block = self.inner.block;
+        *block = self.inner.block;
         let mut at = self.inner.used;
         for (i, part) in parts.iter().enumerate() {
             if let (true, Some(sep)) = (i > 0, separator) {
@@ -306,7 +331,7 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
             copy(&mut block[at..at + part.len()], part);
             at += part.len();
         }
-        Some((block, at, self.inner.total + len as u64))
+        Some((at, self.inner.total + len as u64))
     }
 
     /// `parts` (with `separator` between them) written into their last block ahead of the
@@ -314,12 +339,13 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
     /// same prefix. Written there a while before the MAC reads the block, the fields'
     /// narrow stores have reached the cache by then; read at once, they could not be
     /// forwarded to the block's wide loads, which waited for them.
+    /// Written in place (the caller's `message`): built in a local and returned, the block
+    /// would be copied, which is a read of it at once.
     #[inline(always)]
-    pub(crate) fn message(&self, parts: &[&[u8]], separator: Option<u8>) -> Message {
-        Message(
-            self.single_block(parts, separator)
-                .map(|(block, used, total)| (block, used, total - self.inner.total)),
-        )
+    pub(crate) fn message(&self, message: &mut Message, parts: &[&[u8]], separator: Option<u8>) {
+        message.fits = self
+            .single_block_into(&mut message.block, parts, separator)
+            .map(|(used, total)| (used, total - self.inner.total));
     }
 
     /// [`mac_lowercase`](Self::mac_lowercase) of the `parts` and `separator` that
@@ -331,11 +357,12 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         parts: &[&[u8]],
         separator: Option<u8>,
     ) -> [u32; W] {
-        match &message.0 {
-            Some((block, used, len)) => {
+        match message.fits {
+            Some((used, len)) => {
+                let block = &message.block;
                 debug_assert_eq!(self.inner.block[..self.inner.used], block[..self.inner.used]);
                 let total = self.inner.total + len;
-                H::hmac_finish(self.inner.state, block, *used, total, &self.outer)
+                H::hmac_finish(self.inner.state, block, used, total, &self.outer)
             }
             None => self.mac_lowercase(parts, separator),
         }
