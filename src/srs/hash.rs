@@ -303,6 +303,43 @@ mod tests {
         assert!(keys.classic_verify("+3/5", &parts, 4));
     }
 
+    proptest! {
+        /// The classic hash and its check, through the message built ahead (fields in one
+        /// block) and through the stream (longer ones), against the `hmac` crate and
+        /// data-encoding, for every length and several secrets.
+        #[test]
+        fn prop_classic_against_reference(
+            parts in proptest::collection::vec("[a-zA-Z0-9.=+-]{0,40}", 3),
+            len in 4usize..=CLASSIC_MAX,
+            url in any::<bool>(),
+        ) {
+            use hmac::{Hmac, Mac};
+            let secrets = ["first secret", "second"];
+            let keys = Keys::new(&secrets);
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secrets[0].as_bytes()).unwrap();
+            for part in &parts {
+                mac.update(&part.to_ascii_lowercase());
+            }
+            let digest = mac.finalize().into_bytes();
+            let full = if url { BASE64URL.encode(&digest) } else { BASE64.encode(&digest) };
+            let hash = keys.classic(&parts, url, len);
+            prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
+            let given = std::str::from_utf8(&hash[..len]).unwrap();
+            prop_assert!(keys.classic_verify(given, &parts, len));
+            prop_assert!(keys.classic_verify(&given.to_ascii_uppercase(), &parts, len));
+            // Under the second secret only, too (every secret verifies).
+            let rotated = Keys::new(&["newer", secrets[0]]);
+            prop_assert!(rotated.classic_verify(given, &parts, len));
+            // One character changed (to one that differs even ignoring case) is refused.
+            let mut wrong = hash[..len].to_vec();
+            wrong[len - 1] = if wrong[len - 1].is_ascii_digit() { b'x' } else { b'7' };
+            let wrong = std::str::from_utf8(&wrong).unwrap();
+            prop_assert!(!keys.classic_verify(wrong, &parts, len));
+            prop_assert!(!Keys::new(&["other"]).classic_verify(given, &parts, len));
+        }
+    }
+
     #[test]
     fn microsoft_fields_are_separated() {
         let keys = Keys::new(&["k"]);
