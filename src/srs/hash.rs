@@ -17,8 +17,8 @@ pub(crate) const MICROSOFT_MAX: usize = 52;
 
 mod mac;
 
-use mac::{KeyedHmac, Sha1, Sha256};
 pub(crate) use mac::Message;
+use mac::{KeyedHmac, Sha1, Sha256};
 
 /// Mask: all ones if `a < b`, else zero (for values below 128), without a branch.
 #[inline]

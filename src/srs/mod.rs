@@ -437,12 +437,10 @@ impl Srs {
                 let mut message = hash::Message::new();
                 self.keys.classic_message(&mut message, &parts);
                 let answer = render_part(mailbox, orig, domain);
-                if !self.keys.classic_verify_of(
-                    hash,
-                    &message,
-                    &parts,
-                    self.options.hash_length,
-                ) {
+                if !self
+                    .keys
+                    .classic_verify_of(hash, &message, &parts, self.options.hash_length)
+                {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;

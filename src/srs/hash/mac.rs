@@ -360,7 +360,10 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         match message.fits {
             Some((used, len)) => {
                 let block = &message.block;
-                debug_assert_eq!(self.inner.block[..self.inner.used], block[..self.inner.used]);
+                debug_assert_eq!(
+                    self.inner.block[..self.inner.used],
+                    block[..self.inner.used]
+                );
                 let total = self.inner.total + len;
                 H::hmac_finish(self.inner.state, block, used, total, &self.outer)
             }
