@@ -117,6 +117,19 @@ pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
     }
 }
 
+/// The first eight base32 characters of a SHA-256 `digest` (its first 40 bits), as
+/// [`base32_char`] computes each, but a byte lane per character of one `u64` (see
+/// [`base64_4`]).
+#[inline]
+fn base32_8(digest: &[u32; 8]) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = u64::from(digest[0]) << 8 | u64::from(digest[1] >> 24);
+    let v = (0..8).fold(0, |acc, j| acc | (n >> (35 - 5 * j) & 31) << (8 * j));
+    let ge26 = (((v | HIGH) - 26 * ONES) & HIGH) >> 7;
+    (v + u64::from(b'A') * ONES - ge26 * 41).to_le_bytes()
+}
+
 /// Whether `a` and `b` are equal, in constant time: every byte is compared, and the
 /// verdict comes out through `subtle`. (The hashes compared are zero past their length, so
 /// whole buffers are compared, eight bytes at a time.)
@@ -232,16 +245,60 @@ impl Keys {
     /// Microsoft-form hash: base32 (RFC 4648, no padding) of HMAC-SHA256 over the
     /// lowercased fields separated by NUL, first `len` characters, upper case.
     pub(crate) fn microsoft(&self, parts: &[&[u8]], len: usize) -> [u8; MICROSOFT_MAX] {
-        let digest = self.microsoft[0].mac_lowercase(parts, Some(0));
+        let mut message = Message::new();
+        self.microsoft_message(&mut message, parts);
+        self.microsoft_of(&message, parts, len)
+    }
+
+    /// The Microsoft-form hash's message, as [`classic_message`](Self::classic_message).
+    #[inline(always)]
+    pub(crate) fn microsoft_message(&self, message: &mut Message, parts: &[&[u8]]) {
+        self.microsoft[0].message(message, parts, Some(0));
+    }
+
+    /// [`microsoft`](Self::microsoft) from its message built ahead.
+    #[inline]
+    pub(crate) fn microsoft_of(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> [u8; MICROSOFT_MAX] {
+        let digest = self.microsoft[0].mac_message(message, parts, Some(0));
         let mut out = [0u8; MICROSOFT_MAX];
         base32_prefix(&digest, &mut out[..len]);
         out
     }
 
     pub(crate) fn microsoft_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+        let mut message = Message::new();
+        self.microsoft_message(&mut message, parts);
+        self.microsoft_verify_of(given, &message, parts, len)
+    }
+
+    /// [`microsoft_verify`](Self::microsoft_verify) from the message built ahead.
+    #[inline]
+    pub(crate) fn microsoft_verify_of(
+        &self,
+        given: &str,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> bool {
         let given = given.as_bytes();
         if given.len() != len {
             return false;
+        }
+        if let Ok(given) = <[u8; 8]>::try_from(given) {
+            // The default length: eight characters as one integer, in registers (as
+            // `classic_verify_of` does four).
+            let wanted = u64::from_le_bytes(given.map(|c| c.to_ascii_uppercase()));
+            let mut ok = subtle::Choice::from(0);
+            for key in &self.microsoft {
+                let digest = key.mac_message(message, parts, Some(0));
+                ok |= u64::from_le_bytes(base32_8(&digest)).ct_eq(&wanted);
+            }
+            return ok.into();
         }
         let mut wanted = [0u8; 56];
         for (dst, &c) in wanted.iter_mut().zip(given) {
@@ -250,7 +307,7 @@ impl Keys {
         let mut ok = subtle::Choice::from(0);
         for key in &self.microsoft {
             let mut enc = [0u8; 56];
-            base32_prefix(&key.mac_lowercase(parts, Some(0)), &mut enc[..len]);
+            base32_prefix(&key.mac_message(message, parts, Some(0)), &mut enc[..len]);
             ok |= equal(&enc, &wanted);
         }
         ok.into()
@@ -340,6 +397,39 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// The Microsoft-form hash and its check, as the classic one above.
+        #[test]
+        fn prop_microsoft_against_reference(
+            parts in proptest::collection::vec("[a-zA-Z0-9.=+-]{0,30}", 4),
+            len in 6usize..=MICROSOFT_MAX,
+        ) {
+            use hmac::{Hmac, Mac};
+            let secrets = ["first secret", "second"];
+            let keys = Keys::new(&secrets);
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secrets[0].as_bytes()).unwrap();
+            mac.update(MICROSOFT_TAG);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    mac.update(&[0]);
+                }
+                mac.update(&part.to_ascii_lowercase());
+            }
+            let full = BASE32_NOPAD.encode(&mac.finalize().into_bytes());
+            let hash = keys.microsoft(&parts, len);
+            prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
+            let given = std::str::from_utf8(&hash[..len]).unwrap();
+            prop_assert!(keys.microsoft_verify(given, &parts, len));
+            prop_assert!(keys.microsoft_verify(&given.to_ascii_lowercase(), &parts, len));
+            prop_assert!(Keys::new(&["newer", secrets[0]]).microsoft_verify(given, &parts, len));
+            let mut wrong = hash[..len].to_vec();
+            wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
+            prop_assert!(!keys.microsoft_verify(std::str::from_utf8(&wrong).unwrap(), &parts, len));
+            prop_assert!(!Keys::new(&["other"]).microsoft_verify(given, &parts, len));
+        }
+    }
+
     #[test]
     fn microsoft_fields_are_separated() {
         let keys = Keys::new(&["k"]);
@@ -361,6 +451,33 @@ mod tests {
                             [18, 12, 6, 0].map(|s| base64_char((n >> s) as u8 & 63, url, lower));
                         assert_eq!(base64_4(n, url, lower), want, "{n:#x}");
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn eight_base32_characters_at_once() {
+        for v in 0..32u32 {
+            for j in 0..8 {
+                for other in [0, 25, 26, 31] {
+                    let mut n: u64 = 0;
+                    for k in 0..8 {
+                        n |= u64::from(if k == j { v } else { other }) << (35 - 5 * k);
+                    }
+                    let digest = [
+                        (n >> 8) as u32,
+                        ((n & 0xff) << 24) as u32 | 0xab_cdef,
+                        1,
+                        2,
+                        3,
+                        4,
+                        5,
+                        6,
+                    ];
+                    let mut want = [0u8; 8];
+                    base32_prefix(&digest, &mut want);
+                    assert_eq!(base32_8(&digest), want, "{n:#x}");
                 }
             }
         }

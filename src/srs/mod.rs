@@ -383,13 +383,14 @@ impl Srs {
         };
         let tt = timestamp::encode(now);
         let len = self.options.microsoft_hash_length;
-        let h = self.keys.microsoft(
-            &[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()],
-            len,
-        );
+        let parts: [&[u8]; 4] = [&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()];
+        // The hash's block is written before the allocation, and read after it.
+        let mut message = hash::Message::new();
+        self.keys.microsoft_message(&mut message, &parts);
         // user+SRS=HASH=TT=domain=local
         let mut out =
             String::with_capacity(user.len() + 10 + len + domain.len() + local.len() + tail);
+        let h = self.keys.microsoft_of(&message, &parts, len);
         out.push_str(user);
         out.push_str("+SRS=");
         push_ascii(&mut out, &h[..len]);
