@@ -570,15 +570,12 @@ fn find_microsoft_tag(local: &str) -> Option<usize> {
 }
 
 /// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (The first two
-/// fields are a few characters long, too short for `splitn`'s searcher.)
+/// fields are a few characters long, too short for `splitn`'s searcher; a word at a time,
+/// both are found in the first.)
 #[inline]
 fn split3(s: &str) -> Option<(&str, &str, &str)> {
-    fn split(s: &str) -> Option<(&str, &str)> {
-        let i = s.bytes().position(|b| b == b'=')?;
-        Some((&s[..i], &s[i + 1..]))
-    }
-    let (a, rest) = split(s)?;
-    let (b, rest) = split(rest)?;
+    let (a, rest) = split_eq(s)?;
+    let (b, rest) = split_eq(rest)?;
     Some((a, b, rest))
 }
 

@@ -321,7 +321,10 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         if self.inner.used + len >= 64 {
             return None;
         }
-        *block = self.inner.block;
+        // The prefix, if any (the block past the message is not read: it need not be zero).
+        if self.inner.used > 0 {
+            *block = self.inner.block;
+        }
         let mut at = self.inner.used;
         for (i, part) in parts.iter().enumerate() {
             if let (true, Some(sep)) = (i > 0, separator) {
