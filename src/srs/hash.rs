@@ -266,7 +266,11 @@ impl Keys {
     ) -> [u8; MICROSOFT_MAX] {
         let digest = self.microsoft[0].mac_message(message, parts, Some(0));
         let mut out = [0u8; MICROSOFT_MAX];
-        base32_prefix(&digest, &mut out[..len]);
+        if len == 8 {
+            out[..8].copy_from_slice(&base32_8(&digest));
+        } else {
+            base32_prefix(&digest, &mut out[..len]);
+        }
         out
     }
 
