@@ -17,6 +17,7 @@ pub(crate) const MICROSOFT_MAX: usize = 52;
 
 mod mac;
 
+pub(crate) use mac::Message;
 use mac::{KeyedHmac, Sha1, Sha256};
 
 /// Mask: all ones if `a < b`, else zero (for values below 128), without a branch.
@@ -44,6 +45,28 @@ fn base64_char(v: u8, url: bool, lower: bool) -> u8 {
     c
 }
 
+/// The four base64 characters of the 24 bits `n`, as [`base64_char`] computes each, but
+/// a byte lane per character of one `u32`: `lanes_ge(k)` has 1 in the lanes whose value is
+/// at least `k` (values below 128: `v | 0x80` minus `k` keeps the high bit exactly then),
+/// and no lane's sum leaves 0..=255, so no carry crosses lanes.
+#[inline]
+fn base64_4(n: u32, url: bool, lower: bool) -> [u8; 4] {
+    const ONES: u32 = 0x0101_0101;
+    const HIGH: u32 = 0x8080_8080;
+    let v = (n >> 18 & 63) | (n >> 12 & 63) << 8 | (n >> 6 & 63) << 16 | (n & 63) << 24;
+    let lanes_ge = |k: u32| (((v | HIGH) - k * ONES) & HIGH) >> 7 & ONES;
+    let (ge26, ge52, ge62, ge63) = (lanes_ge(26), lanes_ge(52), lanes_ge(62), lanes_ge(63));
+    let (to_62, to_63) = if url { (13, 49) } else { (15, 3) };
+    let mut c = v + u32::from(b'A') * ONES + ge26 * 6;
+    c -= ge52 * 75;
+    c -= ge62 * to_62;
+    c += ge63 * to_63;
+    if lower {
+        c += (ONES - ge26) * 32;
+    }
+    c.to_le_bytes()
+}
+
 /// The base32 (RFC 4648) character of `v` (0..32), upper case, without a table.
 #[inline]
 fn base32_char(v: u8) -> u8 {
@@ -53,14 +76,19 @@ fn base32_char(v: u8) -> u8 {
 /// The first `out.len()` (at most 28) characters of the base64 encoding of a SHA-1
 /// `digest` (standard or URL alphabet, lowercased if `lower`): what a full encoding starts
 /// with, without encoding the rest.
+#[inline(always)]
 pub(crate) fn base64_prefix(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
     if let Ok(out) = <&mut [u8; 4]>::try_from(&mut *out) {
-        // The default length (Mail::SRS's): the first 24 bits, without the loops.
-        let n = digest[0] >> 8;
-        let char = |shift: u32| base64_char((n >> shift) as u8 & 63, url, lower);
-        *out = [char(18), char(12), char(6), char(0)];
+        // The default length (Mail::SRS's): the first 24 bits, four characters at once.
+        *out = base64_4(digest[0] >> 8, url, lower);
         return;
     }
+    base64_prefix_long(digest, url, lower, out);
+}
+
+/// [`base64_prefix`] for the other lengths.
+#[inline(never)]
+fn base64_prefix_long(digest: &[u32; 5], url: bool, lower: bool, out: &mut [u8]) {
     let words = [digest[0], digest[1], digest[2], digest[3], digest[4], 0];
     // Four characters from each 24 bits.
     for (group, chars) in out.chunks_mut(4).enumerate() {
@@ -87,6 +115,19 @@ pub(crate) fn base32_prefix(digest: &[u32; 8], out: &mut [u8]) {
             *c = base32_char((n >> (35 - 5 * j)) as u8 & 31);
         }
     }
+}
+
+/// The first eight base32 characters of a SHA-256 `digest` (its first 40 bits), as
+/// [`base32_char`] computes each, but a byte lane per character of one `u64` (see
+/// [`base64_4`]).
+#[inline]
+fn base32_8(digest: &[u32; 8]) -> [u8; 8] {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let n = u64::from(digest[0]) << 8 | u64::from(digest[1] >> 24);
+    let v = (0..8).fold(0, |acc, j| acc | (n >> (35 - 5 * j) & 31) << (8 * j));
+    let ge26 = (((v | HIGH) - 26 * ONES) & HIGH) >> 7;
+    (v + u64::from(b'A') * ONES - ge26 * 41).to_le_bytes()
 }
 
 /// Whether `a` and `b` are equal, in constant time: every byte is compared, and the
@@ -118,8 +159,30 @@ impl Keys {
 
     /// Classic hash (Mail::SRS): base64 of HMAC-SHA1 over the lowercased fields joined with
     /// nothing between them, first `len` characters, standard or URL alphabet.
+    #[inline]
     pub(crate) fn classic(&self, parts: &[&[u8]], url_alphabet: bool, len: usize) -> [u8; 28] {
-        let digest = self.classic[0].mac_lowercase(parts, None);
+        let mut message = Message::new();
+        self.classic_message(&mut message, parts);
+        self.classic_of(&message, parts, url_alphabet, len)
+    }
+
+    /// The classic hash's message (see [`KeyedHmac::message`]), for
+    /// [`classic_of`](Self::classic_of) and [`classic_verify_of`](Self::classic_verify_of).
+    #[inline(always)]
+    pub(crate) fn classic_message(&self, message: &mut Message, parts: &[&[u8]]) {
+        self.classic[0].message(message, parts, None);
+    }
+
+    /// [`classic`](Self::classic) from its message built ahead.
+    #[inline]
+    pub(crate) fn classic_of(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        url_alphabet: bool,
+        len: usize,
+    ) -> [u8; 28] {
+        let digest = self.classic[0].mac_message(message, parts, None);
         let mut out = [0u8; 28];
         base64_prefix(&digest, url_alphabet, false, &mut out[..len]);
         out
@@ -127,23 +190,52 @@ impl Keys {
 
     /// Whether `given` is a classic hash of `parts` under any secret: case-insensitive,
     /// either base64 alphabet, constant time per secret.
+    #[inline]
     pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+        let mut message = Message::new();
+        self.classic_message(&mut message, parts);
+        self.classic_verify_of(given, &message, parts, len)
+    }
+
+    /// [`classic_verify`](Self::classic_verify) from the message built ahead.
+    #[inline]
+    pub(crate) fn classic_verify_of(
+        &self,
+        given: &str,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> bool {
         let given = given.as_bytes();
         if given.len() != len {
             return false;
         }
+        // Both alphabets and any case compare as standard base64, lowercased.
+        let fold = |c: u8| match c {
+            b'-' => b'+',
+            b'_' => b'/',
+            c => c.to_ascii_lowercase(),
+        };
+        if let Ok(given) = <[u8; 4]>::try_from(given) {
+            // The default length: the four characters as one integer, in registers. (Built
+            // in a buffer byte by byte and read back as words, they made the comparison
+            // wait for those stores to reach the cache.)
+            let wanted = u32::from_le_bytes(given.map(fold));
+            let mut ok = subtle::Choice::from(0);
+            for key in &self.classic {
+                let digest = key.mac_message(message, parts, None);
+                ok |= u32::from_le_bytes(base64_4(digest[0] >> 8, false, true)).ct_eq(&wanted);
+            }
+            return ok.into();
+        }
         let mut wanted = [0u8; 32];
         for (dst, &c) in wanted.iter_mut().zip(given) {
-            *dst = match c {
-                b'-' => b'+',
-                b'_' => b'/',
-                c => c.to_ascii_lowercase(),
-            };
+            *dst = fold(c);
         }
         let mut ok = subtle::Choice::from(0);
         for key in &self.classic {
             let mut enc = [0u8; 32];
-            let digest = key.mac_lowercase(parts, None);
+            let digest = key.mac_message(message, parts, None);
             base64_prefix(&digest, false, true, &mut enc[..len]);
             ok |= equal(&enc, &wanted);
         }
@@ -153,16 +245,64 @@ impl Keys {
     /// Microsoft-form hash: base32 (RFC 4648, no padding) of HMAC-SHA256 over the
     /// lowercased fields separated by NUL, first `len` characters, upper case.
     pub(crate) fn microsoft(&self, parts: &[&[u8]], len: usize) -> [u8; MICROSOFT_MAX] {
-        let digest = self.microsoft[0].mac_lowercase(parts, Some(0));
+        let mut message = Message::new();
+        self.microsoft_message(&mut message, parts);
+        self.microsoft_of(&message, parts, len)
+    }
+
+    /// The Microsoft-form hash's message, as [`classic_message`](Self::classic_message).
+    #[inline(always)]
+    pub(crate) fn microsoft_message(&self, message: &mut Message, parts: &[&[u8]]) {
+        self.microsoft[0].message(message, parts, Some(0));
+    }
+
+    /// [`microsoft`](Self::microsoft) from its message built ahead.
+    #[inline]
+    pub(crate) fn microsoft_of(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> [u8; MICROSOFT_MAX] {
+        let digest = self.microsoft[0].mac_message(message, parts, Some(0));
         let mut out = [0u8; MICROSOFT_MAX];
-        base32_prefix(&digest, &mut out[..len]);
+        if len == 8 {
+            out[..8].copy_from_slice(&base32_8(&digest));
+        } else {
+            base32_prefix(&digest, &mut out[..len]);
+        }
         out
     }
 
     pub(crate) fn microsoft_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+        let mut message = Message::new();
+        self.microsoft_message(&mut message, parts);
+        self.microsoft_verify_of(given, &message, parts, len)
+    }
+
+    /// [`microsoft_verify`](Self::microsoft_verify) from the message built ahead.
+    #[inline]
+    pub(crate) fn microsoft_verify_of(
+        &self,
+        given: &str,
+        message: &Message,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> bool {
         let given = given.as_bytes();
         if given.len() != len {
             return false;
+        }
+        if let Ok(given) = <[u8; 8]>::try_from(given) {
+            // The default length: eight characters as one integer, in registers (as
+            // `classic_verify_of` does four).
+            let wanted = u64::from_le_bytes(given.map(|c| c.to_ascii_uppercase()));
+            let mut ok = subtle::Choice::from(0);
+            for key in &self.microsoft {
+                let digest = key.mac_message(message, parts, Some(0));
+                ok |= u64::from_le_bytes(base32_8(&digest)).ct_eq(&wanted);
+            }
+            return ok.into();
         }
         let mut wanted = [0u8; 56];
         for (dst, &c) in wanted.iter_mut().zip(given) {
@@ -171,7 +311,7 @@ impl Keys {
         let mut ok = subtle::Choice::from(0);
         for key in &self.microsoft {
             let mut enc = [0u8; 56];
-            base32_prefix(&key.mac_lowercase(parts, Some(0)), &mut enc[..len]);
+            base32_prefix(&key.mac_message(message, parts, Some(0)), &mut enc[..len]);
             ok |= equal(&enc, &wanted);
         }
         ok.into()
@@ -224,12 +364,127 @@ mod tests {
         assert!(keys.classic_verify("+3/5", &parts, 4));
     }
 
+    proptest! {
+        /// The classic hash and its check, through the message built ahead (fields in one
+        /// block) and through the stream (longer ones), against the `hmac` crate and
+        /// data-encoding, for every length and several secrets.
+        #[test]
+        fn prop_classic_against_reference(
+            parts in proptest::collection::vec("[a-zA-Z0-9.=+-]{0,40}", 3),
+            len in 4usize..=CLASSIC_MAX,
+            url in any::<bool>(),
+        ) {
+            use hmac::{Hmac, Mac};
+            let secrets = ["first secret", "second"];
+            let keys = Keys::new(&secrets);
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(secrets[0].as_bytes()).unwrap();
+            for part in &parts {
+                mac.update(&part.to_ascii_lowercase());
+            }
+            let digest = mac.finalize().into_bytes();
+            let full = if url { BASE64URL.encode(&digest) } else { BASE64.encode(&digest) };
+            let hash = keys.classic(&parts, url, len);
+            prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
+            let given = std::str::from_utf8(&hash[..len]).unwrap();
+            prop_assert!(keys.classic_verify(given, &parts, len));
+            prop_assert!(keys.classic_verify(&given.to_ascii_uppercase(), &parts, len));
+            // Under the second secret only, too (every secret verifies).
+            let rotated = Keys::new(&["newer", secrets[0]]);
+            prop_assert!(rotated.classic_verify(given, &parts, len));
+            // One character changed (to one that differs even ignoring case) is refused.
+            let mut wrong = hash[..len].to_vec();
+            wrong[len - 1] = if wrong[len - 1].is_ascii_digit() { b'x' } else { b'7' };
+            let wrong = std::str::from_utf8(&wrong).unwrap();
+            prop_assert!(!keys.classic_verify(wrong, &parts, len));
+            prop_assert!(!Keys::new(&["other"]).classic_verify(given, &parts, len));
+        }
+    }
+
+    proptest! {
+        /// The Microsoft-form hash and its check, as the classic one above.
+        #[test]
+        fn prop_microsoft_against_reference(
+            parts in proptest::collection::vec("[a-zA-Z0-9.=+-]{0,30}", 4),
+            len in 6usize..=MICROSOFT_MAX,
+        ) {
+            use hmac::{Hmac, Mac};
+            let secrets = ["first secret", "second"];
+            let keys = Keys::new(&secrets);
+            let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+            let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secrets[0].as_bytes()).unwrap();
+            mac.update(MICROSOFT_TAG);
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 {
+                    mac.update(&[0]);
+                }
+                mac.update(&part.to_ascii_lowercase());
+            }
+            let full = BASE32_NOPAD.encode(&mac.finalize().into_bytes());
+            let hash = keys.microsoft(&parts, len);
+            prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
+            let given = std::str::from_utf8(&hash[..len]).unwrap();
+            prop_assert!(keys.microsoft_verify(given, &parts, len));
+            prop_assert!(keys.microsoft_verify(&given.to_ascii_lowercase(), &parts, len));
+            prop_assert!(Keys::new(&["newer", secrets[0]]).microsoft_verify(given, &parts, len));
+            let mut wrong = hash[..len].to_vec();
+            wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
+            prop_assert!(!keys.microsoft_verify(std::str::from_utf8(&wrong).unwrap(), &parts, len));
+            prop_assert!(!Keys::new(&["other"]).microsoft_verify(given, &parts, len));
+        }
+    }
+
     #[test]
     fn microsoft_fields_are_separated() {
         let keys = Keys::new(&["k"]);
         let a = keys.microsoft(&[b"AA", b"ab", b"c", b"u"], MICROSOFT_MAX);
         let b = keys.microsoft(&[b"AA", b"a", b"bc", b"u"], MICROSOFT_MAX);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn four_characters_at_once() {
+        // Every value in every position, next to values that differ in each lane.
+        for v in 0..64u32 {
+            for shift in [0, 6, 12, 18] {
+                for other in [0, 25, 26, 51, 52, 61, 62, 63] {
+                    let n = (v << shift) | (other << ((shift + 6) % 24));
+                    for (url, lower) in [(false, false), (true, false), (false, true), (true, true)]
+                    {
+                        let want =
+                            [18, 12, 6, 0].map(|s| base64_char((n >> s) as u8 & 63, url, lower));
+                        assert_eq!(base64_4(n, url, lower), want, "{n:#x}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn eight_base32_characters_at_once() {
+        for v in 0..32u32 {
+            for j in 0..8 {
+                for other in [0, 25, 26, 31] {
+                    let mut n: u64 = 0;
+                    for k in 0..8 {
+                        n |= u64::from(if k == j { v } else { other }) << (35 - 5 * k);
+                    }
+                    let digest = [
+                        (n >> 8) as u32,
+                        ((n & 0xff) << 24) as u32 | 0xab_cdef,
+                        1,
+                        2,
+                        3,
+                        4,
+                        5,
+                        6,
+                    ];
+                    let mut want = [0u8; 8];
+                    base32_prefix(&digest, &mut want);
+                    assert_eq!(base32_8(&digest), want, "{n:#x}");
+                }
+            }
+        }
     }
 
     #[test]

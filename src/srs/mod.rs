@@ -208,7 +208,11 @@ impl Srs {
 
     /// [`forward`](Self::forward) with a fixed clock (seconds since the epoch).
     pub fn forward_at(&self, sender: &str, alias: &str, now: u64) -> Result<String, ForwardError> {
-        let alias = address::parse(alias).map_err(ForwardError::InvalidAlias)?;
+        let parsed = address::parse(alias);
+        let alias = match &parsed {
+            Ok(alias) => alias,
+            Err(e) => return Err(ForwardError::InvalidAlias(e)),
+        };
         if find_microsoft_tag(&alias.local).is_some() {
             return Err(ForwardError::InvalidAlias(
                 "forwarding mailbox contains +SRS=",
@@ -220,7 +224,7 @@ impl Srs {
                 "forwarding mailbox starts with SRS0 or SRS1",
             ));
         }
-        self.forward_via(sender, &alias.local, alias.domain, now)
+        self.forward_via(sender, alias, now)
     }
 
     /// Rewrites `sender` for mail relayed through `domain` with no forwarding mailbox (the
@@ -238,7 +242,7 @@ impl Srs {
     ) -> Result<String, ForwardError> {
         let probe = format!("{RELAY_USER}@{domain}");
         let parsed = address::parse(&probe).map_err(ForwardError::InvalidAlias)?;
-        self.forward_via(sender, RELAY_USER, parsed.domain, now)
+        self.forward_via(sender, &parsed, now)
     }
 
     /// Whether `sender` is left alone when forwarded through `forwarding_domain`: the null
@@ -262,31 +266,46 @@ impl Srs {
                 .any(|d| address::domain_matches(domain, d))
     }
 
+    /// Forwards `sender` through the forwarding mailbox `alias` (whose user part only the
+    /// Microsoft form uses).
     fn forward_via(
         &self,
         sender: &str,
-        user: &str,
-        domain: &str,
+        alias: &Mailbox<'_>,
         now: u64,
     ) -> Result<String, ForwardError> {
-        if address::is_null(sender) {
-            return Ok(sender.trim_ascii().to_owned());
-        }
-        let mailbox = address::parse(sender).map_err(ForwardError::InvalidSender)?;
+        let domain = alias.domain;
+        let parsed = address::parse(sender);
+        let mailbox = match &parsed {
+            Ok(mailbox) => mailbox,
+            // The null sender has no `@`: it is looked for only when parsing failed.
+            Err(_) if address::is_null(sender) => return Ok(sender.trim_ascii().to_owned()),
+            Err(e) => return Err(ForwardError::InvalidSender(e)),
+        };
         if self.is_local(mailbox.domain, domain) {
             return Ok(address::strip_brackets(sender).to_owned());
         }
-        if mailbox.domain.contains('=') {
+        if mailbox.domain_has_equals {
             // Reverse reads the domain up to the next `=`: it would come back split.
             return Err(ForwardError::InvalidSender("'=' in the domain"));
         }
         // Room for `@domain` too, so the common case below does not reallocate.
         let tail = 1 + domain.len();
         let mut local = match self.options.format {
-            Format::Classic => self.classic_local(&mailbox, now, tail),
-            Format::Microsoft => self.microsoft_local(&mailbox, user, now, tail),
+            Format::Classic => self.classic_local(mailbox, now, tail),
+            Format::Microsoft => self.microsoft_local(mailbox, &alias.local, now, tail),
         };
-        let length = address::wire_len(&local);
+        // The new local part is made of the sender's fields (or pieces of them), the alias
+        // user, and characters that never need quotes (SRSn, the hash and stamp alphabets,
+        // `=`, `+`, `-`): when none of the former needs quotes, it does not either.
+        let plain = !(mailbox.local_needs_quotes
+            || mailbox.domain_needs_quotes
+            || (self.options.format == Format::Microsoft && alias.local_needs_quotes));
+        let length = if plain {
+            local.len()
+        } else {
+            address::wire_len(&local)
+        };
         if length > MAX_LOCAL_OCTETS {
             return Err(ForwardError::TooLong { length });
         }
@@ -306,7 +325,7 @@ impl Srs {
         let url = self.options.hash_encoding == HashEncoding::Base64Url;
         let len = self.options.hash_length;
         // SRSn=HASH=TT=domain=local (SRS1: SRS1=HASH=hop==rest, no longer).
-        let mut out = String::with_capacity(10 + len + sender.domain.len() + local.len() + tail);
+        let capacity = 10 + len + sender.domain.len() + local.len() + tail;
         // SRS1 from SRS0: the rest keeps its separator, hence the `==` in the output.
         let srs1 = match classic_tag(local) {
             Some((b'0', _)) => Some((sender.domain, &local[4..])),
@@ -324,6 +343,7 @@ impl Srs {
             let h = self
                 .keys
                 .classic(&[hop.as_bytes(), rest.as_bytes()], url, len);
+            let mut out = String::with_capacity(capacity);
             out.push_str("SRS1");
             out.push(sep);
             push_ascii(&mut out, &h[..len]);
@@ -331,11 +351,15 @@ impl Srs {
                 out.push('=');
                 out.push_str(field);
             }
+            out
         } else {
             let tt = timestamp::encode(now);
-            let h = self
-                .keys
-                .classic(&[&tt, sender.domain.as_bytes(), local.as_bytes()], url, len);
+            let parts: [&[u8]; 3] = [&tt, sender.domain.as_bytes(), local.as_bytes()];
+            // The hash's block is written before the allocation, and read after it.
+            let mut message = hash::Message::new();
+            self.keys.classic_message(&mut message, &parts);
+            let mut out = String::with_capacity(capacity);
+            let h = self.keys.classic_of(&message, &parts, url, len);
             out.push_str("SRS0");
             out.push(sep);
             push_ascii(&mut out, &h[..len]);
@@ -345,8 +369,8 @@ impl Srs {
                 out.push('=');
                 out.push_str(field);
             }
+            out
         }
-        out
     }
 
     /// The Microsoft-form local part. A sender we signed ourselves is first decoded, so the
@@ -359,13 +383,14 @@ impl Srs {
         };
         let tt = timestamp::encode(now);
         let len = self.options.microsoft_hash_length;
-        let h = self.keys.microsoft(
-            &[&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()],
-            len,
-        );
+        let parts: [&[u8]; 4] = [&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()];
+        // The hash's block is written before the allocation, and read after it.
+        let mut message = hash::Message::new();
+        self.keys.microsoft_message(&mut message, &parts);
         // user+SRS=HASH=TT=domain=local
         let mut out =
             String::with_capacity(user.len() + 10 + len + domain.len() + local.len() + tail);
+        let h = self.keys.microsoft_of(&message, &parts, len);
         out.push_str(user);
         out.push_str("+SRS=");
         push_ascii(&mut out, &h[..len]);
@@ -387,10 +412,11 @@ impl Srs {
 
     /// [`reverse`](Self::reverse) with a fixed clock (seconds since the epoch).
     pub fn reverse_at(&self, address: &str, now: u64) -> Result<String, ReverseError> {
-        if address::is_null(address) {
+        // The null sender (no `@`) fails to parse, and is NotSrs like anything else that does.
+        let parsed = address::parse(address);
+        let Ok(mailbox) = &parsed else {
             return Err(ReverseError::NotSrs);
-        }
-        let mailbox = address::parse(address).map_err(|_| ReverseError::NotSrs)?;
+        };
         let local: &str = &mailbox.local;
         match classic_tag(local) {
             Some((b'0', rest)) => {
@@ -407,14 +433,19 @@ impl Srs {
                 }
                 let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
                 let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
+                // The hash's block is written, then the answer (an allocation), then the hash
+                // is checked: only a good hash of a fresh enough address gives the answer.
+                let mut message = hash::Message::new();
+                self.keys.classic_message(&mut message, &parts);
+                let answer = render_part(mailbox, orig, domain);
                 if !self
                     .keys
-                    .classic_verify(hash, &parts, self.options.hash_length)
+                    .classic_verify_of(hash, &message, &parts, self.options.hash_length)
                 {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;
-                Ok(address::render(orig, domain))
+                Ok(answer)
             }
             Some((_, rest)) => {
                 let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
@@ -432,11 +463,15 @@ impl Srs {
                 ) {
                     return Err(ReverseError::BadHash);
                 }
-                Ok(address::render(&format!("SRS0{rest}"), hop))
+                if mailbox.local_needs_quotes {
+                    Ok(address::render(&format!("SRS0{rest}"), hop))
+                } else {
+                    Ok(address::render_plain(&["SRS0", rest], hop))
+                }
             }
             None => {
                 let (domain, orig) = self.microsoft_reverse(local, now)?;
-                Ok(address::render(orig, domain))
+                Ok(render_part(mailbox, orig, domain))
             }
         }
     }
@@ -489,7 +524,19 @@ impl Srs {
     }
 }
 
+/// `local@domain`, for a `local` cut from `mailbox`'s local part: quoted only if it needs
+/// it, which it cannot if the whole did not.
+#[inline]
+fn render_part(mailbox: &Mailbox<'_>, local: &str, domain: &str) -> String {
+    if mailbox.local_needs_quotes {
+        address::render(local, domain)
+    } else {
+        address::render_plain(&["", local], domain)
+    }
+}
+
 /// `SRS0`/`SRS1` followed by `=`, `+` or `-` (any case): the digit and what follows.
+#[inline]
 fn classic_tag(local: &str) -> Option<(u8, &str)> {
     let b = local.as_bytes();
     if b.len() > 5
@@ -523,27 +570,29 @@ fn find_microsoft_tag(local: &str) -> Option<usize> {
 }
 
 /// Splits at the first two `=`: (a, b, rest), where rest may hold more `=`. (The first two
-/// fields are a few characters long, too short for `splitn`'s searcher.)
+/// fields are a few characters long, too short for `splitn`'s searcher; a word at a time,
+/// both are found in the first.)
+#[inline]
 fn split3(s: &str) -> Option<(&str, &str, &str)> {
-    fn split(s: &str) -> Option<(&str, &str)> {
-        let i = s.bytes().position(|b| b == b'=')?;
-        Some((&s[..i], &s[i + 1..]))
-    }
-    let (a, rest) = split(s)?;
-    let (b, rest) = split(rest)?;
+    let (a, rest) = split_eq(s)?;
+    let (b, rest) = split_eq(rest)?;
     Some((a, b, rest))
 }
 
 /// Splits at the first `=`, a word at a time (for a domain).
+#[inline]
 fn split_eq(s: &str) -> Option<(&str, &str)> {
     let i = address::find_byte(s.as_bytes(), b'=')?;
     Some((&s[..i], &s[i + 1..]))
 }
 
 /// Appends hash or stamp characters (ASCII alphabets), with no UTF-8 check to pay for.
+#[inline]
 fn push_ascii(out: &mut String, bytes: &[u8]) {
     debug_assert!(bytes.is_ascii());
-    out.extend(bytes.iter().map(|&b| char::from(b)));
+    for &b in bytes {
+        out.push(char::from(b));
+    }
 }
 
 #[cfg(test)]

@@ -138,7 +138,7 @@ pub(crate) fn hmac_finish_portable<H: Sha<W>, const W: usize>(
 /// `dst.copy_from_slice(src)` without a call to `memcpy` for the few bytes of an address
 /// field: two overlapping loads and stores of the widest size that fits. The hash cannot
 /// start before its block is written, so the copies' latency is the hash's.
-#[inline]
+#[inline(always)]
 fn copy(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     debug_assert_eq!(dst.len(), n);
@@ -226,6 +226,23 @@ impl<H: Sha<W>, const W: usize> Stream<H, W> {
     }
 }
 
+/// A message's last block built ahead of its MAC ([`KeyedHmac::message`]).
+pub(crate) struct Message {
+    block: Block,
+    /// The bytes of `block` in use and the message's length after the prefix; `None` if
+    /// the message does not fit one block (it is then hashed from its parts).
+    fits: Option<(usize, u64)>,
+}
+
+impl Message {
+    pub(crate) fn new() -> Self {
+        Message {
+            block: [0; 64],
+            fits: None,
+        }
+    }
+}
+
 /// HMAC with the key already absorbed: the inner hash after the key's ipad block (and, for
 /// the Microsoft form, the domain-separation tag), and the outer state after the opad block.
 #[derive(Clone)]
@@ -277,10 +294,93 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         inner
     }
 
+    /// The whole message in its last block, when it fits there (the usual case, an
+    /// address's fields after at most a short prefix): the block, the bytes of it in use
+    /// and the message's length with the key block. Written field by field, with no stream
+    /// to copy and no per-update bookkeeping; `hmac_finish` lowercases it.
+    #[inline(always)]
+    fn single_block(&self, parts: &[&[u8]], separator: Option<u8>) -> Option<(Block, usize, u64)> {
+        let mut block = [0; 64];
+        let (used, total) = self.single_block_into(&mut block, parts, separator)?;
+        Some((block, used, total))
+    }
+
+    /// [`single_block`](Self::single_block) into `block`.
+    #[inline(always)]
+    fn single_block_into(
+        &self,
+        block: &mut Block,
+        parts: &[&[u8]],
+        separator: Option<u8>,
+    ) -> Option<(usize, u64)> {
+        let separators = match separator {
+            Some(_) => parts.len().saturating_sub(1),
+            None => 0,
+        };
+        let len = parts.iter().map(|p| p.len()).sum::<usize>() + separators;
+        if self.inner.used + len >= 64 {
+            return None;
+        }
+        // The prefix, if any (the block past the message is not read: it need not be zero).
+        if self.inner.used > 0 {
+            *block = self.inner.block;
+        }
+        let mut at = self.inner.used;
+        for (i, part) in parts.iter().enumerate() {
+            if let (true, Some(sep)) = (i > 0, separator) {
+                block[at] = sep;
+                at += 1;
+            }
+            copy(&mut block[at..at + part.len()], part);
+            at += part.len();
+        }
+        Some((at, self.inner.total + len as u64))
+    }
+
+    /// `parts` (with `separator` between them) written into their last block ahead of the
+    /// MAC, for [`mac_message`](Self::mac_message) under this key or any other with the
+    /// same prefix. Written there a while before the MAC reads the block, the fields'
+    /// narrow stores have reached the cache by then; read at once, they could not be
+    /// forwarded to the block's wide loads, which waited for them.
+    /// Written in place (the caller's `message`): built in a local and returned, the block
+    /// would be copied, which is a read of it at once.
+    #[inline(always)]
+    pub(crate) fn message(&self, message: &mut Message, parts: &[&[u8]], separator: Option<u8>) {
+        message.fits = self
+            .single_block_into(&mut message.block, parts, separator)
+            .map(|(used, total)| (used, total - self.inner.total));
+    }
+
+    /// [`mac_lowercase`](Self::mac_lowercase) of the `parts` and `separator` that
+    /// `message` was made of (by a key with the same prefix).
+    #[inline(always)]
+    pub(crate) fn mac_message(
+        &self,
+        message: &Message,
+        parts: &[&[u8]],
+        separator: Option<u8>,
+    ) -> [u32; W] {
+        match message.fits {
+            Some((used, len)) => {
+                let block = &message.block;
+                debug_assert_eq!(
+                    self.inner.block[..self.inner.used],
+                    block[..self.inner.used]
+                );
+                let total = self.inner.total + len;
+                H::hmac_finish(self.inner.state, block, used, total, &self.outer)
+            }
+            None => self.mac_lowercase(parts, separator),
+        }
+    }
+
     /// The MAC of `parts`, ASCII-lowercased, with `separator` between them if given: the
     /// digest as big-endian words.
     #[inline]
     pub(crate) fn mac_lowercase(&self, parts: &[&[u8]], separator: Option<u8>) -> [u32; W] {
+        if let Some((block, used, total)) = self.single_block(parts, separator) {
+            return H::hmac_finish(self.inner.state, &block, used, total, &self.outer);
+        }
         let inner = self.absorb(parts, separator);
         H::hmac_finish(
             inner.state,
@@ -298,6 +398,15 @@ impl<H: Sha<W>, const W: usize> KeyedHmac<H, W> {
         parts: &[&[u8]],
         separator: Option<u8>,
     ) -> [u32; W] {
+        if let Some((block, used, total)) = self.single_block(parts, separator) {
+            return hmac_finish_portable::<H, W>(
+                self.inner.state,
+                &block,
+                used,
+                total,
+                &self.outer,
+            );
+        }
         let inner = self.absorb(parts, separator);
         hmac_finish_portable::<H, W>(
             inner.state,
