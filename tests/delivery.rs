@@ -1010,6 +1010,29 @@ async fn a_4xx_to_mail_on_a_cached_session_is_the_servers_answer_not_a_lost_sess
 }
 
 #[tokio::test]
+async fn a_503_to_mail_on_a_cached_session_is_tried_again_on_a_new_one() {
+    // The receiver lost track of connection 1's state: its second MAIL gets 503. That
+    // is no verdict on the message, which goes over a new connection at once.
+    let mails = Arc::new(AtomicUsize::new(0));
+    let m = mails.clone();
+    let script: Script = Arc::new(move |stage, conn| match stage {
+        Stage::Mail if conn == 1 && m.fetch_add(1, Ordering::SeqCst) == 1 => {
+            Some("503 5.5.1 bad sequence of commands".to_owned())
+        }
+        _ => None,
+    });
+    let rx = Receiver::start(script).await;
+    let mut s = caching(Some(rx.hostport()), Duration::from_secs(10));
+    s.retry_intervals = vec![Duration::from_secs(60)];
+    let h = Harness::start(s, None);
+    deliver_one_by_one(&h, 2).await;
+    let got = rx.transactions();
+    assert_eq!((got[0].connection, got[1].connection), (1, 2));
+    assert!(h.reports().is_empty(), "{:?}", h.reports());
+    h.queue.shutdown().await;
+}
+
+#[tokio::test]
 async fn cached_sessions_are_not_used_past_their_reuse_time_or_when_turned_off() {
     let rx = Receiver::start(accept_all()).await;
     let mut s = caching(Some(rx.hostport()), Duration::from_secs(10));

@@ -260,9 +260,10 @@ impl Open {
         done_timeout: Duration,
     ) -> (HostOutcome, bool) {
         self.uses += 1;
+        let reused = self.uses > 1;
         match &mut self.stream {
-            Stream::Plain(c) => transaction(c, &self.caps, tx, done_timeout).await,
-            Stream::Tls(c) => transaction(&mut **c, &self.caps, tx, done_timeout).await,
+            Stream::Plain(c) => transaction(c, &self.caps, tx, done_timeout, reused).await,
+            Stream::Tls(c) => transaction(&mut **c, &self.caps, tx, done_timeout, reused).await,
         }
     }
 
@@ -318,6 +319,7 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     caps: &Capabilities,
     tx: &Transaction<'_>,
     done_timeout: Duration,
+    reused: bool,
 ) -> (HostOutcome, bool) {
     let n = tx.recipients.len();
     let dsn = caps.has(EXT_DSN);
@@ -360,6 +362,12 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     mail.push_str("\r\n");
     match client.cmd(mail).await {
         Ok(r) if is_2xx(&r) => {}
+        // "Bad sequence" in a session that carried a transaction before: the session is
+        // confused, not the message refused. A new session decides.
+        Ok(r) if r.code == 503 && reused => {
+            let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
+            return (HostOutcome::TryNext(e), false);
+        }
         Ok(r) if r.code >= 500 => {
             let clean = rset(client).await;
             let e = format!("{} (in reply to MAIL FROM)", reply_text(&r));
