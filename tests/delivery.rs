@@ -686,7 +686,10 @@ async fn a_failure_report_not_taken_is_owed_and_made_again_without_a_new_deliver
         _ => None,
     });
     let rx = Receiver::start(script).await;
-    let h = Harness::start(settings(Some(rx.hostport())), None);
+    let mut s = settings(Some(rx.hostport()));
+    // Next attempts fall on whole seconds: with 2 s, the owed state lasts at least 1 s.
+    s.retry_intervals = vec![Duration::from_secs(2)];
+    let h = Harness::start(s, None);
     h.refuse_reports.store(1, Ordering::SeqCst);
     let env = envelope("s@origin.test", &["nobody@dest.test"]);
     h.submit(&env, SIMPLE);
@@ -933,7 +936,7 @@ async fn deliver_one_by_one(h: &Harness, n: usize) {
 #[tokio::test]
 async fn cached_sessions_carry_the_next_messages_then_quit() {
     let rx = Receiver::start(accept_all()).await;
-    let h = Harness::start(caching(Some(rx.hostport()), Duration::from_secs(1)), None);
+    let h = Harness::start(caching(Some(rx.hostport()), Duration::from_secs(3)), None);
     deliver_one_by_one(&h, 5).await;
     let got = rx.transactions();
     assert_eq!(got.len(), 5);
