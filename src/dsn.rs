@@ -161,7 +161,9 @@ pub fn recipients_to_report(
     out
 }
 
-fn notify_allows(notify: Option<&str>, action: Action) -> bool {
+/// Whether a recipient's NOTIFY asks for a DSN of `action` (RFC 3461 §4.1; no NOTIFY
+/// means `FAILURE,DELAY`).
+pub(crate) fn notify_allows(notify: Option<&str>, action: Action) -> bool {
     let Some(notify) = notify.filter(|n| !n.trim().is_empty()) else {
         return action != Action::Relayed;
     };

@@ -14,6 +14,7 @@ use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, 
 use super::connections::ConnectionCache;
 use super::dns::{self, Destination, Resolve, Route};
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
+use crate::dsn::{Action, notify_allows};
 use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState, Spool};
 
 /// What every attempt shares.
@@ -106,24 +107,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     if !attempted && env.dsn_owed.is_empty() {
         return Some(env);
     }
-    if !attempted {
-        // Nothing to deliver, only DSNs owed: make them.
-        let shared2 = shared.clone();
-        let finish =
-            tokio::task::spawn_blocking(move || record(&shared2, env, Concluded::default()));
-        return match finish.await {
-            Ok(env) if env.is_done() => None,
-            Ok(env) => Some(env),
-            Err(e) => {
-                tracing::error!(error = %e, "recording the owed DSNs failed");
-                None
-            }
-        };
-    }
+    // Not attempted (nothing pending), but DSNs owed: only those are made.
+    let concluded = if attempted {
+        conclude_attempt(&shared, &mut env, &outcomes)
+    } else {
+        Concluded::default()
+    };
 
+    let shared2 = shared.clone();
+    let finish = tokio::task::spawn_blocking(move || record(&shared2, env, concluded));
+    match finish.await {
+        Ok(env) if env.is_done() => None,
+        Ok(env) => Some(env),
+        Err(e) => {
+            tracing::error!(error = %e, "recording the delivery attempt failed");
+            None
+        }
+    }
+}
+
+/// Applies an attempt's outcomes to `env` (see [`conclude`]) and logs what expired.
+fn conclude_attempt(shared: &Shared, env: &mut Envelope, outcomes: &[Outcome]) -> Concluded {
     let concluded = conclude(
-        &mut env,
-        &outcomes,
+        env,
+        outcomes,
         unix_now(),
         &shared.settings.retry_intervals,
         shared.settings.max_lifetime,
@@ -139,17 +146,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
         tracing::debug!(id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
             "attempt finished; recipients still pending");
     }
-
-    let shared2 = shared.clone();
-    let finish = tokio::task::spawn_blocking(move || record(&shared2, env, concluded));
-    match finish.await {
-        Ok(env) if env.is_done() => None,
-        Ok(env) => Some(env),
-        Err(e) => {
-            tracing::error!(error = %e, "recording the delivery attempt failed");
-            None
-        }
-    }
+    concluded
 }
 
 /// Report, then persist or remove: on a blocking thread. Returns the envelope as it now
@@ -444,7 +441,7 @@ pub(crate) fn conclude(
             RcptResult::Delivered(reply) => {
                 r.state = RecipientState::Delivered;
                 r.last_error = Some(reply.clone());
-                if !o.remote_dsn && asks_for_success(r.notify.as_deref()) {
+                if !o.remote_dsn && notify_allows(r.notify.as_deref(), Action::Relayed) {
                     out.relayed.push(o.index);
                 }
             }
@@ -492,14 +489,6 @@ pub(crate) fn conclude(
             .collect();
     }
     out
-}
-
-/// NOTIFY includes SUCCESS (RFC 3461 §4.1).
-fn asks_for_success(notify: Option<&str>) -> bool {
-    notify.is_some_and(|n| {
-        n.split(',')
-            .any(|k| k.trim().eq_ignore_ascii_case("SUCCESS"))
-    })
 }
 
 pub(crate) fn unix_now() -> u64 {
