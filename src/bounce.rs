@@ -65,11 +65,15 @@ fn spool_dsn(
         );
         return Ok(None);
     }
-    let original = spool.read_message(&env.id).unwrap_or_else(|e| {
-        // The DSN still goes, without the original's headers.
-        tracing::error!(queue_id = %env.id, error = %e, "cannot read the message for its DSN");
-        Vec::new()
-    });
+    // One octet past what a DSN returns whole is enough to know it is too large.
+    let wanted = dsn::MAX_RETURNED_MESSAGE as u64 + 1;
+    let original = spool
+        .read_message_prefix(&env.id, wanted)
+        .unwrap_or_else(|e| {
+            // The DSN still goes, without the original's headers.
+            tracing::error!(queue_id = %env.id, error = %e, "cannot read the message for its DSN");
+            Vec::new()
+        });
     let now = unix_now();
     let Some(message) = dsn::compose(&DsnRequest {
         reporting_mta,

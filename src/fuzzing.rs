@@ -28,15 +28,14 @@ pub async fn smtp_session<S: AsyncRead + AsyncWrite + Unpin>(
     )
 }
 
-/// The DATA reader with its long-line cap lowered to `line_cap`.
-pub async fn read_data_capped<R: AsyncBufRead + Unpin>(
+/// The DATA reader, into memory.
+pub async fn read_data<R: AsyncBufRead + Unpin>(
     r: &mut R,
     out: &mut Vec<u8>,
-    max_size: usize,
+    max_size: u64,
     timeout: Duration,
-    line_cap: usize,
 ) -> Result<DataReport, DataError> {
-    crate::smtp::io::read_data_capped(r, out, max_size, timeout, line_cap).await
+    crate::smtp::io::read_data(r, out, max_size, timeout).await
 }
 
 /// The checks spool recovery applies to a queue file (`<id>.q`): its envelope and message,

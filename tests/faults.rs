@@ -368,13 +368,16 @@ fn hostile_clients_get_the_right_errors_and_memory_stays_bounded() {
     let r = c.cmd("");
     assert!(r.starts_with("500 5.5.2"), "{r}");
     assert!(c.cmd("NOOP").starts_with("250"));
-    // Bare LF in DATA: refused, nothing kept.
+    // Bare LF in DATA: refused, nothing kept, and the session closed.
     c.cmd("MAIL FROM:<a@b.example>");
     c.cmd("RCPT TO:<john@forward.example>");
     assert!(c.cmd("DATA").starts_with("354"));
     c.send(b"Subject: x\r\n\r\nsmuggled\n.\nMAIL FROM:<evil@x>\r\n.\r\n");
     let r = c.reply();
     assert!(r.starts_with("550 5.5.2"), "{r}");
+    assert_eq!(c.rest(), "");
+    let mut c = Client::connect(&addr);
+    c.cmd("EHLO client.test");
     // A 20 MB line in DATA against a 1 MB limit: drained, 552.
     c.cmd("MAIL FROM:<a@b.example>");
     c.cmd("RCPT TO:<john@forward.example>");
@@ -394,7 +397,23 @@ fn hostile_clients_get_the_right_errors_and_memory_stays_bounded() {
         x ^= x << 17;
         junk.extend_from_slice(&x.to_le_bytes());
     }
-    let (replies, closed) = flood(&addr, "", junk, Duration::from_secs(20));
+    // As it is, it holds bare LFs: refused at the first, and the server hangs up.
+    let (replies, closed) = flood(&addr, "", junk.clone(), Duration::from_secs(20));
+    assert!(closed, "still open after junk: {replies}");
+    assert!(replies.ends_with("500 5.5.2 Bare LF or CR in command line (RFC 5321 section 2.3.8), closing connection\r\n"), "{replies}");
+    // In CRLF lines: errors, then 421 after max_errors.
+    let lines: Vec<u8> = junk
+        .chunks(62)
+        .flat_map(|l| {
+            let mut l: Vec<u8> = l
+                .iter()
+                .map(|&b| if b == b'\r' || b == b'\n' { b'x' } else { b })
+                .collect();
+            l.extend_from_slice(b"\r\n");
+            l
+        })
+        .collect();
+    let (replies, closed) = flood(&addr, "", lines, Duration::from_secs(20));
     assert!(closed, "still open after junk: {replies}");
     assert!(replies.contains("421 4.7.0 Too many errors"), "{replies}");
 

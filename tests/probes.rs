@@ -121,6 +121,13 @@ fn run_probes(relay: &Relay, probes: &[Probe], findings: &mut Findings) {
                     .not_permanent
                     .push(format!("{shown:?} -> {}", answer.trim_end()));
             }
+            if p.rcpt.iter().any(|&b| b == b'\r' || b == b'\n') {
+                // A bare line end in a command ends the session (RFC 5321 §2.3.8).
+                assert_eq!(c.rest(), "", "{shown:?}: session not closed");
+                c = Client::connect(&relay.addr());
+                assert!(command(&mut c, b"EHLO prober.example").starts_with("250"));
+                continue;
+            }
             let data = command(&mut c, b"DATA");
             if data.starts_with("354") {
                 findings.data_reached.push(shown);

@@ -10,15 +10,20 @@
 //! * every reply line is `NNN[ -]text` with CRLF and no other CR or LF in it;
 //! * every spooled message is free of bare CR and bare LF (the body was checked, so this
 //!   holds our own `Received:` header, which quotes HELO and RCPT, to the same rule);
+//! * no more messages are accepted (`250 ... queued as`) than the input holds real
+//!   `<CRLF>.<CRLF>` sequences, and every id in those replies was spooled: a fake end of
+//!   data never lets a second transaction through (SMTP smuggling);
 //! * from an untrusted client, only alias recipients are ever spooled (no open relay);
-//! * the DATA reader gives the model's result whatever the read sizes, and the same
-//!   message with its long-line cap lowered to a few octets.
+//! * the DATA reader, fed the input alone, gives what RFC 5321 framing says, whatever the
+//!   read sizes: the message up to the first `<CRLF>.<CRLF>`, unstuffed, or a refusal
+//!   for a bare CR or LF before it.
 #![no_main]
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -28,7 +33,7 @@ use srs_relay::config::Config;
 use srs_relay::fuzzing;
 use srs_relay::policy::Policy;
 use srs_relay::smtp::Server;
-use srs_relay::smtp::io::{DataError, DataReport};
+use srs_relay::smtp::io::DataError;
 use srs_relay::spool::{Envelope, Spool};
 use srs_relay::srs::Srs;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
@@ -37,8 +42,6 @@ use tokio::sync::watch;
 
 /// Read sizes a client's bytes may arrive in (`0` = all at once).
 const CHUNKS: [usize; 8] = [0, 1, 2, 3, 7, 64, 512, 4096];
-/// Long-line caps the DATA reader must be indifferent to (≥ 2: `.\r` must fit).
-const LINE_CAPS: [usize; 6] = [2, 3, 5, 8, 17, 300];
 const ALIASES: &str = "john@forward.example: john@home.example\nteam@forward.example: a@home.example, b@home.example\n";
 
 struct Setup {
@@ -170,6 +173,9 @@ fn merge_tables(text: &str) -> String {
         .collect()
 }
 
+/// Envelopes spooled during the current input.
+static SPOOLED: AtomicUsize = AtomicUsize::new(0);
+
 /// The checks on each message the session spools; then it is removed, so the spool stays
 /// small however long the run.
 fn check_spooled(spool: Arc<Spool>, trusted: bool) -> Arc<dyn Fn(Envelope) + Send + Sync> {
@@ -193,6 +199,7 @@ fn check_spooled(spool: Arc<Spool>, trusted: bool) -> Arc<dyn Fn(Envelope) + Sen
             }
         }
         spool.remove(&env.id).unwrap();
+        SPOOLED.fetch_add(1, Ordering::Relaxed);
     })
 }
 
@@ -259,49 +266,67 @@ fn check_replies(output: &[u8]) {
     }
 }
 
-/// RFC 5321 DATA framing, in memory: `None` when the input ends before `<CRLF>.<CRLF>`.
-fn data_model(input: &[u8], max_size: usize) -> Option<(Vec<u8>, DataReport)> {
-    let mut out = Vec::new();
-    let mut report = DataReport::default();
-    let mut total = 0usize;
+/// What RFC 5321 says DATA holds (§4.1.1.4, §4.5.2, §2.3.8), written from the RFC and
+/// not from the reader: the data ends at the first `<CRLF>.<CRLF>`, counting the CRLF
+/// that ended the DATA command; before it, CR and LF only come as CRLF, and a line's
+/// leading `.` is removed.
+#[derive(Debug, PartialEq)]
+enum Framed {
+    /// A bare CR or LF before the end: the reader must refuse and stop.
+    BareLineEnd,
+    /// No end in the input (and nothing bare): the reader waits for more.
+    Unfinished,
+    Message {
+        unstuffed: Vec<u8>,
+        received_headers: usize,
+    },
+}
+
+fn data_model(input: &[u8]) -> Framed {
+    let mut framed = b"\r\n".to_vec();
+    framed.extend_from_slice(input);
+    let end = framed.windows(5).position(|w| w == b"\r\n.\r\n");
+    // The message, with the CRLF before the dot line.
+    let scope = match end {
+        Some(e) => &framed[2..e + 2],
+        // A CR as the very last octet may yet be followed by its LF.
+        None => framed[2..].strip_suffix(b"\r").unwrap_or(&framed[2..]),
+    };
+    let bare = scope.iter().enumerate().any(|(i, &b)| match b {
+        b'\r' => scope.get(i + 1) != Some(&b'\n'),
+        b'\n' => i == 0 || scope[i - 1] != b'\r',
+        _ => false,
+    });
+    if bare {
+        return Framed::BareLineEnd;
+    }
+    if end.is_none() {
+        return Framed::Unfinished;
+    }
+    let mut unstuffed = Vec::new();
+    let mut received_headers = 0;
     let mut in_headers = true;
-    let mut rest = input;
-    loop {
-        let nl = rest.iter().position(|&b| b == b'\n')?;
-        let (line, after) = rest.split_at(nl + 1);
-        rest = after;
-        let crlf = line.ends_with(b"\r\n");
-        report.bare_lf |= !crlf;
-        let body = &line[..line.len() - if crlf { 2 } else { 1 }];
-        report.bare_cr |= body.contains(&b'\r');
-        if line == b".\r\n" {
-            report.too_big = total > max_size;
-            if report.too_big {
-                out.clear();
-            }
-            return Some((out, report));
-        }
-        let content = line.strip_prefix(b".").unwrap_or(line);
+    for line in scope.split_inclusive(|&b| b == b'\n') {
+        let line = line.strip_prefix(b".").unwrap_or(line);
         if in_headers {
-            if content == b"\r\n" || content == b"\n" {
+            if line == b"\r\n" {
                 in_headers = false;
-            } else if content.len() >= 9 && content[..9].eq_ignore_ascii_case(b"received:") {
-                report.received_headers += 1;
+            } else if line.len() >= 9 && line[..9].eq_ignore_ascii_case(b"received:") {
+                received_headers += 1;
             }
         }
-        total += content.len();
-        out.extend_from_slice(content);
+        unstuffed.extend_from_slice(line);
+    }
+    Framed::Message {
+        unstuffed,
+        received_headers,
     }
 }
 
-fn read_data(
-    rt: &Runtime,
-    input: &[u8],
-    chunk: usize,
-    buffer: usize,
-    max_size: usize,
-    line_cap: usize,
-) -> Option<(Vec<u8>, DataReport)> {
+fn check_data(rt: &Runtime, input: &[u8], selector: u8) {
+    let max_size = [u64::MAX, 16, 200][usize::from(selector % 3)];
+    let chunk = CHUNKS[usize::from(selector / 3) % CHUNKS.len()];
+    let buffer = [16 * 1024, 1, 4, 13][usize::from(selector / 24) % 4];
     let mut sink = Vec::new();
     let wire = Wire {
         input,
@@ -310,52 +335,50 @@ fn read_data(
     };
     let mut reader = BufReader::with_capacity(buffer, wire);
     let mut out = Vec::new();
-    let result = rt.block_on(fuzzing::read_data_capped(
+    let got = rt.block_on(fuzzing::read_data(
         &mut reader,
         &mut out,
         max_size,
         Duration::from_secs(60),
-        line_cap,
     ));
-    match result {
-        Ok(report) => Some((out, report)),
-        Err(DataError::Eof) => None,
-        Err(e) => panic!("in-memory DATA read failed: {e:?}"),
+    match (data_model(input), got) {
+        (Framed::BareLineEnd, Err(DataError::BareLineEnd { .. })) => {}
+        (Framed::Unfinished, Err(DataError::Eof)) => {}
+        (
+            Framed::Message {
+                unstuffed,
+                received_headers,
+            },
+            Ok(report),
+        ) => {
+            assert_eq!(report.received_headers, received_headers, "Received: count");
+            if unstuffed.len() as u64 > max_size {
+                assert!(report.too_big, "over the size limit, not reported");
+                assert!(out.len() as u64 <= max_size && unstuffed.starts_with(&out));
+            } else {
+                assert!(!report.too_big);
+                assert_eq!(out, unstuffed, "message differs from RFC 5321 framing");
+            }
+            assert_eq!(report.size, out.len() as u64);
+        }
+        (want, got) => panic!("DATA reader: RFC framing says {want:?}, reader gave {got:?}"),
     }
 }
 
-fn check_data(rt: &Runtime, input: &[u8], selector: u8) {
-    let max_size = [usize::MAX, 16, 200][usize::from(selector % 3)];
-    let want = data_model(input, max_size);
-    let chunk = CHUNKS[usize::from(selector / 3) % CHUNKS.len()];
-    let buffer = [16 * 1024, 1, 4, 13][usize::from(selector / 24) % 4];
-    // Inputs are far below the real cap (64 KiB): its long-line path never runs here.
-    let got = read_data(rt, input, chunk, buffer, max_size, 64 * 1024);
-    assert_eq!(
-        got.as_ref().map(|(o, r)| (o, r)),
-        want.as_ref().map(|(o, r)| (o, r)),
-        "DATA reader differs from the model"
-    );
-    let cap = LINE_CAPS[usize::from(selector) % LINE_CAPS.len()];
-    let capped = read_data(rt, input, chunk, buffer.min(7), max_size, cap);
-    match (capped, want) {
-        (None, None) => {}
-        (Some((out, r)), Some((want_out, w))) => {
-            assert_eq!(out, want_out, "long-line path changed the message");
-            assert_eq!(
-                (r.too_big, r.bare_lf, r.bare_cr),
-                (w.too_big, w.bare_lf, w.bare_cr),
-                "long-line path changed the verdict"
-            );
-            // A header line cut by the cap is not looked at: it may only count fewer.
-            assert!(r.received_headers <= w.received_headers);
-        }
-        (capped, want) => panic!(
-            "long-line path ended differently: capped {:?}, model {:?}",
-            capped.map(|c| c.1),
-            want.map(|w| w.1)
-        ),
-    }
+/// Real ends of data anywhere in what the client sent: at most this many messages can
+/// have been accepted, whatever the commands around them (the CRLF may be the DATA
+/// command's own).
+fn real_terminators(client: &[u8]) -> usize {
+    client.windows(5).filter(|w| *w == b"\r\n.\r\n").count()
+}
+
+/// `250 2.0.0 OK queued as a,b`: the ids of each accepted message.
+fn queued_ids(output: &[u8]) -> Vec<Vec<String>> {
+    String::from_utf8_lossy(output)
+        .split("\r\n")
+        .filter_map(|l| l.strip_prefix("250 2.0.0 OK queued as "))
+        .map(|ids| ids.split(',').map(str::to_owned).collect())
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -378,6 +401,19 @@ fuzz_target!(|data: &[u8]| {
         w.stop_rx.clone(),
     ));
     check_replies(&output);
+    let accepted = queued_ids(&output);
+    assert!(
+        accepted.len() <= real_terminators(client),
+        "{} messages accepted from {} real <CRLF>.<CRLF>",
+        accepted.len(),
+        real_terminators(client)
+    );
+    let spooled = SPOOLED.swap(0, Ordering::Relaxed);
+    assert_eq!(
+        spooled,
+        accepted.iter().map(Vec::len).sum::<usize>(),
+        "spooled envelopes and queued ids differ"
+    );
     if starttls {
         // Only offered in plain text, and the last reply is the go-ahead.
         assert!(s.tls.is_none() && s.server.tls.is_some());

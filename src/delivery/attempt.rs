@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, TxRecipient};
 use super::connections::ConnectionCache;
 use super::dns::{self, Destination, Resolve, Route};
+use super::message::Message;
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::dsn::{Action, notify_allows};
 use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState, Spool};
@@ -74,7 +75,8 @@ pub(crate) struct Outcome {
     pub remote_dsn: bool,
 }
 
-type Body = Arc<OnceCell<Result<Arc<Vec<u8>>, String>>>;
+/// The message, loaded by the first destination that needs it and shared by all.
+type Body = Arc<OnceCell<Result<Arc<Message>, String>>>;
 
 /// Runs one attempt; returns the envelope if recipients are still pending.
 pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelope> {
@@ -330,13 +332,10 @@ async fn deliver_group_now(
 
     let body = body
         .get_or_init(|| async {
-            let spool = shared.spool.clone();
-            let id = env.id.clone();
-            match tokio::task::spawn_blocking(move || spool.read_message(&id)).await {
-                Ok(Ok(b)) => Ok(Arc::new(b)),
-                Ok(Err(e)) => Err(format!("4.3.0 cannot read the message from the spool: {e}")),
-                Err(e) => Err(format!("4.3.0 cannot read the message from the spool: {e}")),
-            }
+            Message::load(shared.spool.clone(), &env.id)
+                .await
+                .map(Arc::new)
+                .map_err(|e| format!("4.3.0 cannot read the message from the spool: {e}"))
         })
         .await;
     let body = match body {

@@ -14,7 +14,7 @@ use mail_send::SmtpClient;
 use smtp_proto::{
     EXT_8BIT_MIME, EXT_DSN, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Response,
 };
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
@@ -30,6 +30,7 @@ use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureS
 
 use super::connections::ConnectionCache;
 use super::dns::Target;
+use super::message::Message;
 
 /// What the client needs besides the transaction.
 pub(crate) struct ClientSettings {
@@ -50,7 +51,7 @@ pub(crate) struct Transaction<'a> {
     pub ret_full: bool,
     pub recipients: Vec<TxRecipient<'a>>,
     /// The message as spooled (CRLF line ends, not dot-stuffed).
-    pub body: &'a [u8],
+    pub body: &'a Message,
 }
 
 pub(crate) struct TxRecipient<'a> {
@@ -326,11 +327,10 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     let done = |results: Vec<RcptResult>| HostOutcome::Done { results, dsn };
     let all = |r: RcptResult| done(vec![r; n]);
 
-    if caps.size > 0 && tx.body.len() > caps.size {
+    if caps.size > 0 && tx.body.len > caps.size as u64 {
         let e = format!(
             "5.3.4 message size {} exceeds the receiver's limit of {}",
-            tx.body.len(),
-            caps.size
+            tx.body.len, caps.size
         );
         return (all(RcptResult::Failed(e)), true);
     }
@@ -343,9 +343,9 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
     // MAIL
     let mut mail = format!("MAIL FROM:<{}>", tx.sender);
     if caps.has(EXT_SIZE) {
-        mail.push_str(&format!(" SIZE={}", tx.body.len()));
+        mail.push_str(&format!(" SIZE={}", tx.body.len));
     }
-    if caps.has(EXT_8BIT_MIME) && !tx.body.is_ascii() {
+    if caps.has(EXT_8BIT_MIME) && tx.body.eight_bit() {
         mail.push_str(" BODY=8BITMIME");
     }
     if needs_utf8 {
@@ -465,7 +465,7 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
             return (RcptResult::Deferred(e), false);
         }
     }
-    if let Err(e) = write_data(&mut client.stream, tx.body, client.timeout).await {
+    if let Err(e) = tx.body.write_data(&mut client.stream, client.timeout).await {
         let e = format!("4.4.2 sending the message: {e}");
         return (RcptResult::Deferred(e), false);
     }
@@ -489,46 +489,6 @@ async fn data<T: AsyncRead + AsyncWrite + Unpin>(
             (RcptResult::Deferred(e.to_owned()), false)
         }
     }
-}
-
-/// Sends the message with dot-stuffing and the final `.` line, byte-exact otherwise (the
-/// spooled message ends in CRLF; one is added if it does not). Each block of writing gets
-/// `stall` to go through.
-async fn write_data<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    body: &[u8],
-    stall: Duration,
-) -> std::io::Result<()> {
-    const BLOCK: usize = 64 * 1024;
-    let timed_out = || {
-        std::io::Error::new(
-            std::io::ErrorKind::TimedOut,
-            "timeout writing to the receiver",
-        )
-    };
-    let mut buf = Vec::with_capacity(BLOCK + 1024);
-    for line in body.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            buf.push(b'.');
-        }
-        buf.extend_from_slice(line);
-        if buf.len() >= BLOCK {
-            timeout(stall, w.write_all(&buf))
-                .await
-                .map_err(|_| timed_out())??;
-            buf.clear();
-        }
-    }
-    if !body.is_empty() && !body.ends_with(b"\r\n") {
-        buf.extend_from_slice(b"\r\n");
-    }
-    buf.extend_from_slice(b".\r\n");
-    timeout(stall, async {
-        w.write_all(&buf).await?;
-        w.flush().await
-    })
-    .await
-    .map_err(|_| timed_out())?
 }
 
 /// RSET; true if it was accepted, so the session is ready for the next transaction.
@@ -646,41 +606,6 @@ impl ServerCertVerifier for AnyCertificate {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    async fn stuffed(body: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        write_data(&mut out, body, Duration::from_secs(5))
-            .await
-            .unwrap();
-        out
-    }
-
-    #[tokio::test]
-    async fn dot_stuffing() {
-        assert_eq!(
-            stuffed(b"A: b\r\n\r\nx\r\n").await,
-            b"A: b\r\n\r\nx\r\n.\r\n"
-        );
-        assert_eq!(
-            stuffed(b".\r\n..x\r\n.y\r\n").await,
-            b"..\r\n...x\r\n..y\r\n.\r\n"
-        );
-        assert_eq!(stuffed(b"a\r\n.").await, b"a\r\n..\r\n.\r\n");
-        assert_eq!(stuffed(b"no end").await, b"no end\r\n.\r\n");
-        assert_eq!(stuffed(b"").await, b".\r\n");
-        assert_eq!(stuffed(b"\xff\xfe.\r\n").await, b"\xff\xfe.\r\n.\r\n");
-        // Larger than one block, with a dot line right at a block edge.
-        let mut big = Vec::new();
-        for i in 0..20_000 {
-            big.extend_from_slice(if i % 7 == 0 { b".dot\r\n" } else { b"line\r\n" });
-        }
-        let out = stuffed(&big).await;
-        let dots = big
-            .split(|&b| b == b'\n')
-            .filter(|l| l.starts_with(b"."))
-            .count();
-        assert_eq!(out.len(), big.len() + dots + 3);
-    }
 
     #[test]
     fn xtext_encoding() {

@@ -53,6 +53,7 @@ mod attempt;
 mod client;
 mod connections;
 mod dns;
+mod message;
 mod queue;
 
 use std::time::Duration;

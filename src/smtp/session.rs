@@ -3,17 +3,18 @@
 //! is durably in the spool.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use smtp_proto::{MAIL_RET_FULL, MAIL_SMTPUTF8, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
 use super::Server;
-use super::io::{self, DataError, Line};
+use super::io::{self, DataError, DataSink, Line};
 use super::received::Trace;
 use crate::policy;
 use crate::sender_store::{entry_lifetime, new_token};
-use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
+use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Spool};
 use crate::srs::{Decoded, ForwardError, ReverseError, unix_now};
 
 /// Replies held back for a pipelined batch are sent once they reach this size.
@@ -62,8 +63,15 @@ struct Session<'a, S> {
 enum Next {
     Continue,
     Close,
+    /// The client broke SMTP's framing: close without reading another command from it.
+    Abort,
     StartTls,
 }
+
+/// After an abort, what the client still sends is read and dropped for this long (up to
+/// [`LINGER_OCTETS`]), so that its kernel gets our reply rather than a reset.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+const LINGER_OCTETS: usize = 1024 * 1024;
 
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
@@ -115,12 +123,23 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
             Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::Closed,
             Ok(Ok(Line::TooLong)) => s.error("500 5.5.2 Line too long"),
+            Ok(Ok(Line::BareLineEnd)) => {
+                tracing::warn!(peer = %s.peer.ip(), "bare LF or CR in a command line; closing");
+                s.reply("500 5.5.2 Bare LF or CR in command line (RFC 5321 section 2.3.8), closing connection");
+                Next::Abort
+            }
             Ok(Ok(Line::Complete)) => s.command(&line).await,
         };
         match next {
             Next::Continue => {}
             Next::Close => {
                 let _ = s.flush().await;
+                return End::Closed;
+            }
+            Next::Abort => {
+                if s.flush().await.is_ok() {
+                    s.linger().await;
+                }
                 return End::Closed;
             }
             Next::StartTls => {
@@ -161,6 +180,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         self.out.clear();
         Ok(())
+    }
+
+    /// Closes our side, then reads and drops what the client still sends, for a bounded
+    /// time and amount: nothing of it is looked at.
+    async fn linger(&mut self) {
+        use tokio::io::AsyncReadExt;
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = self.io.get_mut().shutdown().await;
+            let mut scratch = [0u8; 4096];
+            let mut dropped = self.io.buffer().len();
+            while dropped < LINGER_OCTETS {
+                match self.io.get_mut().read(&mut scratch).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => dropped += n,
+                }
+            }
+        })
+        .await;
     }
 
     /// A reply for a failed command; too many of them end the session.
@@ -467,23 +504,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn data(&mut self) -> Next {
-        match &self.tx {
+        let tx = match self.tx.take() {
             None => return self.error("503 5.5.1 Need MAIL command"),
             Some(tx) if tx.recipients.is_empty() => {
+                self.tx = Some(tx);
                 return self.error("554 5.5.1 No valid recipients");
             }
-            Some(_) => {}
-        }
+            Some(tx) => tx,
+        };
         self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
         if self.flush().await.is_err() {
             return Next::Close;
         }
+        let planned = self.plan(tx);
         let limits = &self.srv.limits;
-        let mut body = Vec::with_capacity(8 * 1024);
+        let mut sink = SpoolSink {
+            spool: &self.srv.spool,
+            message: Some(Incoming::new()),
+        };
+        sink.push(planned.received.as_bytes());
         let report = match io::read_data(
             &mut self.io,
-            &mut body,
-            limits.max_message_size,
+            &mut sink,
+            limits.max_message_size as u64,
             limits.data_timeout,
         )
         .await
@@ -493,23 +536,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.reply("421 4.4.2 Timeout waiting for data, closing connection");
                 return Next::Close;
             }
-            Err(_) => return Next::Close,
+            Err(DataError::BareLineEnd { lf }) => {
+                tracing::warn!(peer = %self.peer.ip(), bare_lf = lf, bare_cr = !lf, "message refused: bare line ending in data; closing");
+                self.reply(
+                    "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8), closing connection",
+                );
+                return Next::Abort;
+            }
+            Err(DataError::Eof | DataError::Io(_)) => return Next::Close,
         };
-        let tx = self.tx.take().expect("checked above");
         if report.too_big {
             return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
-        }
-        if report.bare_lf || report.bare_cr {
-            tracing::warn!(peer = %self.peer.ip(), bare_lf = report.bare_lf, bare_cr = report.bare_cr, "message refused: bare line ending");
-            return self.error(
-                "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8)",
-            );
         }
         if report.received_headers > limits.max_received_headers {
             tracing::warn!(peer = %self.peer.ip(), received = report.received_headers, "message refused: mail loop");
             return self.error("554 5.4.6 Too many Received headers: mail loop detected");
         }
-        match self.spool(tx, body).await {
+        let Some(message) = sink.message else {
+            tracing::error!(peer = %self.peer.ip(), "message lost while being received; not accepted");
+            self.reply("451 4.3.0 Local error in processing");
+            return Next::Continue;
+        };
+        match self.spool(planned, message).await {
             Ok(ids) => {
                 self.reply(&format!("250 2.0.0 OK queued as {}", ids.join(",")));
                 Next::Continue
@@ -522,9 +570,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
-    /// Stores the message, one envelope per rewritten sender (the SRS address depends on
-    /// the alias), all or nothing; then hands the envelopes to delivery.
-    async fn spool(&self, tx: Transaction, body: Vec<u8>) -> std::io::Result<Vec<String>> {
+    /// The envelopes a transaction becomes, one per rewritten sender (the SRS address
+    /// depends on the alias), with their ids and the `Received:` header, made before the
+    /// message is read so that it streams into the spool behind that header.
+    fn plan(&self, tx: Transaction) -> Planned {
         let now = unix_now();
         let mut groups: Vec<(String, Vec<Recipient>)> = Vec::new();
         let single = match tx.recipients.as_slice() {
@@ -557,7 +606,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         let ids: Vec<String> = groups.iter().map(|_| Spool::new_id()).collect();
         let helo = self.helo.clone().unwrap_or_default();
-        let trace = Trace {
+        let received = Trace {
             helo: &helo,
             ip: self.peer.ip(),
             hostname: &self.srv.limits.hostname,
@@ -569,20 +618,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             now,
         }
         .header();
-        let mut message = Vec::with_capacity(trace.len() + body.len());
-        message.extend_from_slice(trace.as_bytes());
-        message.extend_from_slice(&body);
-        drop(body);
         let client = ClientInfo {
             ip: self.peer.ip().to_string(),
             helo,
             tls: self.tls.clone(),
         };
-        let envelopes: Vec<Envelope> = groups
+        let envelopes = groups
             .into_iter()
-            .zip(&ids)
+            .zip(ids)
             .map(|((sender, recipients), id)| Envelope {
-                id: id.clone(),
+                id,
                 arrival: now,
                 original_sender: tx.sender.clone(),
                 sender,
@@ -590,29 +635,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 client: client.clone(),
                 attempts: 0,
                 next_attempt: now,
-                size: message.len() as u64,
+                size: 0,
                 env_id: tx.env_id.clone(),
                 ret_full: tx.ret_full,
                 delay_warned: false,
                 dsn_owed: Vec::new(),
             })
             .collect();
+        Planned {
+            envelopes,
+            received,
+        }
+    }
+
+    /// Stores the message under every envelope, all or nothing; then hands the envelopes
+    /// to delivery.
+    async fn spool(&self, planned: Planned, mut message: Incoming) -> std::io::Result<Vec<String>> {
+        let mut envelopes = planned.envelopes;
+        for env in &mut envelopes {
+            env.size = message.len();
+        }
         let spool = self.srv.spool.clone();
-        let envelopes = tokio::task::spawn_blocking(move || {
-            let mut stored: Vec<&str> = Vec::new();
-            for env in &envelopes {
-                if let Err(e) = spool.store(env, &message) {
-                    for id in stored {
-                        let _ = spool.remove(id);
-                    }
-                    return Err(e);
-                }
-                stored.push(&env.id);
-            }
-            Ok(envelopes)
+        let (envelopes, result) = tokio::task::spawn_blocking(move || {
+            let result = spool.store_incoming(&envelopes, &mut message);
+            (envelopes, result)
         })
         .await
-        .map_err(std::io::Error::other)??;
+        .map_err(std::io::Error::other)?;
+        result?;
+        let ids = envelopes.iter().map(|e| e.id.clone()).collect();
         for env in envelopes {
             let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
             tracing::info!(
@@ -627,6 +678,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             (self.srv.on_spooled)(env);
         }
         Ok(ids)
+    }
+}
+
+/// A transaction at DATA: its envelopes and their `Received:` header.
+struct Planned {
+    envelopes: Vec<Envelope>,
+    received: String,
+}
+
+/// DATA's sink: the message goes into an [`Incoming`], whose file writes run on the
+/// blocking pool so that a session never holds more than a bounded buffer.
+struct SpoolSink<'a> {
+    spool: &'a Arc<Spool>,
+    /// `None` if a write task died: the message is then not accepted.
+    message: Option<Incoming>,
+}
+
+impl DataSink for SpoolSink<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(m) = &mut self.message {
+            m.push(bytes);
+        }
+    }
+
+    async fn settle(&mut self) {
+        if !self.message.as_ref().is_some_and(Incoming::wants_write) {
+            return;
+        }
+        let (Some(mut message), spool) = (self.message.take(), self.spool.clone()) else {
+            return;
+        };
+        self.message = tokio::task::spawn_blocking(move || {
+            message.write_out(&spool);
+            message
+        })
+        .await
+        .ok();
     }
 }
 

@@ -85,6 +85,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+mod incoming;
+pub use incoming::{Incoming, SPILL_AT};
+
 /// The `version` written into every envelope line.
 const FORMAT_VERSION: u32 = 2;
 /// The version before: `<id>.env` + `<id>.msg`, converted on open.
@@ -425,16 +428,111 @@ impl Spool {
                 (tmp, None)
             }
         };
-        if let Err(e) = rename_noreplace(&written, &queue_path) {
+        self.commit(&env.id, &written, free_number)
+    }
+
+    /// Stores the message of `incoming` under every one of `envs` (a copy each), all or
+    /// nothing: on `Err` none of them remains. Blocking, like [`Spool::store`].
+    pub fn store_incoming(&self, envs: &[Envelope], incoming: &mut Incoming) -> io::Result<()> {
+        if let Some(e) = incoming.take_failure() {
+            return Err(e);
+        }
+        if incoming.file.is_some() {
+            incoming.write_out(self);
+        }
+        if let Some(e) = incoming.take_failure() {
+            return Err(e);
+        }
+        let mut stored: Vec<&str> = Vec::new();
+        for env in envs {
+            let result = match &incoming.file {
+                None => self.store(env, incoming.buffered()),
+                Some(file) => self.store_copy(env, file, incoming.len()),
+            };
+            if let Err(e) = result {
+                for id in stored {
+                    let _ = self.remove(id);
+                }
+                return Err(e);
+            }
+            stored.push(&env.id);
+        }
+        Ok(())
+    }
+
+    /// [`Spool::store`] of the first `len` octets of `message`, copied file to file.
+    fn store_copy(&self, env: &Envelope, message: &File, len: u64) -> io::Result<()> {
+        match self.store_copy_once(env, message, len) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.release_free_files() > 0 => {
+                self.store_copy_once(env, message, len)
+            }
+            other => other,
+        }
+    }
+
+    fn store_copy_once(&self, env: &Envelope, message: &File, len: u64) -> io::Result<()> {
+        use std::io::{Read, Seek};
+        check_id(&env.id)?;
+        let header = encode_line(env, Some(len))?;
+        if exists(&self.file(&env.id, QUEUE_EXT))? {
+            return Err(already_exists(&env.id));
+        }
+        let tmp = self.tmp_file(&env.id);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let result = (|| {
+            file.write_all(&header)?;
+            let mut src = message;
+            src.seek(io::SeekFrom::Start(0))?;
+            // std copies File to File inside the kernel (copy_file_range).
+            let copied = io::copy(&mut src.take(len), &mut file)?;
+            if copied != len {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "incoming message file shorter than received",
+                ));
+            }
+            file.sync_all()
+        })();
+        drop(file);
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        self.commit(&env.id, &tmp, None)
+    }
+
+    /// A new file in `queue/` whose name is removed at once: it lives as long as the
+    /// handle, and a crash leaves nothing of it.
+    fn unnamed_file(&self) -> io::Result<File> {
+        let path = self.tmp_file("incoming");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        fs::remove_file(&path)?;
+        Ok(file)
+    }
+
+    /// Makes the written file `written` (a `.tmp`, or the free file `free_number`) the
+    /// queue file of `id`: rename, then the group-committed `queue/` fsync.
+    fn commit(&self, id: &str, written: &Path, free_number: Option<u64>) -> io::Result<()> {
+        let queue_path = self.file(id, QUEUE_EXT);
+        if let Err(e) = rename_noreplace(written, &queue_path) {
             match free_number {
                 // Still under its old name, already durable.
                 Some(n) => self.free.put(n, 0),
                 None => {
-                    let _ = fs::remove_file(&written);
+                    let _ = fs::remove_file(written);
                 }
             }
             return Err(if e.kind() == io::ErrorKind::AlreadyExists {
-                already_exists(&env.id)
+                already_exists(id)
             } else {
                 e
             });
@@ -498,19 +596,38 @@ impl Spool {
         }
     }
 
-    /// The stored message octets of `id`.
+    /// The stored message octets of `id`, whole (see [`Spool::open_message`] to stream them).
     pub fn read_message(&self, id: &str) -> io::Result<Vec<u8>> {
-        check_id(id)?;
-        let mut bytes = fs::read(self.file(id, QUEUE_EXT))?;
-        let Some((_, message)) = split_queue_file(&bytes, id) else {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("spool id {id}: queue file damaged"),
-            ));
-        };
-        let start = bytes.len() - message.len();
-        bytes.drain(..start);
+        self.read_message_prefix(id, u64::MAX)
+    }
+
+    /// At most the first `max` octets of the stored message of `id`.
+    pub fn read_message_prefix(&self, id: &str, max: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let (file, len) = self.open_message(id)?;
+        let want = len.min(max);
+        let mut bytes = Vec::with_capacity(usize::try_from(want).unwrap_or(0).min(1 << 20));
+        file.take(want).read_to_end(&mut bytes)?;
+        if (bytes.len() as u64) < want {
+            return Err(damaged_queue_file(id));
+        }
         Ok(bytes)
+    }
+
+    /// The queue file of `id`, positioned at the start of its message, and the message's
+    /// length. The file is whole (its length checked against its envelope line).
+    pub fn open_message(&self, id: &str) -> io::Result<(File, u64)> {
+        use std::io::{BufRead, Seek};
+        check_id(id)?;
+        let file = File::open(self.file(id, QUEUE_EXT))?;
+        let total = file.metadata()?.len();
+        let mut line = Vec::new();
+        let mut reader = io::BufReader::new(file);
+        reader.read_until(b'\n', &mut line)?;
+        queue_file_header(&line, id, total).ok_or_else(|| damaged_queue_file(id))?;
+        let mut file = reader.into_inner();
+        file.seek(io::SeekFrom::Start(line.len() as u64))?;
+        Ok((file, total - line.len() as u64))
     }
 
     /// Removes `id` from the spool: queue file first, then the updated envelope. Removing
@@ -758,6 +875,13 @@ impl Spool {
     }
 }
 
+fn damaged_queue_file(id: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("spool id {id}: queue file damaged"),
+    )
+}
+
 fn already_exists(id: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::AlreadyExists,
@@ -795,6 +919,7 @@ fn queue_file_header(line: &[u8], id: &str, total: u64) -> Option<Envelope> {
 }
 
 /// A whole queue file's envelope and message, if it is whole (what recovery keeps).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn split_queue_file<'a>(bytes: &'a [u8], id: &str) -> Option<(Envelope, &'a [u8])> {
     let end = bytes.iter().position(|&b| b == b'\n')? + 1;
     let env = queue_file_header(&bytes[..end], id, bytes.len() as u64)?;
