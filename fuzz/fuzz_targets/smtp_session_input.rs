@@ -8,11 +8,12 @@
 //!
 //! Checked besides "no panic, no hang":
 //! * every reply line is `NNN[ -]text` with CRLF and no other CR or LF in it;
-//! * every spooled message is free of bare CR and bare LF (the body was checked, so this
+//! * every spooled message is free of NUL, bare CR and bare LF (the body was checked, so this
 //!   holds our own `Received:` header, which quotes HELO and RCPT, to the same rule);
 //! * no more messages are accepted (`250 ... queued as`) than the input holds real
-//!   `<CRLF>.<CRLF>` sequences, and every id in those replies was spooled: a fake end of
-//!   data never lets a second transaction through (SMTP smuggling);
+//!   `<CRLF>.<CRLF>` sequences before its first bare CR or LF, and every id in those
+//!   replies was spooled: a fake end of data never lets a second transaction through
+//!   (SMTP smuggling);
 //! * from an untrusted client, only alias recipients are ever spooled (no open relay);
 //! * the DATA reader, fed the input alone, gives what RFC 5321 framing says, whatever the
 //!   read sizes: the message up to the first `<CRLF>.<CRLF>`, unstuffed, or a refusal
@@ -182,6 +183,7 @@ fn check_spooled(spool: Arc<Spool>, trusted: bool) -> Arc<dyn Fn(Envelope) + Sen
     Arc::new(move |env: Envelope| {
         let message = spool.read_message(&env.id).unwrap();
         assert!(message.starts_with(b"Received: from "));
+        assert!(!message.contains(&0), "NUL spooled");
         for (i, &b) in message.iter().enumerate() {
             match b {
                 b'\r' => assert_eq!(message.get(i + 1), Some(&b'\n'), "bare CR spooled"),
@@ -279,6 +281,8 @@ enum Framed {
     Message {
         unstuffed: Vec<u8>,
         received_headers: usize,
+        /// Holds a NUL (not 8bit data, RFC 2045 §2.8): to be refused.
+        nul: bool,
     },
 }
 
@@ -318,6 +322,7 @@ fn data_model(input: &[u8]) -> Framed {
         unstuffed.extend_from_slice(line);
     }
     Framed::Message {
+        nul: unstuffed.contains(&0),
         unstuffed,
         received_headers,
     }
@@ -348,10 +353,12 @@ fn check_data(rt: &Runtime, input: &[u8], selector: u8) {
             Framed::Message {
                 unstuffed,
                 received_headers,
+                nul,
             },
             Ok(report),
         ) => {
             assert_eq!(report.received_headers, received_headers, "Received: count");
+            assert_eq!(report.nul, nul, "NUL");
             if unstuffed.len() as u64 > max_size {
                 assert!(report.too_big, "over the size limit, not reported");
                 assert!(out.len() as u64 <= max_size && unstuffed.starts_with(&out));
@@ -365,11 +372,18 @@ fn check_data(rt: &Runtime, input: &[u8], selector: u8) {
     }
 }
 
-/// Real ends of data anywhere in what the client sent: at most this many messages can
-/// have been accepted, whatever the commands around them (the CRLF may be the DATA
-/// command's own).
+/// Real ends of data in what the client sent before its first bare CR or LF: at most
+/// this many messages can be accepted, whatever the commands around them (the CRLF may
+/// be the DATA command's own). Nothing after a bare line end may be accepted: only CRLF
+/// ends a line, so from there on client and server no longer agree on what is a command.
 fn real_terminators(client: &[u8]) -> usize {
-    client.windows(5).filter(|w| *w == b"\r\n.\r\n").count()
+    let bare = client.iter().enumerate().position(|(i, &b)| match b {
+        b'\r' => client.get(i + 1).is_some_and(|&n| n != b'\n'),
+        b'\n' => i == 0 || client[i - 1] != b'\r',
+        _ => false,
+    });
+    let before = &client[..bare.unwrap_or(client.len())];
+    before.windows(5).filter(|w| *w == b"\r\n.\r\n").count()
 }
 
 /// `250 2.0.0 OK queued as a,b`: the ids of each accepted message.

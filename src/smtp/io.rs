@@ -100,6 +100,9 @@ pub struct DataReport {
     pub received_headers: usize,
     /// Message octets (after unstuffing) given to the sink.
     pub size: u64,
+    /// The message holds a NUL: not 8bit data (RFC 6152, RFC 2045 §2.8), and a receiver
+    /// that drops NULs would take `<CRLF><NUL>.<CRLF>` for the end of the data.
+    pub nul: bool,
 }
 
 /// Why DATA did not end with `<CRLF>.<CRLF>`.
@@ -263,6 +266,7 @@ impl Framing {
             self.start[self.line_len..self.line_len + n].copy_from_slice(&bytes[..n]);
         }
         self.line_len += bytes.len();
+        self.report.nul |= memchr::memchr(0, bytes).is_some();
         self.out(bytes, sink);
     }
 
@@ -362,7 +366,7 @@ mod tests {
             1000,
         )
         .await;
-        rep.unwrap();
+        assert!(rep.unwrap().nul);
         assert_eq!(
             out,
             b"Subject: s\r\n\r\nbody\r\n\0.\r\nMAIL FROM:<smuggled@example.org>\r\n"

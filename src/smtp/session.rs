@@ -121,7 +121,13 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 let _ = s.flush().await;
                 return End::Closed;
             }
-            Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::Closed,
+            Ok(Err(_)) => return End::Closed,
+            // A client that half-closed after its last command still gets the replies
+            // held back for the batch (a 250 among them).
+            Ok(Ok(Line::Eof)) => {
+                let _ = s.flush().await;
+                return End::Closed;
+            }
             Ok(Ok(Line::TooLong)) => s.error("500 5.5.2 Line too long"),
             Ok(Ok(Line::BareLineEnd)) => {
                 tracing::warn!(peer = %s.peer.ip(), "bare LF or CR in a command line; closing");
@@ -547,6 +553,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         };
         if report.too_big {
             return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        if report.nul {
+            tracing::warn!(peer = %self.peer.ip(), "message refused: NUL in data");
+            return self.error("554 5.6.0 Message refused: NUL character in data");
         }
         if report.received_headers > limits.max_received_headers {
             tracing::warn!(peer = %self.peer.ip(), received = report.received_headers, "message refused: mail loop");

@@ -248,6 +248,8 @@ pub struct Received {
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
     pub data: Vec<u8>,
+    /// DATA as it came over the wire: still dot-stuffed, with the final `.` line.
+    pub raw: Vec<u8>,
     pub tls: bool,
 }
 
@@ -354,6 +356,7 @@ fn serve_one(
         mail_from: String::new(),
         rcpt_to: Vec::new(),
         data: Vec::new(),
+        raw: Vec::new(),
         tls: false,
     };
     let mut line = String::new();
@@ -377,6 +380,7 @@ fn serve_one(
                 mail_from: angle(&line[10..]),
                 rcpt_to: Vec::new(),
                 data: Vec::new(),
+                raw: Vec::new(),
                 tls: false,
             };
             w.write_all(b"250 2.1.0 ok\r\n")?;
@@ -413,11 +417,13 @@ fn serve_one(
                 return Ok(());
             }
             let mut data = Vec::new();
+            let mut raw = Vec::new();
             loop {
                 let mut l = Vec::new();
                 if r.read_until(b'\n', &mut l)? == 0 {
                     return Ok(());
                 }
+                raw.extend_from_slice(&l);
                 if l == b".\r\n" {
                     break;
                 }
@@ -427,6 +433,7 @@ fn serve_one(
                 data.extend_from_slice(&l);
             }
             cur.data = data;
+            cur.raw = raw;
             let reply = script.lock().unwrap().data.clone();
             if reply.starts_with('2') {
                 got.lock().unwrap().push(cur.clone());
