@@ -55,6 +55,11 @@ struct Log {
 }
 
 /// Sends distinct messages until `stop`, logging each outcome.
+/// The size of client `t`'s message number `n`.
+fn message_size(t: usize, n: usize) -> usize {
+    500 + (n * 7919 + t * 104_729) % 150_000
+}
+
 fn client(t: usize, addr: String, stop: Arc<AtomicBool>) -> Log {
     let mut log = Log::default();
     let mut n = 0usize;
@@ -72,8 +77,9 @@ fn client(t: usize, addr: String, stop: Arc<AtomicBool>) -> Log {
             }
             let id = format!("c{t}-{n}");
             n += 1;
-            // Sizes vary so kills land in all parts of the store.
-            let size = 500 + (n * 7919 + t * 104_729) % 60_000;
+            // Sizes vary so kills land in all parts of the store; past 64 KiB the message
+            // streams through a file on its way in.
+            let size = message_size(t, n);
             let from = format!("c{t}@sender.example");
             match s.send(&from, "john@forward.example", &numbered_message(&id, size)) {
                 Ok(Outcome::Reply(r)) if r.starts_with("250") => log.accepted.push(id),
@@ -224,7 +230,7 @@ fn kill_9_under_load_loses_nothing_that_got_250() {
         let size_of = |id: &str| {
             let (t, n) = id[1..].split_once('-').unwrap();
             let (t, n): (usize, usize) = (t.parse().unwrap(), n.parse().unwrap());
-            500 + ((n + 1) * 7919 + t * 104_729) % 60_000
+            message_size(t, n + 1)
         };
         assert_bytes_eq(
             without_our_received(&m.data),
