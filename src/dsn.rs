@@ -47,8 +47,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::smtp::received::rfc5322_date;
 use crate::spool::{Envelope, Recipient, RecipientState};
+use crate::time::rfc5322_date;
 
 /// The largest original message returned whole (RET=FULL). Postfix returns 50 kB and
 /// Exim 100 kB by default; 1 MiB still passes every receiver's size limit, keeps the

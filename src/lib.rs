@@ -27,6 +27,8 @@ pub mod socketmap;
 #[cfg(feature = "server")]
 pub mod spool;
 #[cfg(feature = "server")]
+pub mod time;
+#[cfg(feature = "server")]
 pub mod tls;
 
 #[cfg(feature = "fuzzing")]

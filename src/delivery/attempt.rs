@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -17,6 +17,7 @@ use super::message::Message;
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::dsn::{Action, notify_allows};
 use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState, Spool};
+use crate::srs::unix_now;
 
 /// What every attempt shares.
 pub(crate) struct Shared {
@@ -102,7 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
             }
             // Stopped before it started.
             Ok(None) => {}
-            Err(e) => tracing::error!(id = %env.id, error = %e, "delivery task failed"),
+            Err(e) => tracing::error!(queue_id = %env.id, error = %e, "delivery task failed"),
         }
     }
     drop(body);
@@ -140,12 +141,12 @@ fn conclude_attempt(shared: &Shared, env: &mut Envelope, outcomes: &[Outcome]) -
     );
     for &i in &concluded.expired {
         let r = &env.recipients[i];
-        tracing::info!(event = "failed", id = %env.id, rcpt = %r.address,
+        tracing::info!(event = "failed", queue_id = %env.id, rcpt = %r.address,
             remote = %r.remote.as_deref().unwrap_or("-"),
             reply = %r.last_error.as_deref().unwrap_or(""), reason = "expired", "expired");
     }
     if !env.is_done() {
-        tracing::debug!(id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
+        tracing::debug!(queue_id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
             "attempt finished; recipients still pending");
     }
     concluded
@@ -183,7 +184,7 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         let failed = report.failed.clone();
         let taken = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report)))
             .unwrap_or_else(|_| {
-                tracing::error!(id = %env.id, "the failure handler panicked");
+                tracing::error!(queue_id = %env.id, "the failure handler panicked");
                 false
             });
         if taken {
@@ -192,7 +193,7 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         match OwedReason::try_from(reason) {
             // A success notice that cannot be made is not worth keeping the message for.
             Err(()) => {
-                tracing::error!(id = %env.id, "the relayed notice could not be queued; it is lost")
+                tracing::error!(queue_id = %env.id, "the relayed notice could not be queued; it is lost")
             }
             // Given up on with the message, long after its lifetime: the log is all that is left.
             Ok(_)
@@ -201,7 +202,7 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
                         .arrival
                         .saturating_add(2 * shared.settings.max_lifetime.as_secs()) =>
             {
-                tracing::error!(id = %env.id, reason = ?reason, rcpts = ?failed,
+                tracing::error!(queue_id = %env.id, reason = ?reason, rcpts = ?failed,
                     "DSN still cannot be queued, twice the message lifetime after arrival; given up")
             }
             Ok(reason) => env.dsn_owed.push(OwedDsn {
@@ -219,7 +220,7 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         if env.pending().next().is_none() || env.next_attempt <= now {
             env.next_attempt = now.saturating_add(wait);
         }
-        tracing::warn!(id = %env.id, owed = env.dsn_owed.len(), next_attempt = env.next_attempt,
+        tracing::warn!(queue_id = %env.id, owed = env.dsn_owed.len(), next_attempt = env.next_attempt,
             "DSN not queued; the message stays in the spool and it is made again later");
     }
     // A finished envelope is removed below: writing it first would only cost fsyncs.
@@ -227,13 +228,13 @@ fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope 
         && let Err(e) = shared.spool.update(&env)
     {
         // Carry on: the state in memory is right; a crash now means a repeat delivery.
-        tracing::error!(id = %env.id, error = %e, "cannot update the envelope in the spool");
+        tracing::error!(queue_id = %env.id, error = %e, "cannot update the envelope in the spool");
     }
     if env.is_done() {
         match shared.spool.remove(&env.id) {
-            Ok(()) => tracing::debug!(id = %env.id, "done; removed from the spool"),
+            Ok(()) => tracing::debug!(queue_id = %env.id, "done; removed from the spool"),
             Err(e) => {
-                tracing::error!(id = %env.id, error = %e, "cannot remove a finished message from the spool")
+                tracing::error!(queue_id = %env.id, error = %e, "cannot remove a finished message from the spool")
             }
         }
     }
@@ -341,7 +342,7 @@ async fn deliver_group_now(
     let body = match body {
         Ok(b) => b.clone(),
         Err(e) => {
-            tracing::error!(id = %env.id, error = %e, "message unreadable");
+            tracing::error!(queue_id = %env.id, error = %e, "message unreadable");
             return all(RcptResult::Deferred(e.clone()), None);
         }
     };
@@ -383,7 +384,7 @@ async fn deliver_group_now(
                     .collect();
             }
             HostOutcome::TryNext(e) => {
-                tracing::debug!(id = %env.id, remote = %target.describe(), error = %e, "host failed; trying the next");
+                tracing::debug!(queue_id = %env.id, remote = %target.describe(), error = %e, "host failed; trying the next");
                 last = (e, Some(target.describe()));
             }
         }
@@ -395,13 +396,13 @@ fn log_outcome(id: &str, rcpt: &str, o: &Outcome) {
     let remote = o.remote.as_deref().unwrap_or("-");
     match &o.result {
         RcptResult::Delivered(reply) => {
-            tracing::info!(event = "delivered", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "delivered");
+            tracing::info!(event = "delivered", queue_id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "delivered");
         }
         RcptResult::Deferred(reply) => {
-            tracing::info!(event = "deferred", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "deferred");
+            tracing::info!(event = "deferred", queue_id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "deferred");
         }
         RcptResult::Failed(reply) => {
-            tracing::info!(event = "failed", id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "failed");
+            tracing::info!(event = "failed", queue_id = %id, rcpt = %rcpt, remote = %remote, reply = %reply, "failed");
         }
     }
 }
@@ -488,13 +489,6 @@ pub(crate) fn conclude(
             .collect();
     }
     out
-}
-
-pub(crate) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -100,12 +100,12 @@ pub(crate) async fn deliver(
         let Some(mut open) = cache.take(target) else {
             break;
         };
-        tracing::debug!(id = %tx.id, remote = %target.describe(), uses = open.uses,
+        tracing::debug!(queue_id = %tx.id, remote = %target.describe(), uses = open.uses,
             "reusing connection");
         match open.transaction(tx, cfg.data_done_timeout).await {
             // Lost (closed by the server while idle, 421): not this message's fault.
             (HostOutcome::TryNext(e), false) => {
-                tracing::debug!(id = %tx.id, remote = %target.describe(), error = %e,
+                tracing::debug!(queue_id = %tx.id, remote = %target.describe(), error = %e,
                     "cached connection failed; not counted")
             }
             // Anything the server said in a working session is its answer.
@@ -121,7 +121,7 @@ pub(crate) async fn deliver(
         // The connection is lost after a failed handshake: like Postfix at the `may`
         // level, come back in plain text.
         Opened::TlsFailed(e) if !cfg.require_tls => {
-            tracing::info!(id = %tx.id, remote = %target.describe(), error = %e,
+            tracing::info!(queue_id = %tx.id, remote = %target.describe(), error = %e,
                 "STARTTLS failed; retrying in plain text");
             match open(target, cfg, tx.id, false).await {
                 Opened::Ok(open) => open,
@@ -191,7 +191,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
                     }
                 };
                 let tls = crate::tls::describe(client.tls_connection());
-                tracing::info!(id = %id, remote = %remote, tls = %tls, "connected");
+                tracing::info!(queue_id = %id, remote = %remote, tls = %tls, "connected");
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 let caps = match hello(&mut client, &cfg.ehlo_name).await {
                     Ok(c) => c,
@@ -203,7 +203,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
                 return fail(format!("{} (in reply to STARTTLS)", reply_text(&r)));
             }
             // RFC 3207 §4: the session may go on without TLS.
-            Ok(r) => tracing::info!(id = %id, remote = %remote, reply = %reply_text(&r),
+            Ok(r) => tracing::info!(queue_id = %id, remote = %remote, reply = %reply_text(&r),
                 "STARTTLS refused; going on in plain text"),
             Err(e) => {
                 return fail(format!(
@@ -219,7 +219,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
         ));
     }
 
-    tracing::info!(id = %id, remote = %remote, tls = "none", "connected");
+    tracing::info!(queue_id = %id, remote = %remote, tls = "none", "connected");
     Opened::Ok(Open::new(target, Stream::Plain(client), caps))
 }
 

@@ -150,7 +150,7 @@ impl QueueHandle {
     pub fn submit(&self, env: Envelope) {
         let id = env.id.clone();
         if self.inner.submit.send(env).is_err() {
-            tracing::warn!(id = %id, "delivery queue stopped; message left in the spool");
+            tracing::warn!(queue_id = %id, "delivery queue stopped; message left in the spool");
         }
     }
 
@@ -208,7 +208,7 @@ struct Scheduler {
 impl Scheduler {
     fn add(&mut self, env: Envelope) {
         if self.waiting.contains_key(&env.id) || self.running.contains(&env.id) {
-            tracing::warn!(id = %env.id, "envelope already queued; ignored");
+            tracing::warn!(queue_id = %env.id, "envelope already queued; ignored");
             return;
         }
         if env.is_done() {
@@ -217,7 +217,7 @@ impl Scheduler {
             let id = env.id;
             tokio::task::spawn_blocking(move || {
                 if let Err(e) = spool.remove(&id) {
-                    tracing::error!(id = %id, error = %e, "cannot remove a finished message from the spool");
+                    tracing::error!(queue_id = %id, error = %e, "cannot remove a finished message from the spool");
                 }
             });
             return;
@@ -243,7 +243,7 @@ impl Scheduler {
     }
 
     fn launch_due(&mut self) {
-        let now = attempt::unix_now();
+        let now = crate::srs::unix_now();
         while let Some(Reverse((at, _))) = self.heap.peek() {
             if *at > now {
                 break;
@@ -278,7 +278,7 @@ impl Scheduler {
                 let id = self.running_ids.remove(&e.id()).unwrap_or_default();
                 self.running.remove(&id);
                 if !e.is_cancelled() {
-                    tracing::error!(id = %id, error = %e,
+                    tracing::error!(queue_id = %id, error = %e,
                         "delivery attempt failed; the message waits in the spool for a restart");
                 }
             }

@@ -823,7 +823,7 @@ impl Spool {
                 match state {
                     Some((updated, _)) => env = updated,
                     None => {
-                        tracing::warn!(id = %id, "unusable updated envelope set aside; \
+                        tracing::warn!(queue_id = %id, "unusable updated envelope set aside; \
                             the message is kept with its envelope as received");
                         out.set_aside
                             .push(self.set_aside(OsStr::new(&format!("{id}.{STATE_EXT}")))?);
