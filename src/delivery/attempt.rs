@@ -10,9 +10,11 @@ use std::time::Duration;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::client::{self, ClientSettings, HostOutcome, RcptResult, Transaction, TxRecipient};
-use super::connections::ConnectionCache;
-use super::dns::{self, Destination, Resolve, Route};
+use super::client::{
+    self, ClientSettings, HostOutcome, Open, RcptResult, Transaction, TxRecipient,
+};
+use super::connections::{self, ConnectionCache};
+use super::dns::{self, Destination, Resolve, Route, Target};
 use super::message::Message;
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::dsn::{Action, notify_allows};
@@ -28,7 +30,7 @@ pub(crate) struct Shared {
     pub resolver: Arc<dyn Resolve>,
     pub limits: Limits,
     /// Sessions between messages.
-    pub connections: Arc<ConnectionCache>,
+    pub connections: Arc<ConnectionCache<Open>>,
     /// Becomes `true` on shutdown: start nothing new.
     pub stop: watch::Receiver<bool>,
 }
@@ -369,7 +371,7 @@ async fn deliver_group_now(
 
     let mut last = (String::new(), None);
     for target in &targets {
-        match client::deliver(target, &shared.client, &tx, &shared.connections).await {
+        match deliver_at(target, shared, &tx).await {
             HostOutcome::Done { results, dsn } => {
                 let remote = Some(target.describe());
                 return indices
@@ -390,6 +392,61 @@ async fn deliver_group_now(
         }
     }
     all(RcptResult::Deferred(last.0), last.1)
+}
+
+/// Cached connections tried for one transaction before a new one is opened.
+const MAX_CACHED_TRIES: usize = 3;
+
+/// Delivers `tx` to `target`, over an idle session from the cache if there is one, and
+/// gives the session back to the cache afterwards if it is fit for another transaction.
+async fn deliver_at(target: &Target, shared: &Shared, tx: &Transaction<'_>) -> HostOutcome {
+    let cache = &shared.connections;
+    // A cached session the server has closed meanwhile fails before anything is decided
+    // (TryNext, session lost): then it is dropped and the next one, or a new one, is used.
+    for _ in 0..MAX_CACHED_TRIES {
+        let Some(mut open) = cache.take(target) else {
+            break;
+        };
+        tracing::debug!(queue_id = %tx.id, remote = %target.describe(), uses = open.uses,
+            "reusing connection");
+        match open.transaction(tx, shared.client.data_done_timeout).await {
+            // Lost (closed by the server while idle, 421): not this message's fault.
+            (HostOutcome::TryNext(e), false) => {
+                tracing::debug!(queue_id = %tx.id, remote = %target.describe(), error = %e,
+                    "cached connection failed; not counted")
+            }
+            // Anything the server said in a working session is its answer.
+            (outcome, clean) => {
+                give_back(target, open, clean, cache).await;
+                return outcome;
+            }
+        }
+    }
+    let mut open = match client::connect(target, &shared.client, tx.id).await {
+        Ok(open) => open,
+        Err(e) => return HostOutcome::TryNext(e),
+    };
+    let (outcome, clean) = open.transaction(tx, shared.client.data_done_timeout).await;
+    give_back(target, open, clean, cache).await;
+    outcome
+}
+
+/// After a transaction: back into the cache if the session is in a known state and the
+/// cache takes it, else QUIT; a session in an unknown state is only dropped.
+async fn give_back(target: &Target, open: Open, clean: bool, cache: &ConnectionCache<Open>) {
+    if clean && let Some(refused) = cache.put(target, open) {
+        refused.quit().await;
+    }
+}
+
+impl connections::Session for Open {
+    fn opened(&self) -> std::time::Instant {
+        self.opened
+    }
+
+    async fn quit(self) {
+        Open::quit(self).await
+    }
 }
 
 fn log_outcome(id: &str, rcpt: &str, o: &Outcome) {

@@ -1,12 +1,12 @@
 //! The SMTP client: sessions to one address, each carrying transactions (one MAIL, an
 //! RCPT per recipient, one DATA) one after the other, on mail-send's low-level
-//! `SmtpClient`. Between transactions a session waits in the connection cache.
+//! `SmtpClient`. Between transactions a session may wait in the connection cache (the
+//! attempt takes sessions from it and gives them back).
 //!
 //! STARTTLS is opportunistic, like Postfix's `may` level: used when offered, the
 //! certificate not verified; if the handshake fails, the host is tried again in plain
 //! text. With `require_tls`, a host without working STARTTLS is skipped instead.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,6 @@ use tokio_rustls::rustls::crypto::{
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio_rustls::rustls::{self, ClientConfig, DigitallySignedStruct, SignatureScheme};
 
-use super::connections::ConnectionCache;
 use super::dns::Target;
 use super::message::Message;
 
@@ -82,66 +81,27 @@ pub(crate) enum HostOutcome {
     Done { results: Vec<RcptResult>, dsn: bool },
 }
 
-/// Cached connections tried for one transaction before a new one is opened.
-const MAX_CACHED_TRIES: usize = 3;
-
-/// Delivers `tx` to `target`, over an idle connection from `cache` if there is one, and
-/// leaves the connection in `cache` afterwards if it is fit for another transaction.
-pub(crate) async fn deliver(
+/// Opens a session to `target`: STARTTLS where offered, and after a failed handshake
+/// once more in plain text unless TLS is required (Postfix's `may` level). `id`: the
+/// message it is opened for, for the log.
+pub(crate) async fn connect(
     target: &Target,
     cfg: &ClientSettings,
-    tx: &Transaction<'_>,
-    cache: &ConnectionCache,
-) -> HostOutcome {
-    // A cached connection the server has closed meanwhile fails before anything is
-    // decided (TryNext, session lost): then it is dropped and the next one, or a new one,
-    // is used.
-    for _ in 0..MAX_CACHED_TRIES {
-        let Some(mut open) = cache.take(target) else {
-            break;
-        };
-        tracing::debug!(queue_id = %tx.id, remote = %target.describe(), uses = open.uses,
-            "reusing connection");
-        match open.transaction(tx, cfg.data_done_timeout).await {
-            // Lost (closed by the server while idle, 421): not this message's fault.
-            (HostOutcome::TryNext(e), false) => {
-                tracing::debug!(queue_id = %tx.id, remote = %target.describe(), error = %e,
-                    "cached connection failed; not counted")
-            }
-            // Anything the server said in a working session is its answer.
-            (outcome, clean) => {
-                finish(open, clean, cache).await;
-                return outcome;
-            }
-        }
-    }
-    let open = match open(target, cfg, tx.id, true).await {
-        Opened::Ok(open) => open,
-        Opened::Failed(e) => return HostOutcome::TryNext(e),
-        // The connection is lost after a failed handshake: like Postfix at the `may`
-        // level, come back in plain text.
+    id: &str,
+) -> Result<Open, String> {
+    match open(target, cfg, id, true).await {
+        Opened::Ok(open) => Ok(open),
+        Opened::Failed(e) => Err(e),
+        // The connection is lost after a failed handshake: come back in plain text.
         Opened::TlsFailed(e) if !cfg.require_tls => {
-            tracing::info!(queue_id = %tx.id, remote = %target.describe(), error = %e,
+            tracing::info!(queue_id = %id, remote = %target.describe(), error = %e,
                 "STARTTLS failed; retrying in plain text");
-            match open(target, cfg, tx.id, false).await {
-                Opened::Ok(open) => open,
-                Opened::Failed(e) | Opened::TlsFailed(e) => return HostOutcome::TryNext(e),
+            match open(target, cfg, id, false).await {
+                Opened::Ok(open) => Ok(open),
+                Opened::Failed(e) | Opened::TlsFailed(e) => Err(e),
             }
         }
-        Opened::TlsFailed(e) => return HostOutcome::TryNext(e),
-    };
-    let mut open = open;
-    let (outcome, clean) = open.transaction(tx, cfg.data_done_timeout).await;
-    finish(open, clean, cache).await;
-    outcome
-}
-
-/// After a transaction: back into the cache if the session is in a known state and the
-/// cache takes it, else QUIT.
-async fn finish(open: Open, clean: bool, cache: &ConnectionCache) {
-    // A session in an unknown state is only closed (dropped).
-    if clean && let Some(mut refused) = cache.put(open) {
-        refused.quit().await;
+        Opened::TlsFailed(e) => Err(e),
     }
 }
 
@@ -197,7 +157,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
                     Ok(c) => c,
                     Err(e) => return fail(format!("{e} from {remote} (after STARTTLS)")),
                 };
-                return Opened::Ok(Open::new(target, Stream::Tls(Box::new(client)), caps));
+                return Opened::Ok(Open::new(Stream::Tls(Box::new(client)), caps));
             }
             Ok(r) if cfg.require_tls => {
                 return fail(format!("{} (in reply to STARTTLS)", reply_text(&r)));
@@ -220,16 +180,13 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
     }
 
     tracing::info!(queue_id = %id, remote = %remote, tls = "none", "connected");
-    Opened::Ok(Open::new(target, Stream::Plain(client), caps))
+    Opened::Ok(Open::new(Stream::Plain(client), caps))
 }
 
 /// A session past EHLO (and STARTTLS), between transactions.
 pub(crate) struct Open {
     stream: Stream,
     caps: Capabilities,
-    /// Where it goes: the cache's key.
-    pub(crate) addr: SocketAddr,
-    pub(crate) host: String,
     pub(crate) opened: Instant,
     /// Transactions carried so far.
     pub(crate) uses: u32,
@@ -242,12 +199,10 @@ enum Stream {
 }
 
 impl Open {
-    fn new(target: &Target, stream: Stream, caps: Capabilities) -> Open {
+    fn new(stream: Stream, caps: Capabilities) -> Open {
         Open {
             stream,
             caps,
-            addr: target.addr,
-            host: target.host.clone(),
             opened: Instant::now(),
             uses: 0,
         }
@@ -255,7 +210,7 @@ impl Open {
 
     /// One transaction; true with the outcome if the session is left in a known state
     /// (every command answered), so another may follow.
-    async fn transaction(
+    pub(crate) async fn transaction(
         &mut self,
         tx: &Transaction<'_>,
         done_timeout: Duration,
@@ -269,7 +224,7 @@ impl Open {
     }
 
     /// QUIT, not waiting long.
-    pub(crate) async fn quit(&mut self) {
+    pub(crate) async fn quit(mut self) {
         match &mut self.stream {
             Stream::Plain(c) => quit(c).await,
             Stream::Tls(c) => quit(&mut **c).await,

@@ -4,24 +4,32 @@
 //! the cache holds at most `max_idle` sessions in all.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::client::Open;
 use super::dns::Target;
 
-/// Idle sessions to one (address, host name), each with the time it went idle.
-type IdleSessions = HashMap<(SocketAddr, String), Vec<(Open, Instant)>>;
+/// What the cache needs of a session.
+pub(crate) trait Session: Send + 'static {
+    /// When it was opened (sessions are used for at most `max_age`).
+    fn opened(&self) -> Instant;
+    /// Ends it politely.
+    fn quit(self) -> impl Future<Output = ()> + Send;
+}
 
-pub(crate) struct ConnectionCache {
-    idle: Mutex<IdleSessions>,
+/// Idle sessions to one (address, host name), each with the time it went idle.
+type IdleSessions<S> = HashMap<(SocketAddr, String), Vec<(S, Instant)>>;
+
+pub(crate) struct ConnectionCache<S> {
+    idle: Mutex<IdleSessions<S>>,
     idle_time: Duration,
     max_age: Duration,
     max_idle: usize,
 }
 
-impl ConnectionCache {
+impl<S: Session> ConnectionCache<S> {
     /// `idle_time` zero: no caching, every session ends after its transaction.
     pub(crate) fn new(idle_time: Duration, max_age: Duration, max_idle: usize) -> Self {
         ConnectionCache {
@@ -33,7 +41,7 @@ impl ConnectionCache {
     }
 
     /// The most recently used idle session to `target` that is still fresh.
-    pub(crate) fn take(&self, target: &Target) -> Option<Open> {
+    pub(crate) fn take(&self, target: &Target) -> Option<S> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let key = (target.addr, target.host.clone());
         let list = idle.get_mut(&key)?;
@@ -52,25 +60,26 @@ impl ConnectionCache {
         found
     }
 
-    /// Keeps `open` for the next transaction; gives it back if the cache does not take it
-    /// (caching off, session too old, cache full), for the caller to QUIT.
-    pub(crate) fn put(&self, open: Open) -> Option<Open> {
+    /// Keeps `open`, a session to `target`, for the next transaction; gives it back if the
+    /// cache does not take it (caching off, session too old, cache full), for the caller
+    /// to QUIT.
+    pub(crate) fn put(&self, target: &Target, open: S) -> Option<S> {
         let now = Instant::now();
-        if self.idle_time.is_zero() || now.duration_since(open.opened) >= self.max_age {
+        if self.idle_time.is_zero() || now.duration_since(open.opened()) >= self.max_age {
             return Some(open);
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.values().map(Vec::len).sum::<usize>() >= self.max_idle {
             return Some(open);
         }
-        idle.entry((open.addr, open.host.clone()))
+        idle.entry((target.addr, target.host.clone()))
             .or_default()
             .push((open, now));
         None
     }
 
     /// Takes out the sessions that have waited too long, for the caller to QUIT.
-    pub(crate) fn expired(&self) -> Vec<Open> {
+    pub(crate) fn expired(&self) -> Vec<S> {
         let now = Instant::now();
         let mut out = Vec::new();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -89,27 +98,28 @@ impl ConnectionCache {
     }
 
     /// Takes out every idle session (on shutdown).
-    pub(crate) fn drain(&self) -> Vec<Open> {
+    pub(crate) fn drain(&self) -> Vec<S> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.drain().flat_map(|(_, l)| l).map(|(o, _)| o).collect()
     }
 
-    fn fresh(&self, open: &Open, since: Instant, now: Instant) -> bool {
-        now.duration_since(since) < self.idle_time && now.duration_since(open.opened) < self.max_age
+    fn fresh(&self, open: &S, since: Instant, now: Instant) -> bool {
+        now.duration_since(since) < self.idle_time
+            && now.duration_since(open.opened()) < self.max_age
     }
 }
 
 /// QUITs the sessions that `cache` lets go of, every `tick`, until `stop` turns true;
 /// then QUITs all that are left.
-pub(crate) async fn run_expiry(
-    cache: std::sync::Arc<ConnectionCache>,
+pub(crate) async fn run_expiry<S: Session>(
+    cache: std::sync::Arc<ConnectionCache<S>>,
     tick: Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let quit_all = |sessions: Vec<Open>| async move {
+    let quit_all = |sessions: Vec<S>| async move {
         let mut quits = tokio::task::JoinSet::new();
-        for mut open in sessions {
-            quits.spawn(async move { open.quit().await });
+        for open in sessions {
+            quits.spawn(open.quit());
         }
         quits.join_all().await;
     };

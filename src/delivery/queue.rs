@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, Limits, Shared};
-use super::client::{ClientSettings, opportunistic_tls};
+use super::client::{ClientSettings, Open, opportunistic_tls};
 use super::connections::{ConnectionCache, run_expiry};
 use super::dns::{Resolve, SystemResolver};
 use super::{DeliverySettings, OnFailure};
@@ -139,7 +139,7 @@ struct Inner {
     task: Mutex<Option<JoinHandle<()>>>,
     /// Closes idle outbound sessions; on stop, all of them.
     expiry: Mutex<Option<JoinHandle<()>>>,
-    connections: Arc<ConnectionCache>,
+    connections: Arc<ConnectionCache<Open>>,
     queued: Arc<AtomicUsize>,
 }
 
@@ -185,7 +185,7 @@ impl QueueHandle {
             let _ = expiry.await;
         }
         // Sessions that attempts finishing in the grace time gave back.
-        for mut open in self.inner.connections.drain() {
+        for open in self.inner.connections.drain() {
             open.quit().await;
         }
     }
