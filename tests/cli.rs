@@ -200,6 +200,10 @@ fn check_config_names_the_key() {
             "[queue]\nconnection_reuse_time = \"5 parsecs\"\n",
             "queue.connection_reuse_time",
         ),
+        (
+            "[server]\nrefused_rcpts_window = \"soon\"\n",
+            "server.refused_rcpts_window",
+        ),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
