@@ -77,6 +77,8 @@ pub struct SrsConfig {
     pub store: String,
     /// Relayed mail (trusted clients) gets the stored form instead of the stateless one.
     pub stored_for_relayed: bool,
+    /// Who may write to our SRS addresses: `any` sender, or only the `null` sender `<>`.
+    pub bounce_senders: String,
 }
 
 impl Default for SrsConfig {
@@ -94,6 +96,7 @@ impl Default for SrsConfig {
             default_domain: None,
             store: "srs-senders.redb".into(),
             stored_for_relayed: false,
+            bounce_senders: "any".into(),
         }
     }
 }
@@ -500,6 +503,7 @@ impl Config {
         duration("server.data_timeout", &self.server.data_timeout)?;
         duration("server.shutdown_grace", &self.server.shutdown_grace)?;
         self.refused_rcpts()?;
+        self.srs.bounce_senders()?;
         self.trusted_networks()?;
         let has_port = |h: &str| {
             h.rsplit_once(':')
@@ -604,7 +608,28 @@ impl Config {
     }
 }
 
+/// `srs.bounce_senders`: who may write to our SRS addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceSenders {
+    /// Bounces and replies alike (out-of-office replies come from a real sender).
+    Any,
+    /// Only the null sender `<>`: bounces and DSNs.
+    Null,
+}
+
 impl SrsConfig {
+    /// `srs.bounce_senders` parsed.
+    pub fn bounce_senders(&self) -> Result<BounceSenders, ConfigError> {
+        match self.bounce_senders.trim() {
+            "any" => Ok(BounceSenders::Any),
+            "null" => Ok(BounceSenders::Null),
+            other => Err(ConfigError::key(
+                "srs.bounce_senders",
+                format!("must be \"any\" or \"null\", got {other:?}"),
+            )),
+        }
+    }
+
     /// The codec options these keys describe.
     pub fn options(&self) -> Result<Options, ConfigError> {
         let format: Format = self
@@ -737,6 +762,7 @@ mod tests {
             ("[srs]\nhash_length = 2\n", "srs.hash_length"),
             ("[srs]\nmax_age_days = \"soon\"\n", "max_age_days"),
             ("[srs]\nmax_agedays = 3\n", "max_agedays"),
+            ("[srs]\nbounce_senders = \"some\"\n", "srs.bounce_senders"),
             (
                 "[server]\nrefused_rcpts_window = \"soon\"\n",
                 "server.refused_rcpts_window",

@@ -204,6 +204,7 @@ fn check_config_names_the_key() {
             "[server]\nrefused_rcpts_window = \"soon\"\n",
             "server.refused_rcpts_window",
         ),
+        ("[srs]\nbounce_senders = \"all\"\n", "srs.bounce_senders"),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);

@@ -1,6 +1,7 @@
 //! Guessing SRS addresses (issue 11, part 3), end to end: refused recipients are counted
 //! per client address and a client past `server.max_refused_rcpts` is cut off with 421,
-//! at once and at its next connections, while other clients carry on. The real
+//! at once and at its next connections, while other clients carry on; and
+//! `srs.bounce_senders = "null"` lets only bounces reach our SRS addresses. The real
 //! binary, swaks and recording receivers, on loopback: the guesser connects from
 //! 127.0.0.1, the bystander from 127.0.0.2 (swaks `--local-interface`).
 
@@ -246,4 +247,73 @@ fn srs_address() -> String {
     codec(SECRET, Format::Microsoft)
         .forward("bob@sender.test", "john@forward.example")
         .unwrap()
+}
+
+#[test]
+fn by_default_a_reply_from_a_real_sender_reaches_the_original_sender() {
+    let w = world("", "", "");
+    let to = srs_address();
+    let out = swaks_ok(&[
+        "--server",
+        &w.relay.addr(),
+        "--from",
+        "john@home.example",
+        "--to",
+        &to,
+        "--header",
+        "Subject: Automatic reply: out of office",
+    ]);
+    assert!(out.contains("250 2.0.0 OK queued"), "{out}");
+    wait_count(&w.sender, 1, &w.relay, "out-of-office reply");
+    let m = &w.sender.messages()[0];
+    assert_eq!(m.rcpt_to, ["bob@sender.test"]);
+    assert_eq!(m.mail_from, "john@home.example");
+}
+
+#[test]
+fn with_null_only_bounces_reach_srs_addresses() {
+    // A small refusal limit: the "bounces only" refusals must not count towards it.
+    let w = world("max_refused_rcpts = 2\n", "", "bounce_senders = \"null\"");
+    let to = srs_address();
+    let mut c = Client::connect(&w.relay.addr());
+    c.cmd("EHLO home.example");
+    assert!(c.cmd("MAIL FROM:<john@home.example>").starts_with("250"));
+    let reply = c.cmd(&format!("RCPT TO:<{to}>"));
+    assert_eq!(
+        reply.trim_end(),
+        format!("550 5.7.1 <{to}>: SRS addresses accept only bounces (null sender)")
+    );
+    // A forged address gets the same answer: from a real sender nothing tells good from
+    // forged.
+    for n in 0..3 {
+        let fake = forged(Format::Microsoft, n);
+        let reply = c.cmd(&format!("RCPT TO:<{fake}>"));
+        assert_eq!(
+            reply.trim_end(),
+            format!("550 5.7.1 <{fake}>: SRS addresses accept only bounces (null sender)")
+        );
+    }
+    // Not an SRS address: the usual answer.
+    let reply = c.cmd("RCPT TO:<nobody@forward.example>");
+    assert!(reply.starts_with("550 5.1.1"), "{reply}");
+    assert!(c.cmd("NOOP").starts_with("250"), "the session must go on");
+    c.cmd("QUIT");
+
+    // A bounce (MAIL FROM:<>) still goes through, to the original sender.
+    let out = swaks_ok(&[
+        "--server",
+        &w.relay.addr(),
+        "--from",
+        "<>",
+        "--to",
+        &to,
+        "--header",
+        "Subject: Undelivered Mail Returned to Sender",
+    ]);
+    assert!(out.contains("250 2.0.0 OK queued"), "{out}");
+    wait_count(&w.sender, 1, &w.relay, "bounce");
+    let m = &w.sender.messages()[0];
+    assert_eq!(m.rcpt_to, ["bob@sender.test"]);
+    assert_eq!(m.mail_from, "");
+    assert_eq!(w.sender.count(), 1, "the refused reply must not arrive");
 }

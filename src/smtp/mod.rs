@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, duration};
+use crate::config::{BounceSenders, Config, ConfigError, duration};
 use crate::policy::Policy;
 use crate::sender_store::SenderStore;
 use crate::spool::{Envelope, Spool};
@@ -73,6 +73,8 @@ pub struct Server {
     pub store: SenderStore,
     /// `srs.stored_for_relayed`.
     pub stored_for_relayed: bool,
+    /// `srs.bounce_senders`.
+    pub bounce_senders: BounceSenders,
     /// Refused recipients per client address (`server.max_refused_rcpts`).
     pub refusals: Refusals,
     pub tls: Option<TlsAcceptor>,
@@ -100,6 +102,7 @@ impl Server {
             spool,
             store,
             stored_for_relayed: cfg.srs.stored_for_relayed,
+            bounce_senders: cfg.srs.bounce_senders()?,
             refusals: {
                 let (limit, window) = cfg.refused_rcpts()?;
                 Refusals::new(limit, window)

@@ -12,6 +12,7 @@ use super::Server;
 use super::io::{self, DataError, Line};
 use super::received::Trace;
 use super::refusals::{self, Verdict};
+use crate::config::BounceSenders;
 use crate::policy;
 use crate::sender_store::{entry_lifetime, new_token};
 use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
@@ -338,6 +339,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     }
                 }
                 .map(|s| (vec![address.clone()], s))
+            }
+            policy::Recipient::UnknownLocal
+                if self.srv.bounce_senders == BounceSenders::Null
+                    && !tx.sender.trim().is_empty()
+                    && is_srs(srs, &address) =>
+            {
+                // Refused before the hash counts, so the reply tells a guesser nothing;
+                // hence not counted as a refused address either.
+                tracing::info!(peer = %ip, rcpt = %address, from = %tx.sender, "SRS address refused: not a bounce");
+                return self.error(&format!(
+                    "550 5.7.1 <{address}>: SRS addresses accept only bounces (null sender)"
+                ));
             }
             policy::Recipient::UnknownLocal if self.srv.refusals.blocked(ip).is_some() => {
                 // Blocked by another of its sessions meanwhile: not one more answer about
@@ -668,6 +681,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 enum Refusal {
     Permanent(String),
     Temporary(String),
+}
+
+/// Whether `address` has the shape of an SRS address (of either form or the stored form),
+/// whatever its hash: the reply must not depend on the hash.
+fn is_srs(srs: &crate::srs::Srs, address: &str) -> bool {
+    !matches!(srs.decode(address), Err(ReverseError::NotSrs))
 }
 
 /// The rewritten sender, or the original one where the codec cannot parse it (as
