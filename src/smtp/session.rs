@@ -345,7 +345,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     && !tx.sender.trim().is_empty()
                     && is_srs(srs, &address) =>
             {
-                // Refused before the hash counts, so the reply tells a guesser nothing;
+                // The same answer whatever the hash says, so it tells a guesser nothing;
                 // hence not counted as a refused address either.
                 tracing::info!(peer = %ip, rcpt = %address, from = %tx.sender, "SRS address refused: not a bounce");
                 return self.error(&format!(
