@@ -77,6 +77,8 @@ pub struct SrsConfig {
     pub store: String,
     /// Relayed mail (trusted clients) gets the stored form instead of the stateless one.
     pub stored_for_relayed: bool,
+    /// Who may write to our SRS addresses: `any` sender, or only the `null` sender `<>`.
+    pub bounce_senders: String,
 }
 
 impl Default for SrsConfig {
@@ -94,6 +96,7 @@ impl Default for SrsConfig {
             default_domain: None,
             store: "srs-senders.redb".into(),
             stored_for_relayed: false,
+            bounce_senders: "any".into(),
         }
     }
 }
@@ -124,6 +127,11 @@ pub struct ServerConfig {
     pub max_errors: usize,
     /// Time sessions get to finish on SIGTERM before they are cut.
     pub shutdown_grace: String,
+    /// Recipients refused (5xx at RCPT) per client address and window before the address
+    /// is refused with 421 for a window; 0 turns this off.
+    pub max_refused_rcpts: usize,
+    /// The window of `max_refused_rcpts`, and the penalty.
+    pub refused_rcpts_window: String,
 }
 
 impl Default for ServerConfig {
@@ -140,6 +148,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 50,
             max_errors: 10,
             shutdown_grace: "30s".into(),
+            max_refused_rcpts: 20,
+            refused_rcpts_window: "10m".into(),
         }
     }
 }
@@ -430,6 +440,19 @@ impl Config {
             && self.tcp_table.reverse_listen.is_empty())
     }
 
+    /// `server.max_refused_rcpts` (0 = off) and `server.refused_rcpts_window` parsed.
+    pub fn refused_rcpts(&self) -> Result<(u32, std::time::Duration), ConfigError> {
+        let limit = u32::try_from(self.server.max_refused_rcpts).map_err(|_| {
+            ConfigError::key("server.max_refused_rcpts", "must be at most 4294967295")
+        })?;
+        let key = "server.refused_rcpts_window";
+        let window = duration(key, &self.server.refused_rcpts_window)?;
+        if window < std::time::Duration::from_secs(1) {
+            return Err(ConfigError::key(key, "must be at least 1s"));
+        }
+        Ok((limit, window))
+    }
+
     /// `socketmap.socket_mode` parsed: octal permission bits.
     pub fn socket_mode(&self) -> Result<u32, ConfigError> {
         let text = self.socketmap.socket_mode.trim();
@@ -479,6 +502,8 @@ impl Config {
         duration("server.command_timeout", &self.server.command_timeout)?;
         duration("server.data_timeout", &self.server.data_timeout)?;
         duration("server.shutdown_grace", &self.server.shutdown_grace)?;
+        self.refused_rcpts()?;
+        self.srs.bounce_senders()?;
         self.trusted_networks()?;
         let has_port = |h: &str| {
             h.rsplit_once(':')
@@ -583,7 +608,28 @@ impl Config {
     }
 }
 
+/// `srs.bounce_senders`: who may write to our SRS addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BounceSenders {
+    /// Bounces and replies alike (out-of-office replies come from a real sender).
+    Any,
+    /// Only the null sender `<>`: bounces and DSNs.
+    Null,
+}
+
 impl SrsConfig {
+    /// `srs.bounce_senders` parsed.
+    pub fn bounce_senders(&self) -> Result<BounceSenders, ConfigError> {
+        match self.bounce_senders.trim() {
+            "any" => Ok(BounceSenders::Any),
+            "null" => Ok(BounceSenders::Null),
+            other => Err(ConfigError::key(
+                "srs.bounce_senders",
+                format!("must be \"any\" or \"null\", got {other:?}"),
+            )),
+        }
+    }
+
     /// The codec options these keys describe.
     pub fn options(&self) -> Result<Options, ConfigError> {
         let format: Format = self
@@ -716,6 +762,16 @@ mod tests {
             ("[srs]\nhash_length = 2\n", "srs.hash_length"),
             ("[srs]\nmax_age_days = \"soon\"\n", "max_age_days"),
             ("[srs]\nmax_agedays = 3\n", "max_agedays"),
+            ("[srs]\nbounce_senders = \"some\"\n", "srs.bounce_senders"),
+            (
+                "[server]\nrefused_rcpts_window = \"soon\"\n",
+                "server.refused_rcpts_window",
+            ),
+            (
+                "[server]\nrefused_rcpts_window = \"0s\"\n",
+                "server.refused_rcpts_window",
+            ),
+            ("[server]\nmax_refused_rcpts = -1\n", "max_refused_rcpts"),
         ];
         for (text, key) in cases {
             let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();

@@ -200,6 +200,11 @@ fn check_config_names_the_key() {
             "[queue]\nconnection_reuse_time = \"5 parsecs\"\n",
             "queue.connection_reuse_time",
         ),
+        (
+            "[server]\nrefused_rcpts_window = \"soon\"\n",
+            "server.refused_rcpts_window",
+        ),
+        ("[srs]\nbounce_senders = \"all\"\n", "srs.bounce_senders"),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);
@@ -334,4 +339,80 @@ fn reverse_looks_stored_forms_up_in_the_store() {
     let o = run(&["reverse", "--config", cfg, "--now", NOW, &unknown]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("unknown or expired"), "{}", stderr(&o));
+}
+
+/// What `serve` says about its secrets file when it cannot start: its port is taken, so
+/// it stops at the listener, after the secrets file has been read.
+fn serve_until_the_listener(dir: &Path) -> Output {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = dir.join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[srs]\nsecrets_file = \"secrets\"\n[server]\nlisten = [\"{}\"]\n[spool]\ndir = \"spool\"\n",
+            busy.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let o = bin()
+        .args(["serve", "--config", cfg.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("server.listen"),
+        "{}",
+        stderr(&o)
+    );
+    o
+}
+
+#[test]
+fn a_secrets_file_open_to_others_is_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = secrets(dir.path(), "tops3cr3t\n");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = stderr(&serve_until_the_listener(dir.path()));
+    let warning = err
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains("secrets file"))
+        .unwrap_or_else(|| panic!("no warning:\n{err}"));
+    assert!(
+        warning.contains(path.to_str().unwrap())
+            && warning.contains("0644")
+            && warning.contains("chmod 600"),
+        "{warning}"
+    );
+    assert!(
+        !err.contains("tops3cr3t"),
+        "the secret must never be logged"
+    );
+    // Mode 0600: no warning.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = stderr(&serve_until_the_listener(dir.path()));
+    assert!(!err.contains("chmod"), "{err}");
+}
+
+#[test]
+fn serve_creates_the_secrets_file_with_mode_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let err = stderr(&serve_until_the_listener(dir.path()));
+    assert!(err.contains("created a new secrets file"), "{err}");
+    let path = dir.path().join("secrets");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let secret = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        !err.contains(secret.trim()),
+        "the secret must never be logged"
+    );
+    // Only the secrets file, the spool and the store: no temporary file left behind.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
 }

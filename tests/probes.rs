@@ -25,9 +25,10 @@ const OUR_DOMAIN: &str = "forward.example";
 const PER_CONNECTION: usize = 40;
 
 /// A relay where 127.0.0.1 is not trusted (no `relay.trusted_networks`), with the
-/// harness's aliases, and enough error budget for a batch of probes.
+/// harness's aliases, enough error budget for a batch of probes, and no limit on refused
+/// recipients per client (tests/guessing.rs tests that limit).
 fn untrusted_relay() -> Relay {
-    let relay = Relay::start_full("max_errors = 1000\n", "", "");
+    let relay = Relay::start_full("max_errors = 1000\nmax_refused_rcpts = 0\n", "", "");
     let config = std::fs::read_to_string(&relay.config).unwrap();
     assert!(!config.contains("trusted_networks"), "{config}");
     relay

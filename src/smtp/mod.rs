@@ -4,6 +4,7 @@
 
 pub mod io;
 pub(crate) mod received;
+pub mod refusals;
 pub(crate) mod session;
 
 use std::collections::HashMap;
@@ -16,11 +17,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, ConfigError, duration};
+use crate::config::{BounceSenders, Config, ConfigError, duration};
 use crate::policy::Policy;
 use crate::sender_store::SenderStore;
 use crate::spool::{Envelope, Spool};
 use crate::srs::Srs;
+use refusals::Refusals;
 
 /// Limits and names a session needs, read once from the configuration.
 #[derive(Debug, Clone)]
@@ -71,6 +73,10 @@ pub struct Server {
     pub store: SenderStore,
     /// `srs.stored_for_relayed`.
     pub stored_for_relayed: bool,
+    /// `srs.bounce_senders`.
+    pub bounce_senders: BounceSenders,
+    /// Refused recipients per client address (`server.max_refused_rcpts`).
+    pub refusals: Refusals,
     pub tls: Option<TlsAcceptor>,
     pub on_spooled: OnSpooled,
     max_connections: Arc<Semaphore>,
@@ -96,6 +102,11 @@ impl Server {
             spool,
             store,
             stored_for_relayed: cfg.srs.stored_for_relayed,
+            bounce_senders: cfg.srs.bounce_senders()?,
+            refusals: {
+                let (limit, window) = cfg.refused_rcpts()?;
+                Refusals::new(limit, window)
+            },
             tls,
             on_spooled,
             max_connections: Arc::new(Semaphore::new(cfg.server.max_connections)),
@@ -142,6 +153,15 @@ impl Server {
         shutdown: watch::Receiver<bool>,
     ) {
         let _ = stream.set_nodelay(true);
+        // An address that guessed too much waits out its penalty (trusted networks are
+        // never counted, so never here).
+        if let Some(count) = self.refusals.blocked(peer.ip()) {
+            tracing::info!(peer = %peer.ip(), refused = count, "connection refused: too many refused recipients");
+            let _ = stream
+                .write_all(format!("{}\r\n", refusals::TOO_MANY).as_bytes())
+                .await;
+            return;
+        }
         let Ok(_permit) = self.max_connections.clone().try_acquire_owned() else {
             tracing::warn!(peer = %peer.ip(), "connection refused: too many connections");
             let _ = stream

@@ -12,6 +12,8 @@ use tokio::sync::watch;
 use super::Server;
 use super::io::{self, DataError, DataSink, Line};
 use super::received::Trace;
+use super::refusals::{self, Verdict};
+use crate::config::BounceSenders;
 use crate::policy;
 use crate::sender_store::{entry_lifetime, new_token};
 use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Spool};
@@ -381,6 +383,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 }
                 .map(|s| (vec![address.clone()], s))
             }
+            policy::Recipient::UnknownLocal
+                if self.srv.bounce_senders == BounceSenders::Null
+                    && !tx.sender.trim().is_empty()
+                    && is_srs(srs, &address) =>
+            {
+                // The same answer whatever the hash says, so it tells a guesser nothing;
+                // hence not counted as a refused address either.
+                tracing::info!(peer = %ip, rcpt = %address, from = %tx.sender, "SRS address refused: not a bounce");
+                return self.error(&format!(
+                    "550 5.7.1 <{address}>: SRS addresses accept only bounces (null sender)"
+                ));
+            }
+            policy::Recipient::UnknownLocal if self.srv.refusals.blocked(ip).is_some() => {
+                // Blocked by another of its sessions meanwhile: not one more answer about
+                // an address of ours, refused or accepted.
+                self.reply(refusals::TOO_MANY);
+                return Next::Close;
+            }
             policy::Recipient::UnknownLocal => match self.bounce_target(&address).await {
                 // A bounce (or reply) to one of our SRS addresses: on to the original
                 // sender, with its own MAIL FROM (usually <>) untouched.
@@ -388,12 +408,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     tracing::info!(peer = %ip, rcpt = %address, to = %target, "SRS address reversed");
                     Ok((vec![target], tx.sender.clone()))
                 }
-                Err(Refusal::Permanent(text)) => return self.error(&text),
+                Err(Refusal::Permanent(text)) => return self.refuse_rcpt(&text),
                 Err(Refusal::Temporary(text)) => Err(text),
             },
             policy::Recipient::Denied => {
                 tracing::info!(peer = %ip, rcpt = %address, "recipient refused: relaying denied");
-                return self.error(&format!("550 5.7.1 <{address}>: Relay access denied"));
+                return self.refuse_rcpt(&format!("550 5.7.1 <{address}>: Relay access denied"));
             }
         };
         let (targets, sender) = match rewritten {
@@ -416,6 +436,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
         self.reply("250 2.1.5 Recipient OK");
         Next::Continue
+    }
+
+    /// A 5xx for a recipient address, counted against the client's address (trusted
+    /// networks are exempt): at `server.max_refused_rcpts` the session ends with 421.
+    fn refuse_rcpt(&mut self, text: &str) -> Next {
+        let ip = self.peer.ip();
+        let refusals = &self.srv.refusals;
+        if refusals.enabled()
+            && !self.srv.policy.is_trusted(ip)
+            && let Verdict::Blocked { count, new } = refusals.record(ip)
+        {
+            if new {
+                tracing::warn!(
+                    peer = %ip,
+                    counted_as = %refusals::describe(ip),
+                    refused = count,
+                    penalty_secs = refusals.penalty().as_secs(),
+                    "too many refused recipients: address blocked"
+                );
+                // The refusal that reached the limit is answered; later ones (from
+                // sessions open when the block began) are not.
+                self.reply(text);
+            }
+            self.reply(refusals::TOO_MANY);
+            return Next::Close;
+        }
+        self.error(text)
     }
 
     /// The stored-form address for this transaction's sender: one token per transaction,
@@ -732,6 +779,12 @@ impl DataSink for SpoolSink<'_> {
 enum Refusal {
     Permanent(String),
     Temporary(String),
+}
+
+/// Whether `address` has the shape of an SRS address (of either form or the stored form),
+/// whatever its hash: the reply must not depend on the hash.
+fn is_srs(srs: &crate::srs::Srs, address: &str) -> bool {
+    !matches!(srs.decode(address), Err(ReverseError::NotSrs))
 }
 
 /// The rewritten sender, or the original one where the codec cannot parse it (as
