@@ -698,61 +698,10 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
     }
 }
 
-/// A new random secret (256 bits, base64 without padding): one line of a secrets file.
-pub fn new_secret() -> Result<String, ConfigError> {
-    let mut key = [0u8; 32];
-    getrandom::fill(&mut key).map_err(|e| ConfigError {
-        key: None,
-        message: format!("no randomness: {e}"),
-    })?;
-    Ok(data_encoding::BASE64_NOPAD.encode(&key))
-}
-
-/// Reads a secrets file: one secret per line, the first signs; blank lines and lines
-/// starting with `#` are skipped; a trailing CR/LF is not part of a secret (the format
-/// of postsrsd's secrets file, so the same file serves both).
-pub fn read_secrets(path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
-    let data = std::fs::read(path).map_err(|e| {
-        ConfigError::key(
-            "srs.secrets_file",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
-    let secrets: Vec<Vec<u8>> = data
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace) && !line.starts_with(b"#"))
-        .map(<[u8]>::to_vec)
-        .collect();
-    if secrets.is_empty() {
-        return Err(ConfigError::key(
-            "srs.secrets_file",
-            format!("{} holds no secret", path.display()),
-        ));
-    }
-    Ok(secrets)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Write;
-
-    #[test]
-    fn secrets_file_format() {
-        let mut f = tempfile::NamedTempFile::new().unwrap();
-        f.write_all(b"# rotated 2026-11\n\nnew-secret\r\nold secret\n  \n")
-            .unwrap();
-        let s = read_secrets(f.path()).unwrap();
-        assert_eq!(s, vec![b"new-secret".to_vec(), b"old secret".to_vec()]);
-        let empty = tempfile::NamedTempFile::new().unwrap();
-        assert!(
-            read_secrets(empty.path())
-                .unwrap_err()
-                .to_string()
-                .starts_with("srs.secrets_file:")
-        );
-    }
 
     #[test]
     fn bad_keys_are_named() {

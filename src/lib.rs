@@ -7,6 +7,8 @@ pub mod srs;
 
 #[cfg(feature = "cli")]
 pub mod config;
+#[cfg(feature = "cli")]
+pub mod secrets;
 
 #[cfg(feature = "server")]
 pub mod bounce;

@@ -156,14 +156,14 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Keygen => {
-            println!("{}", config::new_secret()?);
+            println!("{}", srs_relay::secrets::new_secret()?);
             Ok(())
         }
         Command::CheckConfig { config } => {
             let cfg = Config::load(config.as_deref())?;
             let secrets = cfg.secrets_path();
             if secrets.exists() {
-                config::read_secrets(&secrets)?;
+                srs_relay::secrets::read(&secrets)?;
             } else {
                 eprintln!(
                     "srs-relay: note: srs.secrets_file {} does not exist yet (serve creates it)",
@@ -204,7 +204,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 .build()
                 .map_err(|e| Failure::Usage(format!("cannot start the runtime: {e}")))?;
             runtime
-                .block_on(srs_relay::socketmap::run(cfg))
+                .block_on(srs_relay::relay::serve_lookups(cfg))
                 .map_err(Failure::Usage)
         }
         #[cfg(feature = "server")]
@@ -277,6 +277,6 @@ fn load_codec(args: &CodecArgs) -> Result<(Config, srs_relay::Options, Vec<Vec<u
         Some(p) => p.clone(),
         None => cfg.secrets_path(),
     };
-    let secrets = config::read_secrets(&secrets_path)?;
+    let secrets = srs_relay::secrets::read(&secrets_path)?;
     Ok((cfg, options, secrets))
 }

@@ -374,32 +374,6 @@ impl Services {
     }
 }
 
-/// Runs the lookup services alone (`srs-relay socketmap`) until SIGTERM or SIGINT.
-pub async fn run(cfg: Config) -> Result<(), String> {
-    let settings = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    if settings.is_empty() {
-        return Err(
-            "nothing to serve: set socketmap.listen, or tcp_table.forward_listen and tcp_table.reverse_listen"
-                .into(),
-        );
-    }
-    let secrets = crate::relay::load_or_create_secrets(&cfg)?;
-    let srs = Srs::new(&secrets, cfg.srs.options().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    drop(secrets);
-    let store = SenderStore::open(&cfg.srs.store, &cfg.base_dir)
-        .await
-        .map_err(|e| format!("srs.store: {e}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let services = start(settings, srs, store, stop_rx).await?;
-    crate::relay::wait_for_signal().await;
-    tracing::info!("shutting down the lookup services");
-    let _ = stop_tx.send(true);
-    services.stopped().await;
-    tracing::info!("stopped");
-    Ok(())
-}
-
 async fn bind_tcp(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
         .await
