@@ -4,8 +4,10 @@
 //! code, DATA is never reached and nothing is spooled. A legitimate alias is the control:
 //! it must be accepted, so the test fails if everything is refused for a wrong reason.
 //!
-//! The exact refusal is not asserted: forged SRS addresses get 550 5.1.1 today and will get
-//! 550 5.7.1 once bounces are reversed at RCPT time.
+//! The exact refusal is not asserted, only its class: SRS addresses are checked at RCPT, a
+//! forged, tampered or expired one gets 550 5.7.1 naming the check that failed, a malformed
+//! one 550 5.1.1; relay tricks get 550 5.7.1 or 550 5.1.1. The refused-recipient throttle
+//! is off here (`max_refused_rcpts = 0`): `tests/guessing.rs` tests it.
 
 mod common;
 
