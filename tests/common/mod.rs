@@ -110,12 +110,34 @@ impl Relay {
         }
     }
 
+    /// Starts the relay and waits until it listens. Ports are picked free but not
+    /// reserved: if another test took this one meanwhile, the relay is started again on
+    /// a new one.
     pub fn spawn(&mut self) {
+        for _ in 0..5 {
+            if self.spawn_once() {
+                return;
+            }
+            let port = free_port();
+            let cfg = std::fs::read_to_string(&self.config).unwrap();
+            let cfg = cfg.replace(
+                &format!("listen = [\"127.0.0.1:{}\"]", self.port),
+                &format!("listen = [\"127.0.0.1:{port}\"]"),
+            );
+            std::fs::write(&self.config, cfg).unwrap();
+            self.port = port;
+        }
+        panic!("relay could not get a port; log:\n{}", self.log());
+    }
+
+    /// True once the relay listens; false if its port was taken.
+    fn spawn_once(&mut self) -> bool {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let log_start = log.metadata().unwrap().len() as usize;
         let bin = env!("CARGO_BIN_EXE_srs-relay");
         let mut cmd = match self.wrapper.split_first() {
             Some((first, rest)) => {
@@ -133,16 +155,22 @@ impl Relay {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let port = self.port;
+        let listening = format!("listening listen=127.0.0.1:{}", self.port);
+        let new_log = |r: &Relay| r.log().get(log_start..).unwrap_or_default().to_owned();
+        let mut exited = false;
+        let up = wait_until(Duration::from_secs(20), || {
+            exited = !self.is_running();
+            exited || new_log(self).contains(&listening)
+        });
+        if exited && new_log(self).contains("Address already in use") {
+            return false;
+        }
         assert!(
-            wait_until(Duration::from_secs(20), || TcpStream::connect((
-                "127.0.0.1",
-                port
-            ))
-            .is_ok()),
+            up && !exited,
             "relay did not start listening; log:\n{}",
             self.log()
         );
+        true
     }
 
     pub fn addr(&self) -> String {
