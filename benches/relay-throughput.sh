@@ -4,7 +4,7 @@
 # and its RSS with 1,000 idle connections open.
 #
 # Needs: postfix (for smtp-source, smtp-sink), python3. Installs nothing itself.
-# Usage: benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
+# Usage: [BIN=...] benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-5000}
@@ -16,8 +16,11 @@ for tool in /usr/sbin/smtp-source /usr/sbin/smtp-sink python3; do
   command -v "$tool" >/dev/null || { echo "missing $tool (apt-get install postfix python3)"; exit 1; }
 done
 
-cargo build --release --quiet
-BIN=$PWD/target/release/srs-relay
+# BIN=path/to/srs-relay measures another build (an older commit's, say) the same way.
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN=$PWD/target/release/srs-relay
+fi
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
