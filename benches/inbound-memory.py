@@ -162,6 +162,7 @@ async def load(port, n, body, pause):
 
 
 def rss_kib(pid, key="VmRSS"):
+    """A field of /proc/PID/status, as a number (kiB for the Vm* ones)."""
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -179,6 +180,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.path, self.phase = pid, path, "connect"
         self.peaks, self.stop, self.disk0, self.disk_peak = {}, False, self.used(), 0
+        self.threads = 0
 
     def used(self):
         st = os.statvfs(self.path)
@@ -189,6 +191,7 @@ class Sampler(threading.Thread):
             r = rss_kib(self.pid)
             self.peaks[self.phase] = max(self.peaks.get(self.phase, 0), r)
             self.disk_peak = max(self.disk_peak, self.used() - self.disk0)
+            self.threads = max(self.threads, rss_kib(self.pid, "Threads"))
             time.sleep(0.05)
 
 
@@ -342,7 +345,8 @@ max_per_destination = 20
         peak_delivery_kib=peaks.get("delivery", 0),
         peak_sampled_kib=max(peaks.values() or [0]), hwm_kib=hwm,
         after_accept_kib=rss_after_accept, end_kib=rss_end,
-        disk_peak_mb=f"{sampler.disk_peak / 1e6:.0f}", alive=int(alive))
+        disk_peak_mb=f"{sampler.disk_peak / 1e6:.0f}", threads_peak=sampler.threads,
+        alive=int(alive))
     print(" ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
     for r in results["replies"][:5]:
         print(f"  {a.name}: {r}", file=sys.stderr)

@@ -86,16 +86,18 @@ mib = lambda k: f"{int(k) / 1024:.1f}"
 print()
 print(f"{'case':<5} {'sessions x MB':>14} {'pause':>5} {'250':>5} {'refused':>7} {'errors':>6} {'send s':>7}"
       f" {'MB/s':>6} {'drained s':>9} {'left':>4} {'base MiB':>8} {'peak recv':>9} {'peak deliv':>10}"
-      f" {'VmHWM MiB':>9} {'disk MB':>7}")
+      f" {'VmHWM MiB':>9} {'threads':>7} {'disk MB':>7}")
 for r in rows:
     if "error" in r:
         print(f"{r['name']:<5} {r['error']}"); continue
     print(f"{r['name']:<5} {int(r['sessions']):>6,} x {int(r['size'])/1e6:>5.1f} {float(r['pause']):>5.0f}"
           f" {r['accepted']:>5} {r['refused']:>7} {r['errors']:>6} {r['send_s']:>7} {r['mb_s']:>6}"
           f" {r['drained_s']:>9} {r['left']:>4} {mib(r['baseline_kib']):>8} {mib(r['peak_receive_kib']):>9}"
-          f" {mib(r['peak_delivery_kib']):>10} {mib(r['hwm_kib']):>9} {r['disk_peak_mb']:>7}")
+          f" {mib(r['peak_delivery_kib']):>10} {mib(r['hwm_kib']):>9} {r.get('threads_peak', '?'):>7}"
+          f" {r['disk_peak_mb']:>7}")
 print("send s: last 354 to last 250, pause excluded; drained s: first connect until the spool held"
       " no message and smtp-sink had counted them all; peaks: VmRSS every 50 ms before / after"
-      " the last 250; disk MB: peak of the file system's used space above its start.")
+      " the last 250; threads: the relay's, at most; disk MB: peak of the file system's used space"
+      " above its start (other writers on the disk count too).")
 PY
 exit $status
