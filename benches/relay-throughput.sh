@@ -61,7 +61,7 @@ RELAY=$!
 PIDS+=($RELAY)
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$RELAY_PORT) 2>/dev/null && break; sleep 0.1; done
 
-queued() { find "$WORK/spool/queue" -name '*.env' 2>/dev/null | wc -l; }
+queued() { find "$WORK/spool/queue" -name '*.q' 2>/dev/null | wc -l; }
 
 start=$(date +%s.%N)
 /usr/sbin/smtp-source -s "$SESSIONS" -m "$MESSAGES" -l "$SIZE" -f bob@sender.bench -t someone@dest.bench 127.0.0.1:"$RELAY_PORT"
