@@ -54,7 +54,9 @@ mod client;
 mod connections;
 mod dns;
 mod message;
+mod outcome;
 mod queue;
+mod tls;
 
 use std::time::Duration;
 

@@ -11,9 +11,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, Limits, Shared};
-use super::client::{ClientSettings, Open, opportunistic_tls};
+use super::client::{ClientSettings, Open};
 use super::connections::{ConnectionCache, run_expiry};
 use super::dns::{Resolve, SystemResolver};
+use super::tls::opportunistic_tls;
 use super::{DeliverySettings, OnFailure};
 use crate::spool::{Envelope, Spool};
 

@@ -1,0 +1,231 @@
+//! DATA: the message streamed into the spool, one envelope per sender, then handed on.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Next, Session, Transaction};
+use crate::smtp::io::{self, DataError, DataSink};
+use crate::smtp::received::Trace;
+use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Spool};
+use crate::srs::unix_now;
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    pub(super) async fn data(&mut self) -> Next {
+        let tx = match self.tx.take() {
+            None => return self.error("503 5.5.1 Need MAIL command"),
+            Some(tx) if tx.recipients.is_empty() => {
+                self.tx = Some(tx);
+                return self.error("554 5.5.1 No valid recipients");
+            }
+            Some(tx) => tx,
+        };
+        self.reply("354 Start mail input; end with <CRLF>.<CRLF>");
+        if self.flush().await.is_err() {
+            return Next::Close;
+        }
+        let planned = self.plan(tx);
+        let limits = &self.srv.limits;
+        let mut sink = SpoolSink {
+            spool: &self.srv.spool,
+            message: Some(Incoming::new()),
+        };
+        sink.push(planned.received.as_bytes());
+        let report = match io::read_data(
+            &mut self.io,
+            &mut sink,
+            limits.max_message_size as u64,
+            limits.data_timeout,
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(DataError::Timeout) => {
+                self.reply("421 4.4.2 Timeout waiting for data, closing connection");
+                return Next::Close;
+            }
+            Err(DataError::BareLineEnd { lf }) => {
+                tracing::warn!(peer = %self.peer.ip(), bare_lf = lf, bare_cr = !lf, "message refused: bare line ending in data; closing");
+                self.reply(
+                    "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8), closing connection",
+                );
+                return Next::Abort;
+            }
+            Err(DataError::Eof | DataError::Io(_)) => return Next::Close,
+        };
+        if report.too_big {
+            return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
+        }
+        if report.nul {
+            tracing::warn!(peer = %self.peer.ip(), "message refused: NUL in data");
+            return self.error("554 5.6.0 Message refused: NUL character in data");
+        }
+        if report.received_headers > limits.max_received_headers {
+            tracing::warn!(peer = %self.peer.ip(), received = report.received_headers, "message refused: mail loop");
+            return self.error("554 5.4.6 Too many Received headers: mail loop detected");
+        }
+        let Some(message) = sink.message else {
+            tracing::error!(peer = %self.peer.ip(), "message lost while being received; not accepted");
+            self.reply("451 4.3.0 Local error in processing");
+            return Next::Continue;
+        };
+        match self.spool(planned, message).await {
+            Ok(ids) => {
+                self.reply(&format!("250 2.0.0 OK queued as {}", ids.join(",")));
+                Next::Continue
+            }
+            Err(e) => {
+                tracing::error!(peer = %self.peer.ip(), error = %e, "spool write failed; message not accepted");
+                self.reply("452 4.3.1 Insufficient system storage");
+                Next::Continue
+            }
+        }
+    }
+
+    /// The envelopes a transaction becomes, one per rewritten sender (the SRS address
+    /// depends on the alias), with their ids and the `Received:` header, made before the
+    /// message is read so that it streams into the spool behind that header.
+    fn plan(&self, tx: Transaction) -> Planned {
+        let now = unix_now();
+        let mut groups: Vec<(String, Vec<Recipient>)> = Vec::new();
+        let single = match tx.recipients.as_slice() {
+            [one] => Some(one.original.clone()),
+            _ => None,
+        };
+        for acc in tx.recipients {
+            let idx = match groups.iter().position(|(s, _)| *s == acc.sender) {
+                Some(i) => i,
+                None => {
+                    groups.push((acc.sender.clone(), Vec::new()));
+                    groups.len() - 1
+                }
+            };
+            let list = &mut groups[idx].1;
+            for target in acc.targets {
+                if list.iter().any(|r| r.address.eq_ignore_ascii_case(&target)) {
+                    continue;
+                }
+                list.push(Recipient {
+                    address: target,
+                    original: acc.original.clone(),
+                    state: RecipientState::Pending,
+                    last_error: None,
+                    remote: None,
+                    notify: acc.notify.clone(),
+                    orcpt: acc.orcpt.clone(),
+                });
+            }
+        }
+        let ids: Vec<String> = groups.iter().map(|_| Spool::new_id()).collect();
+        let helo = self.helo.clone().unwrap_or_default();
+        let received = Trace {
+            helo: &helo,
+            ip: self.peer.ip(),
+            hostname: &self.srv.limits.hostname,
+            esmtp: self.esmtp,
+            smtputf8: tx.smtputf8,
+            tls: self.tls.as_deref(),
+            id: &ids[0],
+            single_recipient: single.as_deref(),
+            now,
+        }
+        .header();
+        let client = ClientInfo {
+            ip: self.peer.ip().to_string(),
+            helo,
+            tls: self.tls.clone(),
+        };
+        let envelopes = groups
+            .into_iter()
+            .zip(ids)
+            .map(|((sender, recipients), id)| Envelope {
+                id,
+                arrival: now,
+                original_sender: tx.sender.clone(),
+                sender,
+                recipients,
+                client: client.clone(),
+                attempts: 0,
+                next_attempt: now,
+                size: 0,
+                env_id: tx.env_id.clone(),
+                ret_full: tx.ret_full,
+                delay_warned: false,
+                dsn_owed: Vec::new(),
+            })
+            .collect();
+        Planned {
+            envelopes,
+            received,
+        }
+    }
+
+    /// Stores the message under every envelope, all or nothing; then hands the envelopes
+    /// to delivery.
+    async fn spool(&self, planned: Planned, mut message: Incoming) -> std::io::Result<Vec<String>> {
+        let mut envelopes = planned.envelopes;
+        for env in &mut envelopes {
+            env.size = message.len();
+        }
+        let spool = self.srv.spool.clone();
+        let (envelopes, result) = tokio::task::spawn_blocking(move || {
+            let result = spool.store_incoming(&envelopes, &mut message);
+            (envelopes, result)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+        result?;
+        let ids = envelopes.iter().map(|e| e.id.clone()).collect();
+        for env in envelopes {
+            let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+            tracing::info!(
+                queue_id = %env.id,
+                size = env.size,
+                from = %env.original_sender,
+                sender = %env.sender,
+                rcpts = ?rcpts,
+                tls = ?env.client.tls,
+                "received"
+            );
+            (self.srv.on_spooled)(env);
+        }
+        Ok(ids)
+    }
+}
+
+/// A transaction at DATA: its envelopes and their `Received:` header.
+struct Planned {
+    envelopes: Vec<Envelope>,
+    received: String,
+}
+
+/// DATA's sink: the message goes into an [`Incoming`], whose file writes run on the
+/// blocking pool so that a session never holds more than a bounded buffer.
+struct SpoolSink<'a> {
+    spool: &'a Arc<Spool>,
+    /// `None` if a write task died: the message is then not accepted.
+    message: Option<Incoming>,
+}
+
+impl DataSink for SpoolSink<'_> {
+    fn push(&mut self, bytes: &[u8]) {
+        if let Some(m) = &mut self.message {
+            m.push(bytes);
+        }
+    }
+
+    async fn settle(&mut self) {
+        if !self.message.as_ref().is_some_and(Incoming::wants_write) {
+            return;
+        }
+        let (Some(mut message), spool) = (self.message.take(), self.spool.clone()) else {
+            return;
+        };
+        self.message = tokio::task::spawn_blocking(move || {
+            message.write_out(&spool);
+            message
+        })
+        .await
+        .ok();
+    }
+}
