@@ -1,7 +1,8 @@
 //! The process lifecycle of the long-running commands: `srs-relay serve` wires
 //! configuration, codec, policy, spool, delivery, the SMTP listeners and the lookup
 //! services together and shuts them down in order on SIGTERM/SIGINT;
-//! `srs-relay socketmap` runs the lookup services alone. Both start from [`Basics`].
+//! `srs-relay socketmap` runs the lookup services alone. Both start from `Basics` (codec
+//! and sender store).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
