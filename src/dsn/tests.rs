@@ -1,5 +1,11 @@
 use super::*;
 
+use super::compose::boundary_from;
+use super::returned::{header_section, original_message_id};
+use super::status::{MAX_DIAGNOSTIC, diagnose, enhanced_code, status_code};
+use crate::spool::{Envelope, Recipient, RecipientState};
+use crate::time::rfc5322_date;
+
 use mail_parser::{Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use proptest::prelude::*;
 

@@ -1,7 +1,15 @@
 use super::*;
 
+use super::envelope::encode_line;
+use super::files::{overwrite_file, rename_noreplace};
+use super::free::{MAX_FREE_FILES, RECYCLE_MAX_LEN};
+use super::id::valid_id;
+
 use std::collections::HashSet;
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -914,43 +922,4 @@ fn crash_child(dir: &Path) {
         }
         i += 1;
     }
-}
-
-#[test]
-fn directory_fsyncs_are_shared_and_their_errors_reach_everyone_they_cover() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let group = Arc::new(super::GroupSync::default());
-    let calls = Arc::new(AtomicUsize::new(0));
-    let fsync = {
-        let calls = calls.clone();
-        move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(Duration::from_millis(20));
-            Ok(())
-        }
-    };
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let (g, f) = (group.clone(), fsync.clone());
-            std::thread::spawn(move || g.sync_with(f))
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap().unwrap();
-    }
-    let n = calls.load(Ordering::SeqCst);
-    assert!((1..16).contains(&n), "16 callers, {n} fsyncs");
-
-    // A failing fsync fails every caller it covered, and the next one runs afresh.
-    let failing = || Err(io::Error::other("disk on fire"));
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let g = group.clone();
-            std::thread::spawn(move || g.sync_with(failing))
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(t.join().unwrap().unwrap_err().to_string(), "disk on fire");
-    }
-    group.sync_with(|| Ok(())).unwrap();
 }
