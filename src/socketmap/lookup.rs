@@ -21,6 +21,24 @@
 
 use crate::srs::{Decoded, ForwardError, ReverseError, Srs, domain_matches};
 
+/// Which table a lookup is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Map {
+    /// Sender rewriting (`sender_canonical_maps`).
+    Forward,
+    /// Recipient rewriting (`recipient_canonical_maps`).
+    Reverse,
+}
+
+impl Map {
+    pub fn name(self) -> &'static str {
+        match self {
+            Map::Forward => "forward",
+            Map::Reverse => "reverse",
+        }
+    }
+}
+
 /// The stored form's sender store as lookups see it: blocking calls, errors as text.
 pub trait Stored {
     /// The sender kept under `token`, if known and not expired.

@@ -1,0 +1,17 @@
+//! Typed configuration: one TOML file (`config/srs-relay.toml` documents every key) with
+//! environment overrides `SRS_RELAY__SECTION__KEY`. Defaults live in one place, with the
+//! sections. Every error names the key it is about.
+
+mod error;
+mod load;
+mod sections;
+mod validate;
+mod values;
+
+pub use error::ConfigError;
+pub use load::ENV_PREFIX;
+pub use sections::{
+    Config, QueueConfig, RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig, SrsConfig,
+    TcpTableConfig, TlsConfig,
+};
+pub use values::{BounceSenders, ListenAddr, delay_warning, duration, optional_duration};
