@@ -32,6 +32,8 @@ pub mod spool;
 pub mod time;
 #[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
+pub mod trace;
 
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -72,6 +72,9 @@ mod tests {
             ("[srs]\nmax_age_days = \"soon\"\n", "max_age_days"),
             ("[srs]\nmax_agedays = 3\n", "max_agedays"),
             ("[srs]\nbounce_senders = \"some\"\n", "srs.bounce_senders"),
+            ("[trace]\nretention = \"soon\"\n", "trace.retention"),
+            ("[trace]\nstore = \"postgres://db/trace\"\n", "trace.store"),
+            ("[trace]\nkeep = 3\n", "keep"),
             (
                 "[server]\nrefused_rcpts_window = \"soon\"\n",
                 "server.refused_rcpts_window",

@@ -12,6 +12,6 @@ pub use error::ConfigError;
 pub use load::ENV_PREFIX;
 pub use sections::{
     Config, QueueConfig, RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig, SrsConfig,
-    TcpTableConfig, TlsConfig,
+    TcpTableConfig, TlsConfig, TraceConfig,
 };
 pub use values::{BounceSenders, ListenAddr, delay_warning, duration, optional_duration};

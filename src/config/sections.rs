@@ -17,6 +17,7 @@ pub struct Config {
     pub tls: TlsConfig,
     pub socketmap: SocketmapConfig,
     pub tcp_table: TcpTableConfig,
+    pub trace: TraceConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -262,4 +263,27 @@ pub struct TcpTableConfig {
     pub forward_listen: Vec<String>,
     /// `host:port` entries answering reverse (recipient) lookups.
     pub reverse_listen: Vec<String>,
+}
+
+/// The message trace (`srs-relay trace`): every event of every message, kept for a while.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceConfig {
+    /// Record events at all.
+    pub enabled: bool,
+    /// `sqlite`: a file `trace.sqlite` next to the spool directory; or the path of an
+    /// SQLite file (relative to this file's directory).
+    pub store: String,
+    /// Events older than this are pruned, hourly.
+    pub retention: String,
+}
+
+impl Default for TraceConfig {
+    fn default() -> Self {
+        TraceConfig {
+            enabled: true,
+            store: "sqlite".into(),
+            retention: "30d".into(),
+        }
+    }
 }

@@ -92,6 +92,13 @@ impl Config {
                 "needs tls.cert and tls.key",
             ));
         }
+        self.trace_path()?;
+        if duration("trace.retention", &self.trace.retention)?.is_zero() {
+            return Err(ConfigError::key(
+                "trace.retention",
+                "must be longer than zero",
+            ));
+        }
         self.validate_lookups()
     }
 

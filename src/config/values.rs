@@ -60,6 +60,26 @@ impl Config {
         self.resolve(&self.srs.secrets_file)
     }
 
+    /// `trace.store` as a file: `sqlite` is `trace.sqlite` next to the spool directory.
+    pub fn trace_path(&self) -> Result<PathBuf, ConfigError> {
+        let store = self.trace.store.trim();
+        if store.is_empty() {
+            return Err(ConfigError::key("trace.store", "must not be empty"));
+        }
+        if store.contains("://") {
+            return Err(ConfigError::key(
+                "trace.store",
+                format!("{store:?}: only SQLite (\"sqlite\" or a file path) is supported so far"),
+            ));
+        }
+        if store == "sqlite" {
+            let spool = self.resolve(&self.spool.dir);
+            let parent = spool.parent().map(Path::to_path_buf).unwrap_or_default();
+            return Ok(parent.join("trace.sqlite"));
+        }
+        Ok(self.resolve(Path::new(store)))
+    }
+
     /// `relay.trusted_networks` parsed: CIDRs, or single addresses.
     pub fn trusted_networks(&self) -> Result<Vec<ipnet::IpNet>, ConfigError> {
         self.relay

@@ -1,0 +1,75 @@
+//! Every SQL statement of the trace store, in one place. Parameters are written `$1`,
+//! `$2`, ...: SQLite reads them as numbered parameters and PostgreSQL as its own, so a
+//! PostgreSQL store can follow with the same text.
+
+/// The schema: one table of events; indexes for the searches of `srs-relay trace`.
+pub const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS trace_events (
+        id INTEGER PRIMARY KEY,
+        time BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        queue_id TEXT,
+        message_id TEXT,
+        sender TEXT,
+        srs_sender TEXT,
+        recipient TEXT,
+        original_recipient TEXT,
+        subject TEXT,
+        remote TEXT,
+        reply TEXT,
+        tls TEXT,
+        attempt INTEGER,
+        size BIGINT,
+        status TEXT,
+        detail TEXT
+    )",
+    "CREATE INDEX IF NOT EXISTS trace_time ON trace_events (time)",
+    "CREATE INDEX IF NOT EXISTS trace_queue ON trace_events (queue_id, recipient)",
+    "CREATE INDEX IF NOT EXISTS trace_message_id ON trace_events (message_id)",
+    "CREATE INDEX IF NOT EXISTS trace_recipient ON trace_events (recipient, time)",
+    "CREATE INDEX IF NOT EXISTS trace_original ON trace_events (original_recipient, time)",
+    "CREATE INDEX IF NOT EXISTS trace_sender ON trace_events (sender, time)",
+    "CREATE INDEX IF NOT EXISTS trace_srs_sender ON trace_events (srs_sender, time)",
+];
+
+pub const INSERT: &str = "INSERT INTO trace_events (time, kind, queue_id, message_id, \
+    sender, srs_sender, recipient, original_recipient, subject, remote, reply, tls, attempt, \
+    size, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+    $14, $15, $16)";
+
+pub const PRUNE: &str = "DELETE FROM trace_events WHERE time < $1";
+
+/// The head of a search: one row per message and recipient (its received or refused
+/// event) with the latest delivery event for it. The caller appends `AND` conditions on
+/// `r.` and `f.` columns, then [`SEARCH_TAIL`].
+pub const SEARCH_HEAD: &str = "SELECT r.time, r.kind, r.queue_id, r.message_id, r.sender, \
+    r.srs_sender, r.original_recipient, r.recipient, r.subject, r.size, r.status, r.reply, \
+    f.kind, f.time, f.remote, f.reply, f.attempt \
+    FROM trace_events r \
+    LEFT JOIN trace_events f ON f.id = (SELECT e.id FROM trace_events e \
+        WHERE e.queue_id = r.queue_id AND e.recipient = r.recipient \
+        AND e.kind IN ('delivered', 'deferred', 'failed', 'expired') \
+        ORDER BY e.id DESC LIMIT 1) \
+    WHERE r.kind IN ('received', 'refused')";
+
+/// The final status of a search row, for `--status` conditions.
+pub const FINAL_STATUS: &str =
+    "COALESCE(f.kind, CASE r.kind WHEN 'refused' THEN 'refused' ELSE 'queued' END)";
+
+/// Appended with the number of the limit parameter.
+pub const SEARCH_TAIL: &str = " ORDER BY r.time DESC, r.id DESC LIMIT ";
+
+/// Every event of a message (`$1`, a queue id or a Message-ID) and of the messages
+/// sharing its Message-ID, oldest first.
+pub const SHOW: &str = "WITH ids AS ( \
+        SELECT m.message_id FROM trace_events m \
+        WHERE (m.queue_id = $1 OR m.message_id = $1) AND m.message_id IS NOT NULL \
+    ), queues AS ( \
+        SELECT $1 AS queue_id \
+        UNION SELECT q.queue_id FROM trace_events q \
+        WHERE q.message_id IN (SELECT message_id FROM ids) AND q.queue_id IS NOT NULL \
+    ) \
+    SELECT time, kind, queue_id, message_id, sender, srs_sender, recipient, \
+        original_recipient, subject, remote, reply, tls, attempt, size, status, detail \
+    FROM trace_events WHERE queue_id IN (SELECT queue_id FROM queues) \
+    ORDER BY time, id";

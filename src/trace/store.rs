@@ -1,0 +1,175 @@
+//! Where events are kept: the [`TraceStore`] trait (what the writer and the CLI need) and
+//! its embedded SQLite implementation. The SQL itself is in `sql`, shared with the
+//! PostgreSQL store to come.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params_from_iter};
+
+use super::event::{Event, Kind};
+use super::query::{Filter, Param, Row};
+use super::sql;
+
+/// A store failure, as text (the writer logs it and counts what it dropped).
+#[derive(Debug, thiserror::Error)]
+#[error("trace store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// What a trace store does. Blocking: the writer runs it on a thread of its own.
+pub trait TraceStore: Send {
+    /// Adds `events`, all or none (one transaction).
+    fn insert(&mut self, events: &[Event]) -> Result<(), StoreError>;
+    /// Removes events older than `before` (ms since the epoch); returns how many.
+    fn prune(&mut self, before: i64) -> Result<u64, StoreError>;
+    /// One row per message and recipient matching `filter`, newest first.
+    fn search(&self, filter: &Filter) -> Result<Vec<Row>, StoreError>;
+    /// Every event of the message `id` (queue id or Message-ID) and of those sharing its
+    /// Message-ID, oldest first.
+    fn show(&self, id: &str) -> Result<Vec<Event>, StoreError>;
+}
+
+/// The embedded store: one SQLite file in WAL mode, so `srs-relay trace` reads it while
+/// `serve` writes.
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its schema if missing) the file for writing.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        for statement in sql::SCHEMA {
+            conn.execute(statement, [])?;
+        }
+        Ok(SqliteStore { conn })
+    }
+
+    /// Opens an existing file for reading only (the CLI).
+    pub fn open_read_only(path: &Path) -> Result<SqliteStore, StoreError> {
+        if !path.exists() {
+            return Err(StoreError(format!(
+                "{}: no trace yet (serve creates it)",
+                path.display()
+            )));
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        Ok(SqliteStore { conn })
+    }
+}
+
+impl TraceStore for SqliteStore {
+    fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(sql::INSERT)?;
+            for e in events {
+                insert.execute(rusqlite::params![
+                    e.time,
+                    e.kind.as_str(),
+                    e.queue_id,
+                    e.message_id,
+                    e.sender,
+                    e.srs_sender,
+                    e.recipient,
+                    e.original_recipient,
+                    e.subject,
+                    e.remote,
+                    e.reply,
+                    e.tls,
+                    e.attempt,
+                    e.size.map(|s| s as i64),
+                    e.status,
+                    e.detail,
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
+        Ok(self.conn.execute(sql::PRUNE, [before])? as u64)
+    }
+
+    fn search(&self, filter: &Filter) -> Result<Vec<Row>, StoreError> {
+        let (text, params) = filter.to_sql();
+        let values = params.into_iter().map(|p| match p {
+            Param::Text(t) => rusqlite::types::Value::Text(t),
+            Param::Int(i) => rusqlite::types::Value::Integer(i),
+        });
+        let mut stmt = self.conn.prepare(&text)?;
+        let rows = stmt.query_map(params_from_iter(values), |r| {
+            let kind: String = r.get(1)?;
+            let last: Option<String> = r.get(12)?;
+            let time: i64 = r.get(0)?;
+            let refused = kind == "refused";
+            Ok(Row {
+                time,
+                queue_id: r.get(2)?,
+                message_id: r.get(3)?,
+                sender: r.get(4)?,
+                srs_sender: r.get(5)?,
+                original_recipient: r.get(6)?,
+                recipient: r.get(7)?,
+                subject: r.get(8)?,
+                size: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
+                bounce: r.get::<_, Option<String>>(10)?.as_deref() == Some("bounced"),
+                status: match (&last, refused) {
+                    (Some(k), _) => k.clone(),
+                    (None, true) => "refused".into(),
+                    (None, false) => "queued".into(),
+                },
+                status_time: r.get::<_, Option<i64>>(13)?.unwrap_or(time),
+                remote: r.get(14)?,
+                reply: if refused { r.get(11)? } else { r.get(15)? },
+                attempts: r.get(16)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn show(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let id = super::query::strip_brackets(id);
+        let mut stmt = self.conn.prepare(sql::SHOW)?;
+        let rows = stmt.query_map([id], |r| {
+            let kind: String = r.get(1)?;
+            Ok(Event {
+                time: r.get(0)?,
+                kind: Kind::parse(&kind).unwrap_or(Kind::Connection),
+                queue_id: r.get(2)?,
+                message_id: r.get(3)?,
+                sender: r.get(4)?,
+                srs_sender: r.get(5)?,
+                recipient: r.get(6)?,
+                original_recipient: r.get(7)?,
+                subject: r.get(8)?,
+                remote: r.get(9)?,
+                reply: r.get(10)?,
+                tls: r.get(11)?,
+                attempt: r.get(12)?,
+                size: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
+                status: r.get(14)?,
+                detail: r.get(15)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,364 @@
+//! The store's searches against a real SQLite file, and the tracer's promise: a slow or
+//! failing store drops (and counts) events, and `record` never waits.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+fn received(id: &str, rcpt: &str, orig: &str, subject: &str) -> Event {
+    let mut e = Event::new(Kind::Received)
+        .queue_id(id)
+        .sender("Bob@Example.org")
+        .srs_sender("bounces+SRS=x=y=example.org=bob@fwd.example")
+        .recipient(rcpt)
+        .original_recipient(orig);
+    e.message_id = Some(format!("{id}@example.org"));
+    e.subject = Some(subject.into());
+    e
+}
+
+fn outcome(kind: Kind, id: &str, rcpt: &str, attempt: u32, reply: &str) -> Event {
+    let mut e = Event::new(kind)
+        .queue_id(id)
+        .recipient(rcpt)
+        .remote("mx.home.example[127.0.0.1]:25")
+        .reply(reply);
+    e.attempt = Some(attempt);
+    e
+}
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("t/trace.sqlite")).unwrap();
+    (dir, s)
+}
+
+fn filter() -> Filter {
+    Filter {
+        limit: 1000,
+        ..Filter::default()
+    }
+}
+
+#[test]
+fn search_gives_each_recipient_its_final_status() {
+    let (_dir, mut s) = store();
+    let mut refused = Event::new(Kind::Refused)
+        .sender("eve@bad.example")
+        .original_recipient("bounces+SRS=forged@fwd.example")
+        .reply("550 5.7.1 bad hash");
+    refused.time -= 10;
+    let mut bounce = received(
+        "Q3",
+        "bob@example.org",
+        "bounces+SRS=ok@fwd.example",
+        "Undeliverable",
+    );
+    bounce.status = Some("bounced".into());
+    s.insert(&[
+        refused,
+        received(
+            "Q1",
+            "john@home.example",
+            "john@fwd.example",
+            "Lunch on Friday",
+        ),
+        received(
+            "Q1",
+            "jane@else.example",
+            "john@fwd.example",
+            "Lunch on Friday",
+        ),
+        outcome(
+            Kind::Deferred,
+            "Q1",
+            "john@home.example",
+            1,
+            "451 4.3.0 later",
+        ),
+        outcome(Kind::Delivered, "Q1", "john@home.example", 2, "250 ok"),
+        outcome(
+            Kind::Failed,
+            "Q1",
+            "jane@else.example",
+            1,
+            "550 5.1.1 no such user",
+        ),
+        received("Q2", "ann@home.example", "ann@fwd.example", "50% off"),
+        outcome(
+            Kind::Deferred,
+            "Q2",
+            "ann@home.example",
+            1,
+            "451 4.4.1 connection refused",
+        ),
+        bounce,
+    ])
+    .unwrap();
+
+    let by = |f: Filter| -> Vec<(String, String)> {
+        s.search(&f)
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.recipient.or(r.original_recipient).unwrap(), r.status))
+            .collect()
+    };
+    let john = by(Filter {
+        recipient: Some("JOHN@home.example".into()),
+        ..filter()
+    });
+    assert_eq!(john, [("john@home.example".into(), "delivered".into())]);
+    // The address as given matches every recipient it expanded to.
+    let mut fwd = by(Filter {
+        recipient: Some("john@fwd.example".into()),
+        ..filter()
+    });
+    fwd.sort();
+    assert_eq!(
+        fwd,
+        [
+            ("jane@else.example".into(), "failed".into()),
+            ("john@home.example".into(), "delivered".into())
+        ]
+    );
+    assert_eq!(
+        by(Filter {
+            recipient: Some("*@home.example".into()),
+            status: Some("deferred".into()),
+            ..filter()
+        }),
+        [("ann@home.example".into(), "deferred".into())]
+    );
+    assert_eq!(
+        by(Filter {
+            status: Some("refused".into()),
+            ..filter()
+        }),
+        [("bounces+srs=forged@fwd.example".into(), "refused".into())]
+    );
+    assert_eq!(
+        by(Filter {
+            status: Some("bounced".into()),
+            ..filter()
+        }),
+        [("bob@example.org".into(), "queued".into())]
+    );
+    assert_eq!(
+        by(Filter {
+            subject: Some("50%".into()),
+            ..filter()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        by(Filter {
+            subject: Some("5_%".into()),
+            ..filter()
+        })
+        .len(),
+        0
+    );
+    assert_eq!(
+        by(Filter {
+            sender: Some("bob@example.org".into()),
+            ..filter()
+        })
+        .len(),
+        4
+    );
+    assert_eq!(
+        by(Filter {
+            sender: Some("bounces+srs=*".into()),
+            ..filter()
+        })
+        .len(),
+        4
+    );
+    assert_eq!(
+        by(Filter {
+            message_id: Some("<Q2@example.org>".into()),
+            ..filter()
+        })
+        .len(),
+        1
+    );
+    assert_eq!(
+        by(Filter {
+            limit: 2,
+            ..filter()
+        })
+        .len(),
+        2
+    );
+    assert_eq!(
+        by(Filter {
+            since: Some(now_ms() + 60_000),
+            ..filter()
+        })
+        .len(),
+        0
+    );
+
+    let row = &s
+        .search(&Filter {
+            recipient: Some("john@home.example".into()),
+            ..filter()
+        })
+        .unwrap()[0];
+    assert_eq!(row.attempts, Some(2));
+    assert_eq!(row.reply.as_deref(), Some("250 ok"));
+    assert_eq!(row.subject.as_deref(), Some("Lunch on Friday"));
+}
+
+#[test]
+fn show_follows_the_message_id_and_prune_forgets() {
+    let (_dir, mut s) = store();
+    let mut dsn = Event::new(Kind::DsnSent)
+        .queue_id("Q1")
+        .recipient("bob@example.org");
+    dsn.detail = Some(r#"{"dsn_id":"Q9"}"#.into());
+    s.insert(&[
+        received("Q1", "john@home.example", "john@fwd.example", "Hi"),
+        outcome(
+            Kind::Failed,
+            "Q1",
+            "john@home.example",
+            1,
+            "550 5.7.1 SPF fail",
+        ),
+        dsn,
+        // Another copy of the same message (another sender group).
+        {
+            let mut e = received("Q2", "x@y.example", "x@fwd.example", "Hi");
+            e.message_id = Some("Q1@example.org".into());
+            e
+        },
+        received("Q3", "z@y.example", "z@fwd.example", "Other"),
+    ])
+    .unwrap();
+    let kinds: Vec<(Option<String>, Kind)> = s
+        .show("Q1")
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.queue_id, e.kind))
+        .collect();
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
+    assert!(kinds.contains(&(Some("Q2".into()), Kind::Received)));
+    assert_eq!(s.show("<Q1@example.org>").unwrap().len(), 4);
+    let failed = s
+        .show("Q1")
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == Kind::Failed)
+        .unwrap();
+    assert!(explain(&failed).unwrap().contains("SPF"));
+
+    assert_eq!(s.prune(now_ms() + 1).unwrap(), 5);
+    assert!(s.show("Q1").unwrap().is_empty());
+}
+
+/// A store that fails while `down` is set, and can be made to stall.
+struct Flaky {
+    down: Arc<AtomicBool>,
+    stall: Arc<Mutex<()>>,
+    kept: Arc<Mutex<Vec<Event>>>,
+}
+
+impl TraceStore for Flaky {
+    fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        let _stalled = self.stall.lock().unwrap();
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError("disk on fire".into()));
+        }
+        self.kept.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+    fn prune(&mut self, _: i64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    fn search(&self, _: &Filter) -> Result<Vec<Row>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn show(&self, _: &str) -> Result<Vec<Event>, StoreError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A tracer over a [`Flaky`] store, with its switches and what it kept.
+type FlakyParts = (
+    Tracer,
+    Arc<AtomicBool>,
+    Arc<Mutex<()>>,
+    Arc<Mutex<Vec<Event>>>,
+);
+
+fn flaky(capacity: usize) -> FlakyParts {
+    let down = Arc::new(AtomicBool::new(false));
+    let stall = Arc::new(Mutex::new(()));
+    let kept = Arc::new(Mutex::new(Vec::new()));
+    let (d, st, k) = (down.clone(), stall.clone(), kept.clone());
+    let open: Opener = Box::new(move || {
+        Ok(Box::new(Flaky {
+            down: d.clone(),
+            stall: st.clone(),
+            kept: k.clone(),
+        }) as Box<dyn TraceStore>)
+    });
+    (
+        Tracer::start_with(open, Duration::from_secs(3600), capacity),
+        down,
+        stall,
+        kept,
+    )
+}
+
+#[test]
+fn a_stalled_store_drops_and_counts_without_blocking() {
+    let (tracer, _down, stall, kept) = flaky(100);
+    let held = stall.lock().unwrap();
+    let started = Instant::now();
+    for _ in 0..10_000 {
+        tracer.record(Event::new(Kind::Connection));
+    }
+    assert!(started.elapsed() < Duration::from_secs(2), "record waited");
+    // At most the channel and one batch in the writer's hands get through.
+    assert!(
+        tracer.dropped() >= 10_000 - 100 - 1_000,
+        "dropped {}",
+        tracer.dropped()
+    );
+    drop(held);
+    tracer.settle(Duration::from_secs(10));
+    let kept = kept.lock().unwrap().len() as u64;
+    assert_eq!(kept + tracer.dropped(), 10_000);
+    assert_eq!(tracer.stored(), kept);
+}
+
+#[test]
+fn a_failing_store_drops_then_catches_up() {
+    let (tracer, down, _stall, kept) = flaky(1000);
+    down.store(true, Ordering::SeqCst);
+    tracer.record(Event::new(Kind::Connection));
+    tracer.settle(Duration::from_secs(10));
+    assert_eq!(tracer.dropped(), 1);
+    down.store(false, Ordering::SeqCst);
+    // Within the retry pause the events are dropped; after it they are kept again.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kept.lock().unwrap().is_empty() && Instant::now() < deadline {
+        tracer.record(Event::new(Kind::Received));
+        tracer.settle(Duration::from_secs(1));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!kept.lock().unwrap().is_empty(), "never caught up");
+    assert!(tracer.dropped() >= 1);
+}
+
+#[test]
+fn disabled_records_nothing() {
+    let t = Tracer::disabled();
+    t.record(Event::new(Kind::Connection));
+    assert_eq!((t.dropped(), t.stored(), t.enabled()), (0, 0, false));
+}
