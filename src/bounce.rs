@@ -16,6 +16,7 @@ use crate::delivery::{FailureReason, FailureReport, OnFailure};
 use crate::dsn::{self, Action, DsnRequest};
 use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
 use crate::srs::unix_now;
+use crate::trace::{Event, Kind, Tracer};
 
 /// The `on_failure` hook: builds and spools the DSN, then hands it to `submit` (the
 /// delivery queue, which may not exist yet when the hook is made, hence the channel).
@@ -24,10 +25,12 @@ pub fn dsn_on_failure(
     reporting_mta: String,
     max_lifetime: Duration,
     submit: mpsc::UnboundedSender<Envelope>,
+    tracer: Tracer,
 ) -> OnFailure {
     Arc::new(move |report: FailureReport| {
         match spool_dsn(&spool, &reporting_mta, max_lifetime, &report) {
             Ok(Some(env)) => {
+                trace_dsn(&tracer, &report, &env);
                 if submit.send(env).is_err() {
                     tracing::warn!(
                         "delivery queue stopped; the DSN waits in the spool for a restart"
@@ -39,6 +42,17 @@ pub fn dsn_on_failure(
             Err(()) => false,
         }
     })
+}
+
+/// The DSN-sent event: on the original message, to whom it went and its own queue id.
+fn trace_dsn(tracer: &Tracer, report: &FailureReport, dsn: &Envelope) {
+    let original = &report.envelope;
+    let kind = format!("{:?}", report.reason).to_ascii_lowercase();
+    let e = Event::new(Kind::DsnSent)
+        .queue_id(&original.id)
+        .recipient(&original.original_sender)
+        .detail(&[("dsn_id", &dsn.id), ("reason", &kind)]);
+    tracer.record(e);
 }
 
 /// Builds and stores the DSN for `report`; `Ok(None)` when there is none to send, `Err`

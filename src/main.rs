@@ -75,6 +75,15 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Search the message trace (works while serve runs); `trace show ID` for one message.
+    #[cfg(feature = "server")]
+    #[command(args_conflicts_with_subcommands = true)]
+    Trace {
+        #[command(subcommand)]
+        show: Option<TraceShow>,
+        #[command(flatten)]
+        search: TraceArgs,
+    },
     /// Write a self-signed certificate and key (cert.pem, key.pem) for a first run.
     #[cfg(feature = "server")]
     GenCert {
@@ -84,6 +93,53 @@ enum Command {
         /// Directory to write into.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// `srs-relay trace`'s filters and output.
+#[cfg(feature = "server")]
+#[derive(clap::Args)]
+struct TraceArgs {
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Envelope sender, as given or as rewritten (`*` wildcards).
+    #[arg(long)]
+    sender: Option<String>,
+    /// Recipient, as given or after alias expansion (`*` wildcards).
+    #[arg(long)]
+    recipient: Option<String>,
+    /// Part of the Subject (`*` wildcards).
+    #[arg(long)]
+    subject: Option<String>,
+    #[arg(long)]
+    message_id: Option<String>,
+    #[arg(long)]
+    queue_id: Option<String>,
+    #[arg(long, value_parser = ["delivered", "deferred", "failed", "refused", "bounced", "expired"])]
+    status: Option<String>,
+    /// RFC 3339 time, or a time ago (`2h`, `3d`).
+    #[arg(long)]
+    since: Option<String>,
+    #[arg(long)]
+    until: Option<String>,
+    /// Rows at most (up to 100000).
+    #[arg(long, default_value_t = 1000)]
+    limit: u32,
+    /// RFC 4180 CSV with a header row.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand)]
+enum TraceShow {
+    /// Every event of one message (queue id or Message-ID) and of those sharing its Message-ID.
+    Show {
+        id: String,
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
@@ -208,6 +264,8 @@ fn run(command: Command) -> Result<(), Failure> {
                 .map_err(Failure::Usage)
         }
         #[cfg(feature = "server")]
+        Command::Trace { show, search } => trace(show, search),
+        #[cfg(feature = "server")]
         Command::GenCert {
             hostname,
             dir,
@@ -225,6 +283,59 @@ fn run(command: Command) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `srs-relay trace`: search, or show one message.
+#[cfg(feature = "server")]
+fn trace(show: Option<TraceShow>, args: TraceArgs) -> Result<(), Failure> {
+    use srs_relay::trace::{self, Filter, output, parse_time};
+    if let Some(TraceShow::Show { id, config }) = show {
+        let cfg = Config::load(config.as_deref())?;
+        let store = trace::open_for_reading(&cfg).map_err(Failure::Usage)?;
+        let events = store.show(&id).map_err(|e| Failure::Usage(e.to_string()))?;
+        if events.is_empty() {
+            return Err(Failure::Refused(format!("no trace of {id}")));
+        }
+        print!("{}", output::events(&events));
+        return Ok(());
+    }
+    if args.limit == 0 || args.limit > trace::MAX_LIMIT {
+        return Err(Failure::Usage(format!(
+            "--limit: {} is not between 1 and {}",
+            args.limit,
+            trace::MAX_LIMIT
+        )));
+    }
+    let time = |flag: &str, t: &Option<String>| {
+        t.as_deref()
+            .map(parse_time)
+            .transpose()
+            .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
+    };
+    let filter = Filter {
+        since: time("since", &args.since)?,
+        until: time("until", &args.until)?,
+        sender: args.sender,
+        recipient: args.recipient,
+        subject: args.subject,
+        message_id: args.message_id,
+        queue_id: args.queue_id,
+        status: args.status,
+        limit: args.limit,
+    };
+    let cfg = Config::load(args.config.as_deref())?;
+    let store = trace::open_for_reading(&cfg).map_err(Failure::Usage)?;
+    let rows = store
+        .search(&filter)
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    if args.csv {
+        print!("{}", output::csv(&rows));
+    } else if args.json {
+        println!("{}", output::json(&rows));
+    } else {
+        print!("{}", output::table(&rows));
+    }
+    Ok(())
 }
 
 /// One structured line per event on stderr; `RUST_LOG` filters (default `info`).

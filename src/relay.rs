@@ -19,6 +19,7 @@ use crate::smtp::Server;
 use crate::socketmap;
 use crate::spool::Spool;
 use crate::srs::Srs;
+use crate::trace;
 
 /// What every long-running command starts from: the codec, signing with the secrets file
 /// (made on first start), and the sender store.
@@ -87,13 +88,17 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
 
     tokio::spawn(purge_expired_senders(store.clone()));
 
-    let settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
+    // The trace is written off the SMTP and delivery paths; see `trace::Tracer`.
+    let tracer = trace::from_config(&cfg).map_err(|e| e.to_string())?;
+    let mut settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
+    settings.tracer = tracer.clone();
     let (dsn_tx, mut dsn_rx) = tokio::sync::mpsc::unbounded_channel();
     let on_failure = crate::bounce::dsn_on_failure(
         spool.clone(),
         cfg.server.hostname.clone(),
         settings.max_lifetime,
         dsn_tx,
+        tracer.clone(),
     );
     let queue = delivery::start(settings, spool.clone(), recovered.envelopes, on_failure);
     let dsn_queue = queue.clone();
@@ -109,18 +114,18 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         Some(socketmap::start(lookups, srs.clone(), store.clone(), stop_rx.clone()).await?)
     };
     let submit = queue.clone();
-    let server = Arc::new(
-        Server::new(
-            &cfg,
-            srs,
-            policy,
-            spool,
-            store,
-            tls,
-            Arc::new(move |env| submit.submit(env)),
-        )
-        .map_err(|e| e.to_string())?,
-    );
+    let mut server = Server::new(
+        &cfg,
+        srs,
+        policy,
+        spool,
+        store,
+        tls,
+        Arc::new(move |env| submit.submit(env)),
+    )
+    .map_err(|e| e.to_string())?;
+    server.tracer = tracer.clone();
+    let server = Arc::new(server);
     let mut listeners = Vec::new();
     for addr in &cfg.server.listen {
         let listener = TcpListener::bind(addr)
@@ -159,6 +164,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         }
     };
     tokio::join!(sessions, queue.shutdown(), lookups);
+    // What the writer still holds goes to the store (bounded wait).
+    let _ = tokio::task::spawn_blocking(move || tracer.settle(Duration::from_secs(2))).await;
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
 }

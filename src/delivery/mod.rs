@@ -105,6 +105,8 @@ pub struct DeliverySettings {
     /// How long [`QueueHandle::shutdown`] lets attempts under way finish
     /// (`server.shutdown_grace`).
     pub shutdown_grace: Duration,
+    /// Where delivery events go (`[trace]`); set by the caller, disabled by default.
+    pub tracer: crate::trace::Tracer,
 }
 
 impl DeliverySettings {
@@ -191,6 +193,7 @@ impl DeliverySettings {
             require_tls: cfg.tls.require_outbound,
             mx_port: 25,
             shutdown_grace: config::duration("server.shutdown_grace", &cfg.server.shutdown_grace)?,
+            tracer: crate::trace::Tracer::disabled(),
         })
     }
 }

@@ -9,6 +9,7 @@ use super::{FailureReason, FailureReport};
 use crate::dsn::{Action, notify_allows};
 use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState};
 use crate::srs::unix_now;
+use crate::trace::{Event, Kind, Tracer};
 
 /// The fate of one recipient in this attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,17 +37,55 @@ pub(super) fn conclude_attempt(
         shared.settings.max_lifetime,
         shared.settings.delay_warning,
     );
+    trace_outcomes(&shared.settings.tracer, env, outcomes);
     for &i in &concluded.expired {
         let r = &env.recipients[i];
         tracing::info!(event = "failed", queue_id = %env.id, rcpt = %r.address,
             remote = %r.remote.as_deref().unwrap_or("-"),
             reply = %r.last_error.as_deref().unwrap_or(""), reason = "expired", "expired");
+        let mut e = Event::new(Kind::Expired)
+            .queue_id(&env.id)
+            .recipient(&r.address)
+            .original_recipient(&r.original)
+            .reply(r.last_error.as_deref().unwrap_or(""));
+        e.remote = r.remote.clone();
+        e.attempt = Some(env.attempts);
+        shared.settings.tracer.record(e);
     }
     if !env.is_done() {
         tracing::debug!(queue_id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
             "attempt finished; recipients still pending");
     }
     concluded
+}
+
+/// One trace event per recipient attempted: delivered, deferred or failed, with the next
+/// hop, its reply, the attempt number and the delay since arrival.
+fn trace_outcomes(tracer: &Tracer, env: &Envelope, outcomes: &[Outcome]) {
+    if !tracer.enabled() {
+        return;
+    }
+    let delay = unix_now().saturating_sub(env.arrival).to_string();
+    for o in outcomes {
+        let Some(r) = env.recipients.get(o.index) else {
+            continue;
+        };
+        let (kind, reply) = match &o.result {
+            RcptResult::Delivered(reply) => (Kind::Delivered, reply),
+            RcptResult::Deferred(reply) => (Kind::Deferred, reply),
+            RcptResult::Failed(reply) => (Kind::Failed, reply),
+        };
+        let mut e = Event::new(kind)
+            .queue_id(&env.id)
+            .recipient(&r.address)
+            .original_recipient(&r.original)
+            .srs_sender(&env.sender)
+            .reply(reply)
+            .detail(&[("delay_secs", &delay)]);
+        e.remote = o.remote.clone();
+        e.attempt = Some(env.attempts);
+        tracer.record(e);
+    }
 }
 
 /// Report, then persist or remove: on a blocking thread. Returns the envelope as it now

@@ -79,6 +79,8 @@ pub struct Server {
     pub refusals: Refusals,
     pub tls: Option<TlsAcceptor>,
     pub on_spooled: OnSpooled,
+    /// Where session events go (`[trace]`); disabled unless the caller sets one.
+    pub tracer: crate::trace::Tracer,
     max_connections: Arc<Semaphore>,
     max_connections_total: usize,
     max_per_ip: usize,
@@ -109,6 +111,7 @@ impl Server {
             },
             tls,
             on_spooled,
+            tracer: crate::trace::Tracer::disabled(),
             max_connections: Arc::new(Semaphore::new(cfg.server.max_connections)),
             max_connections_total: cfg.server.max_connections,
             max_per_ip: cfg.server.max_connections_per_ip,

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use super::Server;
 use super::io::{self, Line};
+use crate::trace::{Event, Kind};
 
 mod data;
 mod rcpt;
@@ -33,6 +34,8 @@ struct Accepted {
     targets: Vec<String>,
     sender: String,
     notify: Option<String>,
+    /// A bounce to one of our SRS addresses, going back to the original sender.
+    bounce: bool,
 }
 
 struct Transaction {
@@ -93,6 +96,10 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         out: Vec::with_capacity(512),
     };
     let limits = &srv.limits;
+    // After STARTTLS the session starts again: a second event, with the TLS in use.
+    let mut connected = Event::new(Kind::Connection).remote(&peer.ip().to_string());
+    connected.tls = s.tls.clone();
+    srv.tracer.record(connected);
     if s.tls.is_none() {
         s.reply(&format!("220 {} ESMTP srs-relay", limits.hostname));
     }

@@ -6,6 +6,7 @@
 mod event;
 mod explain;
 mod headers;
+pub mod output;
 mod query;
 mod sql;
 mod store;

@@ -9,6 +9,7 @@ use crate::smtp::io::{self, DataError, DataSink};
 use crate::smtp::received::Trace;
 use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Spool};
 use crate::srs::unix_now;
+use crate::trace::{Event, HeaderCapture, Kind};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     pub(super) async fn data(&mut self) -> Next {
@@ -29,6 +30,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let mut sink = SpoolSink {
             spool: &self.srv.spool,
             message: Some(Incoming::new()),
+            headers: HeaderCapture::default(),
         };
         sink.push(planned.received.as_bytes());
         let report = match io::read_data(
@@ -46,30 +48,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             Err(DataError::BareLineEnd { lf }) => {
                 tracing::warn!(peer = %self.peer.ip(), bare_lf = lf, bare_cr = !lf, "message refused: bare line ending in data; closing");
-                self.reply(
-                    "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8), closing connection",
-                );
+                let text = "550 5.5.2 Message refused: bare LF or CR in data (RFC 5321 section 2.3.8), closing connection";
+                self.trace_data_refused(&planned, &sink.headers, text, "bare line end");
+                self.reply(text);
                 return Next::Abort;
             }
             Err(DataError::Eof | DataError::Io(_)) => return Next::Close,
         };
-        if report.too_big {
-            return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
-        }
-        if report.nul {
+        let refused = if report.too_big {
+            Some((
+                "552 5.3.4 Message size exceeds fixed maximum message size",
+                "size",
+            ))
+        } else if report.nul {
             tracing::warn!(peer = %self.peer.ip(), "message refused: NUL in data");
-            return self.error("554 5.6.0 Message refused: NUL character in data");
-        }
-        if report.received_headers > limits.max_received_headers {
+            Some(("554 5.6.0 Message refused: NUL character in data", "nul"))
+        } else if report.received_headers > limits.max_received_headers {
             tracing::warn!(peer = %self.peer.ip(), received = report.received_headers, "message refused: mail loop");
-            return self.error("554 5.4.6 Too many Received headers: mail loop detected");
+            Some((
+                "554 5.4.6 Too many Received headers: mail loop detected",
+                "loop",
+            ))
+        } else {
+            None
+        };
+        if let Some((text, reason)) = refused {
+            self.trace_data_refused(&planned, &sink.headers, text, reason);
+            return self.error(text);
         }
+        let headers = sink.headers.fields();
         let Some(message) = sink.message else {
             tracing::error!(peer = %self.peer.ip(), "message lost while being received; not accepted");
             self.reply("451 4.3.0 Local error in processing");
             return Next::Continue;
         };
-        match self.spool(planned, message).await {
+        match self.spool(planned, message, headers).await {
             Ok(ids) => {
                 self.reply(&format!("250 2.0.0 OK queued as {}", ids.join(",")));
                 Next::Continue
@@ -88,6 +101,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     fn plan(&self, tx: Transaction) -> Planned {
         let now = unix_now();
         let mut groups: Vec<(String, Vec<Recipient>)> = Vec::new();
+        let reversed: Vec<String> = tx
+            .recipients
+            .iter()
+            .filter(|a| a.bounce)
+            .map(|a| a.original.clone())
+            .collect();
         let single = match tx.recipients.as_slice() {
             [one] => Some(one.original.clone()),
             _ => None,
@@ -157,12 +176,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         Planned {
             envelopes,
             received,
+            reversed,
         }
     }
 
     /// Stores the message under every envelope, all or nothing; then hands the envelopes
     /// to delivery.
-    async fn spool(&self, planned: Planned, mut message: Incoming) -> std::io::Result<Vec<String>> {
+    async fn spool(
+        &self,
+        planned: Planned,
+        mut message: Incoming,
+        (message_id, subject): (Option<String>, Option<String>),
+    ) -> std::io::Result<Vec<String>> {
+        let reversed = planned.reversed;
         let mut envelopes = planned.envelopes;
         for env in &mut envelopes {
             env.size = message.len();
@@ -187,9 +213,79 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 tls = ?env.client.tls,
                 "received"
             );
+            self.trace_received(&env, &reversed, &message_id, &subject);
             (self.srv.on_spooled)(env);
         }
         Ok(ids)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+    /// One received event per recipient (and a bounce-reversed one for each reversed
+    /// SRS address), linked by queue id and Message-ID.
+    fn trace_received(
+        &self,
+        env: &Envelope,
+        reversed: &[String],
+        message_id: &Option<String>,
+        subject: &Option<String>,
+    ) {
+        let tracer = &self.srv.tracer;
+        if !tracer.enabled() {
+            return;
+        }
+        for r in &env.recipients {
+            let bounce = reversed.contains(&r.original);
+            let mut e = Event::new(Kind::Received)
+                .queue_id(&env.id)
+                .sender(&env.original_sender)
+                .srs_sender(&env.sender)
+                .recipient(&r.address)
+                .original_recipient(&r.original)
+                .remote(&format!("{} ({})", env.client.ip, env.client.helo));
+            e.message_id = message_id.clone();
+            e.subject = subject.clone();
+            e.size = Some(env.size);
+            e.tls = env.client.tls.clone();
+            e.status = bounce.then(|| "bounced".to_owned());
+            if bounce {
+                let mut b = e.clone();
+                b.kind = Kind::BounceReversed;
+                b.status = None;
+                tracer.record(b);
+            }
+            tracer.record(e);
+        }
+    }
+
+    /// One refused event per recipient of a message refused at DATA.
+    fn trace_data_refused(
+        &self,
+        planned: &Planned,
+        headers: &HeaderCapture,
+        text: &str,
+        reason: &str,
+    ) {
+        let tracer = &self.srv.tracer;
+        if !tracer.enabled() {
+            return;
+        }
+        let (message_id, subject) = headers.fields();
+        for env in &planned.envelopes {
+            for r in &env.recipients {
+                let mut e = Event::new(Kind::Refused)
+                    .sender(&env.original_sender)
+                    .recipient(&r.address)
+                    .original_recipient(&r.original)
+                    .remote(&self.peer.ip().to_string())
+                    .reply(text)
+                    .detail(&[("stage", "data"), ("reason", reason)]);
+                e.message_id = message_id.clone();
+                e.subject = subject.clone();
+                e.tls = self.tls.clone();
+                tracer.record(e);
+            }
+        }
     }
 }
 
@@ -197,6 +293,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 struct Planned {
     envelopes: Vec<Envelope>,
     received: String,
+    /// Recipients as given that were SRS addresses reversed (bounces going back).
+    reversed: Vec<String>,
 }
 
 /// DATA's sink: the message goes into an [`Incoming`], whose file writes run on the
@@ -205,10 +303,13 @@ struct SpoolSink<'a> {
     spool: &'a Arc<Spool>,
     /// `None` if a write task died: the message is then not accepted.
     message: Option<Incoming>,
+    /// Message-ID and Subject for the trace.
+    headers: HeaderCapture,
 }
 
 impl DataSink for SpoolSink<'_> {
     fn push(&mut self, bytes: &[u8]) {
+        self.headers.push(bytes);
         if let Some(m) = &mut self.message {
             m.push(bytes);
         }

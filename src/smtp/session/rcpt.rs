@@ -8,6 +8,7 @@ use crate::policy;
 use crate::sender_store::{entry_lifetime, new_token};
 use crate::smtp::refusals::{self, Verdict};
 use crate::srs::{Decoded, ForwardError, ReverseError};
+use crate::trace::{Event, Kind};
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     pub(super) async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Next {
@@ -23,6 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let srs = &self.srv.srs;
         let ip = self.peer.ip();
         let default_domain = &self.srv.limits.default_domain;
+        let mut bounce = false;
         let rewritten = match self.srv.policy.recipient(&address, ip) {
             policy::Recipient::Alias { alias, targets } => {
                 let sender = tx.sender.clone();
@@ -53,9 +55,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 // The same answer whatever the hash says, so it tells a guesser nothing;
                 // hence not counted as a refused address either.
                 tracing::info!(peer = %ip, rcpt = %address, from = %tx.sender, "SRS address refused: not a bounce");
-                return self.error(&format!(
+                let text = format!(
                     "550 5.7.1 <{address}>: SRS addresses accept only bounces (null sender)"
-                ));
+                );
+                self.trace_refused(&address, &text, "srs: not a bounce");
+                return self.error(&text);
             }
             policy::Recipient::UnknownLocal if self.srv.refusals.blocked(ip).is_some() => {
                 // Blocked by another of its sessions meanwhile: not one more answer about
@@ -68,14 +72,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 // sender, with its own MAIL FROM (usually <>) untouched.
                 Ok(target) => {
                     tracing::info!(peer = %ip, rcpt = %address, to = %target, "SRS address reversed");
+                    bounce = true;
                     Ok((vec![target], tx.sender.clone()))
                 }
-                Err(Refusal::Permanent(text)) => return self.refuse_rcpt(&text),
+                Err(Refusal::Permanent(text)) => {
+                    let reason = if text.contains("unknown user") {
+                        "unknown user"
+                    } else {
+                        "srs: forged, expired or malformed"
+                    };
+                    self.trace_refused(&address, &text, reason);
+                    return self.refuse_rcpt(&text);
+                }
                 Err(Refusal::Temporary(text)) => Err(text),
             },
             policy::Recipient::Denied => {
                 tracing::info!(peer = %ip, rcpt = %address, "recipient refused: relaying denied");
-                return self.refuse_rcpt(&format!("550 5.7.1 <{address}>: Relay access denied"));
+                let text = format!("550 5.7.1 <{address}>: Relay access denied");
+                self.trace_refused(&address, &text, "relay denied");
+                return self.refuse_rcpt(&text);
             }
         };
         let (targets, sender) = match rewritten {
@@ -94,10 +109,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 targets,
                 sender,
                 notify,
+                bounce,
             });
         }
         self.reply("250 2.1.5 Recipient OK");
         Next::Continue
+    }
+
+    /// The trace event of a recipient refused at RCPT.
+    fn trace_refused(&self, address: &str, text: &str, reason: &str) {
+        let sender = self.tx.as_ref().map_or("", |t| t.sender.as_str());
+        let mut e = Event::new(Kind::Refused)
+            .original_recipient(address)
+            .sender(sender)
+            .remote(&self.peer.ip().to_string())
+            .reply(text)
+            .detail(&[("stage", "rcpt"), ("reason", reason)]);
+        e.tls = self.tls.clone();
+        self.srv.tracer.record(e);
     }
 
     /// A 5xx for a recipient address, counted against the client's address (trusted
