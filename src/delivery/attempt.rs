@@ -197,6 +197,7 @@ async fn deliver_group_now(
                 result: result.clone(),
                 remote: remote.clone(),
                 remote_dsn: false,
+                tls: None,
             })
             .collect()
     };
@@ -246,7 +247,7 @@ async fn deliver_group_now(
     let mut last = (String::new(), None);
     for target in &targets {
         match deliver_at(target, shared, &tx).await {
-            HostOutcome::Done { results, dsn } => {
+            HostOutcome::Done { results, dsn, tls } => {
                 let remote = Some(target.describe());
                 return indices
                     .iter()
@@ -256,6 +257,7 @@ async fn deliver_group_now(
                         result,
                         remote: remote.clone(),
                         remote_dsn: dsn,
+                        tls: tls.clone(),
                     })
                     .collect();
             }

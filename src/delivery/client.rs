@@ -69,7 +69,12 @@ pub(crate) enum HostOutcome {
     TryNext(String),
     /// One result per recipient of the transaction, in its order; `dsn`: the receiver
     /// speaks DSN, so NOTIFY went on with the message and further notices are its job.
-    Done { results: Vec<RcptResult>, dsn: bool },
+    /// `tls`: the session's TLS version and cipher, if any.
+    Done {
+        results: Vec<RcptResult>,
+        dsn: bool,
+        tls: Option<String>,
+    },
 }
 
 /// Opens a session to `target`: STARTTLS where offered, and after a failed handshake
@@ -181,6 +186,8 @@ pub(crate) struct Open {
     pub(crate) opened: Instant,
     /// Transactions carried so far.
     pub(crate) uses: u32,
+    /// TLS version and cipher, for the trace; `None` in plain text.
+    tls: Option<String>,
 }
 
 enum Stream {
@@ -191,11 +198,16 @@ enum Stream {
 
 impl Open {
     fn new(stream: Stream, caps: Capabilities) -> Open {
+        let tls = match &stream {
+            Stream::Plain(_) => None,
+            Stream::Tls(c) => Some(crate::tls::describe(c.tls_connection())),
+        };
         Open {
             stream,
             caps,
             opened: Instant::now(),
             uses: 0,
+            tls,
         }
     }
 
@@ -208,10 +220,14 @@ impl Open {
     ) -> (HostOutcome, bool) {
         self.uses += 1;
         let reused = self.uses > 1;
-        match &mut self.stream {
+        let (mut outcome, clean) = match &mut self.stream {
             Stream::Plain(c) => transaction(c, &self.caps, tx, done_timeout, reused).await,
             Stream::Tls(c) => transaction(&mut **c, &self.caps, tx, done_timeout, reused).await,
+        };
+        if let HostOutcome::Done { tls, .. } = &mut outcome {
+            tls.clone_from(&self.tls);
         }
+        (outcome, clean)
     }
 
     /// QUIT, not waiting long.
@@ -270,7 +286,11 @@ async fn transaction<T: AsyncRead + AsyncWrite + Unpin>(
 ) -> (HostOutcome, bool) {
     let n = tx.recipients.len();
     let dsn = caps.has(EXT_DSN);
-    let done = |results: Vec<RcptResult>| HostOutcome::Done { results, dsn };
+    let done = |results: Vec<RcptResult>| HostOutcome::Done {
+        results,
+        dsn,
+        tls: None,
+    };
     let all = |r: RcptResult| done(vec![r; n]);
 
     if caps.size > 0 && tx.body.len > caps.size as u64 {

@@ -21,6 +21,8 @@ pub(crate) struct Outcome {
     pub remote: Option<String>,
     /// That host speaks DSN (NOTIFY went on with the message).
     pub remote_dsn: bool,
+    /// The session's TLS version and cipher, if any (for the trace).
+    pub tls: Option<String>,
 }
 
 /// Applies an attempt's outcomes to `env` (see [`conclude`]) and logs what expired.
@@ -83,6 +85,7 @@ fn trace_outcomes(tracer: &Tracer, env: &Envelope, outcomes: &[Outcome]) {
             .reply(reply)
             .detail(&[("delay_secs", &delay)]);
         e.remote = o.remote.clone();
+        e.tls = o.tls.clone();
         e.attempt = Some(env.attempts);
         tracer.record(e);
     }
@@ -306,6 +309,7 @@ mod tests {
             index,
             result,
             remote: Some("mx[192.0.2.1]:25".into()),
+            tls: None,
         }
     }
 
