@@ -94,7 +94,12 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         .unwrap()
         .rcpt
         .insert("a@home.example".into(), "451 4.3.0 try again later".into());
-    let relay = Relay::start_full(
+    home.script
+        .lock()
+        .unwrap()
+        .rcpt
+        .insert("gone@home.example".into(), "550 5.1.1 no such user".into());
+    let mut relay = Relay::prepare_full(
         "",
         &format!(
             "routes = {{ \"home.example\" = \"{}\", \"sender.test\" = \"{}\" }}\n",
@@ -103,6 +108,11 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         ),
         "[queue]\nretry_intervals = [\"1s\"]\n",
     );
+    let aliases = relay.dir.path().join("aliases");
+    let mut text = std::fs::read_to_string(&aliases).unwrap();
+    text.push_str("old@forward.example: gone@home.example\n");
+    std::fs::write(&aliases, text).unwrap();
+    relay.spawn();
 
     // Delivered: through the alias, with the SRS return path.
     swaks_ok(&[
@@ -152,14 +162,42 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         "Subject: Undelivered Mail Returned to Sender",
     ]);
     assert!(wait_until(Duration::from_secs(20), || sender.count() >= 1));
+    // Failed for good at the next hop: a DSN goes back to dave.
+    swaks_ok(&[
+        "--server",
+        &relay.addr(),
+        "--from",
+        "dave@sender.test",
+        "--to",
+        "old@forward.example",
+    ]);
+    // Refused at DATA: a mail loop.
+    let mut c = Client::connect(&relay.addr());
+    c.cmd("EHLO loop.test");
+    c.cmd("MAIL FROM:<eve@sender.test>");
+    assert!(c.cmd("RCPT TO:<john@forward.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send("Received: from a\r\n".repeat(60).as_bytes());
+    let reply = c.cmd("\r\nlooping\r\n.");
+    assert!(reply.starts_with("554 5.4.6"), "{reply}");
+    c.cmd("QUIT");
 
+    wait_status(&relay, "gone@home.example", "failed");
     wait_status(&relay, "john@home.example", "delivered");
     wait_status(&relay, "a@home.example", "deferred");
     wait_status(&relay, "b@home.example", "delivered");
     wait_status(&relay, "bob@sender.test", "delivered");
 
     // The address as given finds it too, with the SRS sender it left with.
-    let john = csv_rows(&relay, &["--recipient", "JOHN@forward.example"]);
+    let john = csv_rows(
+        &relay,
+        &[
+            "--recipient",
+            "JOHN@forward.example",
+            "--status",
+            "delivered",
+        ],
+    );
     assert_eq!(john.len(), 1, "{john:?}");
     let john = &john[0];
     assert_eq!(john["recipient"], "john@home.example");
@@ -172,12 +210,15 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     assert!(john["time"].ends_with('Z') && john["time"].contains('T'));
 
     let refused = csv_rows(&relay, &["--status", "refused"]);
-    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    // Newest first: the loop (at DATA, after expansion), then the forged bounce (at RCPT).
+    assert_eq!(refused[0]["recipient"], "john@home.example");
+    assert!(refused[0]["reply"].starts_with("554 5.4.6"), "{refused:?}");
     assert_eq!(
-        refused[0]["original_recipient"],
+        refused[1]["original_recipient"],
         forged.to_ascii_lowercase()
     );
-    assert!(refused[0]["reply"].starts_with("550 5.7.1"), "{refused:?}");
+    assert!(refused[1]["reply"].starts_with("550 5.7.1"), "{refused:?}");
     let bounced = csv_rows(&relay, &["--status", "bounced"]);
     assert_eq!(bounced.len(), 1, "{bounced:?}");
     assert_eq!(bounced[0]["recipient"], "bob@sender.test");
@@ -192,7 +233,7 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     );
     assert_eq!(csv_rows(&relay, &["--sender", "carol@*"]).len(), 2);
     assert_eq!(csv_rows(&relay, &["--subject", "lunch"]).len(), 2);
-    assert_eq!(csv_rows(&relay, &["--since", "1h"]).len(), 5);
+    assert_eq!(csv_rows(&relay, &["--since", "1h"]).len(), 7);
     assert_eq!(csv_rows(&relay, &["--until", "1h"]).len(), 0);
     assert_eq!(csv_rows(&relay, &["--limit", "2"]).len(), 2);
 
@@ -218,6 +259,17 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         shown.contains("451 4.3.0") && shown.contains("what to do"),
         "{shown}"
     );
+
+    let failed = csv_rows(&relay, &["--status", "failed"]);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["reply"].starts_with("550 5.1.1"), "{failed:?}");
+    // The DSN's event follows the failure's (the DSN is spooled after it).
+    let show = || trace_ok(&relay, &["show", &failed[0]["queue_id"]]);
+    assert!(wait_until(Duration::from_secs(10), || show().contains("dsn_sent")));
+    let shown = show();
+    for want in ["failed", "dsn_sent", "dave@sender.test", "no such mailbox"] {
+        assert!(shown.contains(want), "{want}: {shown}");
+    }
 
     // Bad input: one line, non-zero.
     for bad in [
