@@ -129,7 +129,7 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     ]);
     assert!(wait_until(Duration::from_secs(20), || home.count() >= 1));
     let srs = home.messages()[0].mail_from.clone();
-    // Deferred for a@, delivered for b@ (one alias, two targets).
+    // Deferred for a@, delivered for b@ (one alias, two targets); the Subject encoded.
     swaks_ok(&[
         "--server",
         &relay.addr(),
@@ -138,7 +138,7 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         "--to",
         "team@forward.example",
         "--header",
-        "Subject: team lunch",
+        "Subject: =?UTF-8?Q?team_lunch?=",
     ]);
     // Refused at RCPT: the SRS address with its hash changed.
     let (head, tail) = srs.split_once("SRS=").unwrap();

@@ -38,7 +38,8 @@ impl HeaderCapture {
             if id.is_none() && name.eq_ignore_ascii_case("message-id") {
                 id = Some(super::query::strip_brackets(&value).to_owned());
             } else if subject.is_none() && name.eq_ignore_ascii_case("subject") {
-                subject = Some(value.chars().take(MAX_SUBJECT).collect());
+                let decoded = super::encoded_words::decode(&value);
+                subject = Some(decoded.chars().take(MAX_SUBJECT).collect());
             }
         }
         (id.filter(|i| !i.is_empty()), subject)

@@ -3,6 +3,7 @@
 //! store that `srs-relay trace` searches. Recording never makes the relay wait: see
 //! [`Tracer`]. The spool, not the trace, is the durable record of a message.
 
+mod encoded_words;
 mod event;
 mod explain;
 mod headers;
