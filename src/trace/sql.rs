@@ -37,7 +37,10 @@ pub const INSERT: &str = "INSERT INTO trace_events (time, kind, queue_id, messag
     size, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
     $14, $15, $16)";
 
-pub const PRUNE: &str = "DELETE FROM trace_events WHERE time < $1";
+/// Removes up to `$2` events older than `$1`: run until it removes none, so that a large
+/// prune never holds the write lock for long.
+pub const PRUNE: &str = "DELETE FROM trace_events WHERE id IN \
+    (SELECT id FROM trace_events WHERE time < $1 LIMIT $2)";
 
 /// The head of a search: one row per message and recipient (its received or refused
 /// event) with the latest delivery event for it. The caller appends `AND` conditions on

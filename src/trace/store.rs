@@ -106,7 +106,15 @@ impl TraceStore for SqliteStore {
     }
 
     fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
-        Ok(self.conn.execute(sql::PRUNE, [before])? as u64)
+        const STEP: i64 = 10_000;
+        let mut total = 0;
+        loop {
+            let n = self.conn.execute(sql::PRUNE, [before, STEP])? as u64;
+            total += n;
+            if n < STEP as u64 {
+                return Ok(total);
+            }
+        }
     }
 
     fn search(&self, filter: &Filter) -> Result<Vec<Row>, StoreError> {
