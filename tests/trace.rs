@@ -223,6 +223,8 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     assert_eq!(bounced.len(), 1, "{bounced:?}");
     assert_eq!(bounced[0]["recipient"], "bob@sender.test");
     assert_eq!(bounced[0]["sender"], "");
+    // `<>`: the null sender (the reversed bounce and the forged one).
+    assert_eq!(csv_rows(&relay, &["--sender", "<>"]).len(), 2);
     assert_eq!(
         csv_rows(
             &relay,

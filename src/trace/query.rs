@@ -81,6 +81,8 @@ impl Filter {
             format!(" AND ({})", any.join(" OR "))
         };
         if let Some(s) = &self.sender {
+            // `<>`: the null sender, stored as the empty address.
+            let s = if s.trim() == "<>" { "" } else { s };
             sql += &either(&["r.sender", "r.srs_sender"], s, &mut params);
         }
         if let Some(r) = &self.recipient {
