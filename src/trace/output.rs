@@ -105,9 +105,10 @@ pub fn table(rows: &[Row]) -> String {
         "TIME (UTC)", "QUEUE ID", "STATUS", "SENDER", "RECIPIENT", "SUBJECT"
     );
     for r in rows {
-        let rcpt = match (&r.original_recipient, &r.recipient) {
+        let given = r.original_recipient.as_deref().filter(|a| !a.is_empty());
+        let rcpt = match (given, r.recipient.as_deref().filter(|a| !a.is_empty())) {
             (Some(o), Some(t)) if o != t => format!("{o} → {t}"),
-            (o, t) => t.clone().or(o.clone()).unwrap_or_default(),
+            (o, t) => t.or(o).unwrap_or_default().to_owned(),
         };
         let status = if r.bounce {
             format!("{}*", r.status)
