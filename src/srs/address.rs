@@ -45,17 +45,6 @@ pub(crate) fn strip_brackets(address: &str) -> &str {
 
 /// Parses `local@domain`, optionally in angle brackets.
 pub(crate) fn parse(address: &str) -> Result<Mailbox<'_>, &'static str> {
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    // SAFETY: `sse2::parse` needs SSE2, which this build targets (the `cfg` above; it is
-    // part of the x86-64 baseline). It reads `address` through safe slice indexing only.
-    if let Some(mailbox) = unsafe { sse2::parse(address) } {
-        return Ok(mailbox);
-    }
-    parse_general(address)
-}
-
-/// [`parse`] for any address, a field at a time.
-fn parse_general(address: &str) -> Result<Mailbox<'_>, &'static str> {
     let mut a = address.trim_ascii();
     if let Some(inner) = a.strip_prefix('<') {
         a = inner.strip_suffix('>').ok_or("unbalanced angle bracket")?;
@@ -183,99 +172,6 @@ const CLASS: [u8; 256] = {
 /// The [`CLASS`] bits of all the bytes of `s`, or'ed together.
 fn classes(s: &[u8]) -> u8 {
     s.iter().fold(0, |acc, &b| acc | CLASS[usize::from(b)])
-}
-
-/// [`parse`]'s fast path with SSE2, which every x86-64 CPU has (so no run-time detection),
-/// for the usual address: 16 to 64 bytes, one `@`, and nothing else that would need
-/// quotes in a local part (so nothing either side would refuse). It is read in two or four
-/// 16-byte steps, giving the positions of `@`, `=` and of those other bytes as 64-bit
-/// masks; the split at the `@` and the checks are then mask operations. No loop over the
-/// bytes, so no branch that depends on the lengths of the fields, which vary from address
-/// to address and were mispredicted. Measured in a loop over the addresses of
-/// `benches/compare-mail-srs.sh` and their classic forms: 35-39 ns per sender and 32-35 per
-/// SRS address through the table, 17 and 22.5 here.
-///
-/// Any other address (brackets, blanks, quotes, `(`, a second `@`, an error, …) is left to
-/// the general path: this one answers only when that one would give the same answer,
-/// which the tests check against it.
-#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-mod sse2 {
-    use std::arch::x86_64::*;
-    use std::borrow::Cow;
-
-    use super::Mailbox;
-
-    /// The positions (bit `j`: lane `j`) in 16 bytes of `@`, of `=`, and of the bytes of
-    /// the [`QUOTE`](super::QUOTE) class (which holds `@`, and all a local part or a domain
-    /// refuses).
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    fn classify(v: __m128i) -> [u32; 3] {
-        let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
-        let or = _mm_or_si128;
-        let at = eq(b'@');
-        // Blanks and controls (0x00..=0x20 as unsigned bytes), DEL, `"` and `,`.
-        let control = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x20)), v);
-        let singles = or(or(control, eq(0x7f)), or(eq(b'"'), eq(b',')));
-        // `(` `)` and `:` `;` are pairs that differ in the low bit, `<` `>` in bit 1;
-        // `[` `\` `]` a range.
-        let even = _mm_and_si128(v, _mm_set1_epi8(!1));
-        let pair = |c: u8| _mm_cmpeq_epi8(even, _mm_set1_epi8(c as i8));
-        let angle = _mm_cmpeq_epi8(_mm_or_si128(v, _mm_set1_epi8(2)), _mm_set1_epi8(b'>' as i8));
-        let offset = _mm_sub_epi8(v, _mm_set1_epi8(b'[' as i8));
-        let brackets = _mm_cmpeq_epi8(_mm_min_epu8(offset, _mm_set1_epi8(2)), offset);
-        let quote = or(
-            or(or(singles, at), or(angle, brackets)),
-            or(pair(b'('), pair(b':')),
-        );
-        let mask = |m: __m128i| _mm_movemask_epi8(m) as u32;
-        [mask(at), mask(eq(b'=')), mask(quote)]
-    }
-
-    #[inline]
-    fn word(s: &[u8], i: usize) -> i64 {
-        i64::from_le_bytes(s[i..i + 8].try_into().expect("8 bytes"))
-    }
-
-    /// See the module; `None`: ask the general path.
-    #[inline]
-    #[target_feature(enable = "sse2")]
-    pub(super) fn parse(address: &str) -> Option<Mailbox<'_>> {
-        let s = address.as_bytes();
-        let n = s.len();
-        if !(16..=64).contains(&n) {
-            return None;
-        }
-        let (mut at, mut equals, mut quote) = (0u64, 0u64, 0u64);
-        // Two or four 16-byte chunks, the last ones overlapping the others when the address
-        // is shorter than 32 or 64 bytes: a byte seen twice lands on the same bit.
-        let chunks = if n <= 32 { 2 } else { 4 };
-        for k in 0..chunks {
-            let start = (16 * k).min(n - 16);
-            let v = _mm_set_epi64x(word(s, start + 8), word(s, start));
-            let [at_here, equals_here, quote_here] = classify(v);
-            at |= u64::from(at_here) << start;
-            equals |= u64::from(equals_here) << start;
-            quote |= u64::from(quote_here) << start;
-        }
-        // One `@`, and no other byte of the class: no blank or bracket around the address,
-        // no quoted local part, nothing refused, nothing to quote.
-        if at == 0 || quote != at || at & (at - 1) != 0 {
-            return None;
-        }
-        let at = at.trailing_zeros() as usize;
-        if at == 0 || at == n - 1 {
-            return None;
-        }
-        let domain = !((2u64 << at).wrapping_sub(1));
-        Some(Mailbox {
-            local: Cow::Borrowed(&address[..at]),
-            domain: &address[at + 1..],
-            local_needs_quotes: false,
-            domain_needs_quotes: false,
-            domain_has_equals: equals & domain != 0,
-        })
-    }
 }
 
 fn unquote(quoted: &str) -> Result<String, &'static str> {
@@ -439,65 +335,31 @@ mod tests {
         assert_eq!(strip_brackets(" <a@b> "), "a@b");
     }
 
-    /// The SSE2 fast path's answer where it gives one, else `None`.
-    fn fast(address: &str) -> Option<Mailbox<'_>> {
-        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        // SAFETY: as in `parse`.
-        return unsafe { sse2::parse(address) };
-        #[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
-        None
-    }
-
-    /// The fast path, where it answers, answers as the general path does.
-    fn check_fast(address: &str) {
-        if let Some(m) = fast(address) {
-            assert_eq!(Ok(m), parse_general(address), "{address:?}");
-        }
-        assert_eq!(parse(address), parse_general(address), "{address:?}");
-    }
-
     #[test]
-    fn fast_path_every_ascii_byte_everywhere() {
-        // Addresses of 16 to 64 bytes (and either side of that), `@` early, midway and
-        // late, with every ASCII byte and a two-byte character at every position.
+    fn every_ascii_byte_everywhere() {
+        // Addresses of 14 to 66 bytes, `@` early, midway and late, with every ASCII byte
+        // and a two-byte character at every position, against the reference below.
         for len in 14..=66usize {
             for at in [1, len / 2, len - 3] {
                 let mut base = vec![b'a'; len];
                 base[len - 4] = b'.';
                 base[at] = b'@';
-                let text = String::from_utf8(base.clone()).unwrap();
-                if cfg!(target_arch = "x86_64") && (16..=64).contains(&len) {
-                    assert!(fast(&text).is_some(), "{text}");
-                }
-                check_fast(&text);
+                assert!(parse(std::str::from_utf8(&base).unwrap()).is_ok());
                 for pos in 0..len {
                     for b in 0..=127u8 {
                         let mut bytes = base.clone();
                         bytes[pos] = b;
-                        check_fast(std::str::from_utf8(&bytes).unwrap());
+                        let s = std::str::from_utf8(&bytes).unwrap();
+                        assert_eq!(parse(s), parse_reference(s), "{s:?}");
                     }
                     if pos + 1 < len {
                         let mut bytes = base.clone();
                         bytes[pos..pos + 2].copy_from_slice("é".as_bytes());
-                        check_fast(std::str::from_utf8(&bytes).unwrap());
+                        let s = std::str::from_utf8(&bytes).unwrap();
+                        assert_eq!(parse(s), parse_reference(s), "{s:?}");
                     }
                 }
             }
-        }
-    }
-
-    #[test]
-    fn fast_path_takes_the_usual_addresses() {
-        for a in [
-            "bob.smith@example.org",
-            "SRS0=vmyz=2W=otherdomain.com=test@example.com",
-            "john+SRS=ABCDEFGH=2W=example.org=bob@forward.example",
-            "fwd@relay.example.net",
-        ] {
-            if cfg!(target_arch = "x86_64") {
-                assert!(fast(a).is_some(), "{a}");
-            }
-            check_fast(a);
         }
     }
 
@@ -533,8 +395,8 @@ mod tests {
         }
     }
 
-    /// `parse` as it was written before the fast paths: the definition the tuned one must
-    /// match, result for result and error for error.
+    /// `parse` written plainly, each check a pass of its own: the definition the table-driven
+    /// one must match, result for result and error for error.
     fn parse_reference(address: &str) -> Result<Mailbox<'_>, &'static str> {
         let mut a = address.trim_ascii();
         if let Some(inner) = a.strip_prefix('<') {

@@ -355,11 +355,8 @@ impl Srs {
         } else {
             let tt = timestamp::encode(now);
             let parts: [&[u8]; 3] = [&tt, sender.domain.as_bytes(), local.as_bytes()];
-            // The hash's block is written before the allocation, and read after it.
-            let mut message = hash::Message::new();
-            self.keys.classic_message(&mut message, &parts);
+            let h = self.keys.classic(&parts, url, len);
             let mut out = String::with_capacity(capacity);
-            let h = self.keys.classic_of(&message, &parts, url, len);
             out.push_str("SRS0");
             out.push(sep);
             push_ascii(&mut out, &h[..len]);
@@ -384,13 +381,10 @@ impl Srs {
         let tt = timestamp::encode(now);
         let len = self.options.microsoft_hash_length;
         let parts: [&[u8]; 4] = [&tt, domain.as_bytes(), local.as_bytes(), user.as_bytes()];
-        // The hash's block is written before the allocation, and read after it.
-        let mut message = hash::Message::new();
-        self.keys.microsoft_message(&mut message, &parts);
+        let h = self.keys.microsoft(&parts, len);
         // user+SRS=HASH=TT=domain=local
         let mut out =
             String::with_capacity(user.len() + 10 + len + domain.len() + local.len() + tail);
-        let h = self.keys.microsoft_of(&message, &parts, len);
         out.push_str(user);
         out.push_str("+SRS=");
         push_ascii(&mut out, &h[..len]);
@@ -433,19 +427,14 @@ impl Srs {
                 }
                 let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
                 let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
-                // The hash's block is written, then the answer (an allocation), then the hash
-                // is checked: only a good hash of a fresh enough address gives the answer.
-                let mut message = hash::Message::new();
-                self.keys.classic_message(&mut message, &parts);
-                let answer = render_part(mailbox, orig, domain);
                 if !self
                     .keys
-                    .classic_verify_of(hash, &message, &parts, self.options.hash_length)
+                    .classic_verify(hash, &parts, self.options.hash_length)
                 {
                     return Err(ReverseError::BadHash);
                 }
                 self.check_age(slot, now)?;
-                Ok(answer)
+                Ok(render_part(mailbox, orig, domain))
             }
             Some((_, rest)) => {
                 let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
