@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::delivery::{FailureReason, FailureReport, OnFailure};
 use crate::dsn::{self, Action, DsnRequest};
-use crate::spool::{ClientInfo, Envelope, Recipient, RecipientState, Spool};
+use crate::spool::{ClientInfo, Envelope, Recipient, Spool};
 use crate::srs::unix_now;
 use crate::trace::{Event, Kind, Tracer};
 
@@ -105,15 +105,10 @@ fn spool_dsn(
         arrival: now,
         original_sender: String::new(),
         sender: String::new(),
-        recipients: vec![Recipient {
-            address: env.original_sender.clone(),
-            original: env.original_sender.clone(),
-            state: RecipientState::Pending,
-            last_error: None,
-            remote: None,
-            notify: None,
-            orcpt: None,
-        }],
+        recipients: vec![Recipient::pending(
+            env.original_sender.clone(),
+            env.original_sender.clone(),
+        )],
         client: ClientInfo {
             ip: "127.0.0.1".into(),
             helo: reporting_mta.to_owned(),

@@ -11,6 +11,8 @@ pub mod config;
 pub mod secrets;
 
 #[cfg(feature = "server")]
+mod accept;
+#[cfg(feature = "server")]
 pub mod bounce;
 #[cfg(feature = "server")]
 pub mod delivery;

@@ -6,7 +6,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
@@ -173,56 +172,6 @@ fn tls_relay(require: bool) -> Relay {
     relay
 }
 
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn rustls_client(version: &'static rustls::SupportedProtocolVersion) -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth(),
-    )
-}
-
 fn read_reply<R: Read>(r: &mut R) -> String {
     let mut out = Vec::new();
     let mut b = [0u8; 1];
@@ -259,9 +208,11 @@ fn starttls_with_rustls_then_mail() {
         assert!(c.cmd("MAIL FROM:<a@b.example>").starts_with("530 5.7.0"));
         assert!(c.cmd("STARTTLS").starts_with("220"));
         let tcp: TcpStream = c.w.try_clone().unwrap();
-        let conn =
-            rustls::ClientConnection::new(rustls_client(version), "relay.test".try_into().unwrap())
-                .unwrap();
+        let conn = rustls::ClientConnection::new(
+            tls_client_trusting_any(&[version]),
+            "relay.test".try_into().unwrap(),
+        )
+        .unwrap();
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         tls.write_all(b"EHLO client.test\r\n").unwrap();
         let ehlo = read_reply(&mut tls);

@@ -21,7 +21,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -204,8 +203,11 @@ impl Wire {
                 self.pending.escape_ascii()
             ));
         }
-        let conn =
-            rustls::ClientConnection::new(tls_client(), "relay.test".try_into().unwrap()).unwrap();
+        let conn = rustls::ClientConnection::new(
+            tls_client_trusting_any(rustls::DEFAULT_VERSIONS),
+            "relay.test".try_into().unwrap(),
+        )
+        .unwrap();
         let mut tls = rustls::StreamOwned::new(conn, self.tcp.try_clone().unwrap());
         self.tcp.set_read_timeout(Some(WAIT)).unwrap();
         while tls.conn.is_handshaking() {
@@ -218,58 +220,6 @@ impl Wire {
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
     }
-}
-
-// ---- TLS client trusting any certificate ----
-
-#[derive(Debug)]
-struct AcceptAny;
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn verify_tls13_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-fn tls_client() -> Arc<rustls::ClientConfig> {
-    Arc::new(
-        rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny))
-        .with_no_client_auth(),
-    )
 }
 
 // ---- a relay with a receiver behind it ----

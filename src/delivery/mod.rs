@@ -56,6 +56,8 @@ mod dns;
 mod message;
 mod outcome;
 mod queue;
+#[cfg(test)]
+mod testing;
 mod tls;
 
 use std::time::Duration;

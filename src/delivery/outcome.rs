@@ -267,41 +267,7 @@ pub(crate) fn conclude(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spool::{ClientInfo, Recipient};
-
-    fn rcpt(address: &str) -> Recipient {
-        Recipient {
-            address: address.into(),
-            original: address.into(),
-            state: RecipientState::Pending,
-            last_error: None,
-            remote: None,
-            notify: None,
-            orcpt: None,
-        }
-    }
-
-    fn envelope(rcpts: &[&str]) -> Envelope {
-        Envelope {
-            id: "t1".into(),
-            arrival: 1000,
-            original_sender: "s@example.org".into(),
-            sender: "s@example.org".into(),
-            recipients: rcpts.iter().map(|a| rcpt(a)).collect(),
-            client: ClientInfo {
-                ip: "127.0.0.1".into(),
-                helo: "h".into(),
-                tls: None,
-            },
-            attempts: 0,
-            next_attempt: 1000,
-            size: 10,
-            env_id: None,
-            ret_full: false,
-            delay_warned: false,
-            dsn_owed: Vec::new(),
-        }
-    }
+    use crate::delivery::testing::envelope;
 
     fn o(index: usize, result: RcptResult) -> Outcome {
         Outcome {

@@ -130,19 +130,8 @@ impl Server {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
-        loop {
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                _ = shutdown.changed() => break,
-            };
+        while let Some((stream, peer)) = crate::accept::next(&listener, &mut shutdown, "smtp").await
+        {
             let server = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move { server.connection(stream, peer, shutdown).await });

@@ -273,19 +273,7 @@ async fn accept_tcp(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "lookup accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    while let Some((stream, peer)) = crate::accept::next(&listener, &mut shutdown, "lookup").await {
         let Some(permit) = admit(&shared, protocol, |b| stream.try_write(b)) else {
             tracing::warn!(peer = %peer, "lookup connection refused: too many connections");
             continue;
@@ -305,18 +293,7 @@ async fn accept_unix(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "lookup accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => return,
-        };
+    while let Some((stream, _)) = crate::accept::next(&listener, &mut shutdown, "lookup").await {
         let Some(permit) = admit(&shared, Protocol::Socketmap, |b| stream.try_write(b)) else {
             tracing::warn!("lookup connection refused: too many connections");
             continue;

@@ -1,5 +1,7 @@
 //! User and group names of `socketmap.socket_owner` / `socket_group` to numeric ids.
 
+use nix::unistd::{Group, User};
+
 use crate::config::ConfigError;
 
 /// A user name or numeric uid.
@@ -7,24 +9,14 @@ pub(super) fn user_id(key: &str, name: &str) -> Result<u32, ConfigError> {
     if let Ok(id) = name.parse() {
         return Ok(id);
     }
-    let c_name = std::ffi::CString::new(name).map_err(|_| ConfigError::key(key, "NUL in name"))?;
-    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    let mut found: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `entry`.
-    let rc = unsafe {
-        libc::getpwnam_r(
-            c_name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() {
-        return Err(ConfigError::key(key, format!("no such user {name:?}")));
+    match User::from_name(name) {
+        Ok(Some(user)) => Ok(user.uid.as_raw()),
+        Ok(None) => Err(ConfigError::key(key, format!("no such user {name:?}"))),
+        Err(e) => Err(ConfigError::key(
+            key,
+            format!("looking up user {name:?}: {e}"),
+        )),
     }
-    Ok(entry.pw_uid)
 }
 
 /// A group name or numeric gid.
@@ -32,22 +24,12 @@ pub(super) fn group_id(key: &str, name: &str) -> Result<u32, ConfigError> {
     if let Ok(id) = name.parse() {
         return Ok(id);
     }
-    let c_name = std::ffi::CString::new(name).map_err(|_| ConfigError::key(key, "NUL in name"))?;
-    let mut entry: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 64 * 1024];
-    let mut found: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: every pointer is valid for the call; `buf` outlives the use of `entry`.
-    let rc = unsafe {
-        libc::getgrnam_r(
-            c_name.as_ptr(),
-            &mut entry,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut found,
-        )
-    };
-    if rc != 0 || found.is_null() {
-        return Err(ConfigError::key(key, format!("no such group {name:?}")));
+    match Group::from_name(name) {
+        Ok(Some(group)) => Ok(group.gid.as_raw()),
+        Ok(None) => Err(ConfigError::key(key, format!("no such group {name:?}"))),
+        Err(e) => Err(ConfigError::key(
+            key,
+            format!("looking up group {name:?}: {e}"),
+        )),
     }
-    Ok(entry.gr_gid)
 }

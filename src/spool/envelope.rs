@@ -78,6 +78,21 @@ pub struct Recipient {
     pub orcpt: Option<String>,
 }
 
+impl Recipient {
+    /// A recipient still to be delivered, with no DSN request.
+    pub fn pending(address: impl Into<String>, original: impl Into<String>) -> Recipient {
+        Recipient {
+            address: address.into(),
+            original: original.into(),
+            state: RecipientState::Pending,
+            last_error: None,
+            remote: None,
+            notify: None,
+            orcpt: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecipientState {
