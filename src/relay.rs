@@ -114,7 +114,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         Some(socketmap::start(lookups, srs.clone(), store.clone(), stop_rx.clone()).await?)
     };
     let submit = queue.clone();
-    let mut server = Server::new(
+    let server = Server::new(
         &cfg,
         srs,
         policy,
@@ -123,8 +123,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         tls,
         Arc::new(move |env| submit.submit(env)),
     )
-    .map_err(|e| e.to_string())?;
-    server.tracer = tracer.clone();
+    .map_err(|e| e.to_string())?
+    .with_tracer(tracer.clone());
     let server = Arc::new(server);
     let mut listeners = Vec::new();
     for addr in &cfg.server.listen {

@@ -80,7 +80,7 @@ pub struct Server {
     pub tls: Option<TlsAcceptor>,
     pub on_spooled: OnSpooled,
     /// Where session events go (`[trace]`); disabled unless the caller sets one.
-    pub tracer: crate::trace::Tracer,
+    pub(crate) tracer: crate::trace::Tracer,
     max_connections: Arc<Semaphore>,
     max_connections_total: usize,
     max_per_ip: usize,
@@ -117,6 +117,12 @@ impl Server {
             max_per_ip: cfg.server.max_connections_per_ip,
             per_ip: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Records this server's events in `tracer` (off by default).
+    pub fn with_tracer(mut self, tracer: crate::trace::Tracer) -> Server {
+        self.tracer = tracer;
+        self
     }
 
     /// Sessions open now.
