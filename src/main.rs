@@ -127,6 +127,9 @@ struct TraceArgs {
     /// Rows at most (up to 100000).
     #[arg(long, default_value_t = 1000)]
     limit: u32,
+    /// Mail loops refused (554 5.4.6) by the hosts in their Received chains, with counts.
+    #[arg(long, conflicts_with_all = ["sender", "recipient", "subject", "message_id", "queue_id", "status"])]
+    loops: bool,
     /// RFC 4180 CSV with a header row.
     #[arg(long, conflicts_with = "json")]
     csv: bool,
@@ -312,6 +315,24 @@ fn trace(show: Option<TraceShow>, args: TraceArgs) -> Result<(), Failure> {
             .transpose()
             .map_err(|e| Failure::Usage(format!("--{flag}: {e}")))
     };
+    if args.loops {
+        let cfg = Config::load(args.config.as_deref())?;
+        let store = trace::open_for_reading(&cfg).map_err(Failure::Usage)?;
+        let since = time("since", &args.since)?.unwrap_or(0);
+        let until = time("until", &args.until)?.unwrap_or(i64::MAX);
+        let refusals = store
+            .loop_refusals(since, until, args.limit)
+            .map_err(|e| Failure::Usage(e.to_string()))?;
+        let (hosts, loops) = trace::loops::by_host(&refusals);
+        if args.csv {
+            print!("{}", output::loops_csv(&hosts));
+        } else if args.json {
+            println!("{}", output::loops_json(&hosts, loops));
+        } else {
+            print!("{}", output::loops_table(&hosts, loops));
+        }
+        return Ok(());
+    }
     let filter = Filter {
         since: time("since", &args.since)?,
         until: time("until", &args.until)?,

@@ -177,7 +177,9 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     c.cmd("MAIL FROM:<eve@sender.test>");
     assert!(c.cmd("RCPT TO:<john@forward.example>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
-    c.send("Received: from a\r\n".repeat(60).as_bytes());
+    // Round and round between two hosts: 30 stamps each.
+    let hop = "Received: from mx.a.test (mx.a.test [192.0.2.1])\r\n\tby relay.b.test with ESMTP id 1;\r\n\tFri, 4 Dec 2026 10:00:00 +0000\r\nReceived: from relay.b.test by MX.A.test\r\n\t(Postfix, from userid 0) id 2; Fri, 4 Dec 2026 10:00:00 +0000\r\n";
+    c.send(hop.repeat(30).as_bytes());
     let reply = c.cmd("\r\nlooping\r\n.");
     assert!(reply.starts_with("554 5.4.6"), "{reply}");
     c.cmd("QUIT");
@@ -219,6 +221,23 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
         forged.to_ascii_lowercase()
     );
     assert!(refused[1]["reply"].starts_with("550 5.7.1"), "{refused:?}");
+    // Mail-loop insight: the loop by the hosts of its Received chain.
+    let loops = parse_csv(&trace_ok(&relay, &["--loops", "--since", "1d", "--csv"]));
+    assert_eq!(loops[0], ["host", "messages", "stamps", "last"], "{loops:?}");
+    assert_eq!(loops[1][..3], ["mx.a.test", "1", "30"], "{loops:?}");
+    assert_eq!(loops[2][..3], ["relay.b.test", "1", "30"], "{loops:?}");
+    let json: serde_json::Value =
+        serde_json::from_str(&trace_ok(&relay, &["--loops", "--json"])).unwrap();
+    assert_eq!(json["loops"], 1, "{json}");
+    assert!(trace_ok(&relay, &["--loops"]).contains("1 message(s) refused as mail loops"));
+    assert_eq!(
+        parse_csv(&trace_ok(&relay, &["--loops", "--until", "1h", "--csv"])).len(),
+        1
+    );
+    // The refusal carries the id the message would have had, so `trace show` finds it.
+    let loop_id = &refused[0]["queue_id"];
+    assert!(!loop_id.is_empty(), "{refused:?}");
+    assert!(trace_ok(&relay, &["show", loop_id]).contains("received_hosts"));
     let bounced = csv_rows(&relay, &["--status", "bounced"]);
     assert_eq!(bounced.len(), 1, "{bounced:?}");
     assert_eq!(bounced[0]["recipient"], "bob@sender.test");

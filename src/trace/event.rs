@@ -149,11 +149,16 @@ impl Event {
     }
 
     /// `detail` as a JSON object of string pairs.
-    pub fn detail(mut self, pairs: &[(&str, &str)]) -> Event {
+    pub fn detail(self, pairs: &[(&str, &str)]) -> Event {
         let map: serde_json::Map<String, serde_json::Value> = pairs
             .iter()
             .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
             .collect();
+        self.detail_json(map)
+    }
+
+    /// `detail` as a JSON object of any values.
+    pub fn detail_json(mut self, map: serde_json::Map<String, serde_json::Value>) -> Event {
         self.detail = Some(serde_json::Value::Object(map).to_string());
         self
     }

@@ -5,6 +5,8 @@
 pub const MAX_HEADER: usize = 32 * 1024;
 /// Subject characters kept at most.
 const MAX_SUBJECT: usize = 200;
+/// Hosts of the Received chain kept at most, for a loop's trace event.
+pub const MAX_RECEIVED_HOSTS: usize = 20;
 
 /// Collects the header section of a message being received.
 #[derive(Debug, Default)]
@@ -46,6 +48,55 @@ impl HeaderCapture {
     }
 }
 
+impl HeaderCapture {
+    /// The hosts that stamped the Received chain (each field's `by` host, RFC 5321
+    /// section 4.4), lower-cased, with how often each appears: most first, then by name;
+    /// at most `MAX_RECEIVED_HOSTS`.
+    pub fn received_hosts(&self) -> Vec<(String, usize)> {
+        let text = String::from_utf8_lossy(&self.buf);
+        let mut counts: std::collections::HashMap<String, usize> = Default::default();
+        for (name, value) in unfolded(&text) {
+            if name.eq_ignore_ascii_case("received")
+                && let Some(host) = by_host(&value)
+            {
+                *counts.entry(host).or_default() += 1;
+            }
+        }
+        let mut hosts: Vec<(String, usize)> = counts.into_iter().collect();
+        hosts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        hosts.truncate(MAX_RECEIVED_HOSTS);
+        hosts
+    }
+}
+
+/// The host after `by` in a Received field, outside comments; `None` if there is none.
+fn by_host(value: &str) -> Option<String> {
+    let mut plain = String::with_capacity(value.len());
+    let mut depth = 0usize;
+    for c in value.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ';' if depth == 0 => break,
+            c if depth == 0 => plain.push(c),
+            _ => plain.push(' '),
+        }
+    }
+    let mut words = plain.split_whitespace();
+    while let Some(w) = words.next() {
+        if w.eq_ignore_ascii_case("by") {
+            let host = words.next()?.trim_matches(|c: char| c == '[' || c == ']');
+            let ok = !host.is_empty()
+                && host.len() <= 255
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'));
+            return ok.then(|| host.to_ascii_lowercase());
+        }
+    }
+    None
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -80,6 +131,26 @@ mod tests {
             (Some("a1@b.example".into()), Some("Hello there".into()))
         );
         assert!(h.done);
+    }
+
+    #[test]
+    fn received_hosts_are_the_by_hosts_most_first() {
+        let mut h = HeaderCapture::default();
+        h.push(b"Received: from a.example (a.example [192.0.2.1]) by MX.Fwd.test\r\n");
+        h.push(b"  (Postfix, by nobody) with ESMTP id 1; Fri, 4 Dec 2026 10:00:00 +0000\r\n");
+        h.push(b"Received: from x by relay.other.example with SMTP; date by notme\r\n");
+        h.push(b"Received: from y by mx.fwd.test; date\r\n");
+        h.push(b"Received: from z (by comment.only)\r\n");
+        h.push(b"Received: by [192.0.2.9] id 7\r\n");
+        h.push(b"Subject: s\r\n\r\nReceived: by body.example\r\n");
+        assert_eq!(
+            h.received_hosts(),
+            vec![
+                ("mx.fwd.test".to_owned(), 2),
+                ("192.0.2.9".to_owned(), 1),
+                ("relay.other.example".to_owned(), 1),
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod encoded_words;
 mod event;
 mod explain;
 mod headers;
+pub mod loops;
 pub mod output;
 mod query;
 mod sql;

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use super::event::Event;
 use super::explain::explain;
+use super::loops::LoopHost;
 use super::query::{Row, format_time};
 
 /// The CSV columns, in order.
@@ -137,6 +138,62 @@ pub fn table(rows: &[Row]) -> String {
         );
     }
     out
+}
+
+/// `trace --loops` as a table: one host per line, most looping messages first.
+pub fn loops_table(hosts: &[LoopHost], loops: usize) -> String {
+    let mut out = format!("{loops} message(s) refused as mail loops (554 5.4.6)\n");
+    if hosts.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<50}  {:>8}  {:>8}  LAST (UTC)",
+        "HOST (Received: by)", "MESSAGES", "STAMPS"
+    );
+    for h in hosts {
+        let _ = writeln!(
+            out,
+            "{:<50}  {:>8}  {:>8}  {}",
+            cut(&h.host, 50),
+            h.messages,
+            h.stamps,
+            format_time(h.last)
+        );
+    }
+    out
+}
+
+/// `trace --loops --csv`: RFC 4180, a header row, one host per row.
+pub fn loops_csv(hosts: &[LoopHost]) -> String {
+    let mut out = String::from("host,messages,stamps,last\r\n");
+    for h in hosts {
+        let _ = write!(
+            out,
+            "{},{},{},{}\r\n",
+            csv_field(&h.host),
+            h.messages,
+            h.stamps,
+            format_time(h.last)
+        );
+    }
+    out
+}
+
+/// `trace --loops --json`.
+pub fn loops_json(hosts: &[LoopHost], loops: usize) -> String {
+    let hosts: Vec<serde_json::Value> = hosts
+        .iter()
+        .map(|h| {
+            serde_json::json!({
+                "host": h.host,
+                "messages": h.messages,
+                "stamps": h.stamps,
+                "last": format_time(h.last),
+            })
+        })
+        .collect();
+    serde_json::json!({ "loops": loops, "hosts": hosts }).to_string()
 }
 
 /// `trace show`: every event, one block each, with advice under failures.

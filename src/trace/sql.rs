@@ -76,3 +76,10 @@ pub const SHOW: &str = "WITH ids AS ( \
         original_recipient, subject, remote, reply, tls, attempt, size, status, detail \
     FROM trace_events WHERE queue_id IN (SELECT queue_id FROM queues) \
     ORDER BY time, id";
+
+/// Messages refused as mail loops between `$1` and `$2` (ms), newest first, at most `$3`:
+/// one row per message (its refused events share the queue id and detail).
+pub const LOOPS: &str = "SELECT queue_id, MAX(time), MAX(detail) FROM trace_events \
+    WHERE kind = 'refused' AND detail LIKE '%\"reason\":\"loop\"%' \
+    AND time >= $1 AND time <= $2 \
+    GROUP BY queue_id ORDER BY MAX(time) DESC LIMIT $3";

@@ -33,6 +33,14 @@ pub trait TraceStore: Send {
     /// Every event of the message `id` (queue id or Message-ID) and of those sharing its
     /// Message-ID, oldest first.
     fn show(&self, id: &str) -> Result<Vec<Event>, StoreError>;
+    /// The messages refused as mail loops in `[since, until]` (ms), newest first, at
+    /// most `limit`: (time, detail) each.
+    fn loop_refusals(
+        &self,
+        since: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError>;
 }
 
 /// The embedded store: one SQLite file in WAL mode, so `srs-relay trace` reads it while
@@ -177,6 +185,19 @@ impl TraceStore for SqliteStore {
                 status: r.get(14)?,
                 detail: r.get(15)?,
             })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn loop_refusals(
+        &self,
+        since: i64,
+        until: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        let mut stmt = self.conn.prepare(sql::LOOPS)?;
+        let rows = stmt.query_map(rusqlite::params![since, until, limit], |r| {
+            Ok((r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -260,6 +260,46 @@ fn show_follows_the_message_id_and_prune_forgets() {
     assert!(s.show("Q1").unwrap().is_empty());
 }
 
+#[test]
+fn loop_refusals_come_once_per_message_within_the_window() {
+    let (_dir, mut s) = store();
+    let refusal = |id: &str, rcpt: &str, time: i64, reason: &str| {
+        let mut detail = serde_json::Map::new();
+        detail.insert("stage".into(), "data".into());
+        detail.insert("reason".into(), reason.into());
+        detail.insert(
+            "received_hosts".into(),
+            serde_json::json!([["a.example", 30], [id, 1]]),
+        );
+        let mut e = Event::new(Kind::Refused)
+            .queue_id(id)
+            .recipient(rcpt)
+            .reply("554 5.4.6 loop")
+            .detail_json(detail);
+        e.time = time;
+        e
+    };
+    s.insert(&[
+        refusal("L1", "a@x.example", 1_000, "loop"),
+        refusal("L1", "b@x.example", 1_000, "loop"),
+        refusal("L2", "a@x.example", 2_000, "loop"),
+        refusal("N1", "a@x.example", 2_500, "size"),
+        refusal("L3", "a@x.example", 9_000, "loop"),
+    ])
+    .unwrap();
+    let got = s.loop_refusals(0, 5_000, 100).unwrap();
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].0, 2_000);
+    assert_eq!(got[1].0, 1_000);
+    let (hosts, loops) = loops::by_host(&got);
+    assert_eq!(loops, 2);
+    assert_eq!(
+        (hosts[0].host.as_str(), hosts[0].messages, hosts[0].stamps),
+        ("a.example", 2, 60)
+    );
+    assert_eq!(s.loop_refusals(0, 10_000, 1).unwrap().len(), 1);
+}
+
 /// A store that fails while `down` is set, and can be made to stall.
 struct Flaky {
     down: Arc<AtomicBool>,
@@ -283,6 +323,14 @@ impl TraceStore for Flaky {
         Ok(Vec::new())
     }
     fn show(&self, _: &str) -> Result<Vec<Event>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn loop_refusals(
+        &self,
+        _: i64,
+        _: i64,
+        _: u32,
+    ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
         Ok(Vec::new())
     }
 }

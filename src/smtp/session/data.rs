@@ -271,15 +271,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return;
         }
         let (message_id, subject) = headers.fields();
+        let mut detail = serde_json::Map::new();
+        detail.insert("stage".into(), "data".into());
+        detail.insert("reason".into(), reason.into());
+        if reason == "loop" {
+            // Mail-loop insight: who stamped the Received chain, and how often.
+            let hosts = headers.received_hosts();
+            detail.insert("received_hosts".into(), serde_json::json!(hosts));
+        }
         for env in &planned.envelopes {
             for r in &env.recipients {
+                // The id the message would have had, so `trace show` finds the refusal.
                 let mut e = Event::new(Kind::Refused)
+                    .queue_id(&env.id)
                     .sender(&env.original_sender)
                     .recipient(&r.address)
                     .original_recipient(&r.original)
                     .remote(&self.peer.ip().to_string())
                     .reply(text)
-                    .detail(&[("stage", "data"), ("reason", reason)]);
+                    .detail_json(detail.clone());
                 e.message_id = message_id.clone();
                 e.subject = subject.clone();
                 e.tls = self.tls.clone();
