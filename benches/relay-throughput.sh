@@ -4,7 +4,8 @@
 # and its RSS with 1,000 idle connections open.
 #
 # Needs: postfix (for smtp-source, smtp-sink), python3. Installs nothing itself.
-# Usage: [BIN=...] benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
+# Usage: [BIN=...] [TRACE=on|off] benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
+# TRACE (default on, as configured out of the box) switches the message trace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-5000}
@@ -55,6 +56,8 @@ smarthost = "127.0.0.1:$SINK_PORT"
 [queue]
 retry_intervals = ["1s"]
 max_per_destination = 20
+[trace]
+enabled = $([ "${TRACE:-on}" = off ] && echo false || echo true)
 TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/relay.toml" 2>"$WORK/relay.log" &
 RELAY=$!

@@ -223,7 +223,11 @@ fn trace_finds_delivered_deferred_refused_and_reversed_mail() {
     assert!(refused[1]["reply"].starts_with("550 5.7.1"), "{refused:?}");
     // Mail-loop insight: the loop by the hosts of its Received chain.
     let loops = parse_csv(&trace_ok(&relay, &["--loops", "--since", "1d", "--csv"]));
-    assert_eq!(loops[0], ["host", "messages", "stamps", "last"], "{loops:?}");
+    assert_eq!(
+        loops[0],
+        ["host", "messages", "stamps", "last"],
+        "{loops:?}"
+    );
     assert_eq!(loops[1][..3], ["mx.a.test", "1", "30"], "{loops:?}");
     assert_eq!(loops[2][..3], ["relay.b.test", "1", "30"], "{loops:?}");
     let json: serde_json::Value =

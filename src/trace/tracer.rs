@@ -15,6 +15,8 @@ use super::store::{StoreError, TraceStore};
 pub const CHANNEL_CAPACITY: usize = 10_000;
 /// Events per transaction at most.
 const BATCH: usize = 1_000;
+/// How long the writer gathers events after the first of a batch.
+const GATHER: Duration = Duration::from_millis(200);
 /// Wait after a store failure before trying again.
 const RETRY: Duration = Duration::from_secs(5);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -175,10 +177,18 @@ impl Writer {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            while batch.len() < BATCH {
-                match self.rx.try_recv() {
+            // Gather for a moment: one transaction per event would rewrite the same
+            // table and index pages for each, costing the relay far more CPU than it saves.
+            let gather_until = Instant::now() + GATHER;
+            while !batch.is_empty() && batch.len() < BATCH {
+                let left = gather_until.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
                     Ok(e) => batch.push(e),
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        self.write(&batch);
+                        return;
+                    }
                 }
             }
             if !batch.is_empty() {
