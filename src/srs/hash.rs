@@ -181,6 +181,19 @@ fn equal<const N: usize>(a: &[u8; N], b: &[u8; N]) -> subtle::Choice {
     diff.ct_eq(&0)
 }
 
+/// The first secret whose hash matched. Each comparison is constant time and every secret
+/// is tried; only the verdict, which the caller learns anyway, decides a branch.
+#[derive(Default)]
+struct Which(Option<usize>);
+
+impl Which {
+    fn note(&mut self, index: usize, matched: subtle::Choice) {
+        if bool::from(matched) && self.0.is_none() {
+            self.0 = Some(index);
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Keys {
     /// HMAC-SHA1 keyed with each secret, the first signing.
@@ -213,13 +226,14 @@ impl Keys {
         out
     }
 
-    /// Whether `given` is a classic hash of `parts` under any secret: case-insensitive,
-    /// either base64 alphabet, constant time per secret.
+    /// Which secret (its index) `given` is a classic hash of `parts` under, if any:
+    /// case-insensitive, either base64 alphabet, constant time per secret, every secret
+    /// tried.
     #[inline]
-    pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+    pub(crate) fn classic_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> Option<usize> {
         let given = given.as_bytes();
         if given.len() != len {
-            return false;
+            return None;
         }
         // Both alphabets and any case compare as standard base64, lowercased.
         let fold = |c: u8| match c {
@@ -230,25 +244,28 @@ impl Keys {
         if let Ok(given) = <[u8; 4]>::try_from(given) {
             // The default length: the four characters as one integer, compared in registers.
             let wanted = u32::from_le_bytes(given.map(fold));
-            let mut ok = subtle::Choice::from(0);
-            for key in &self.classic {
+            let mut which = Which::default();
+            for (i, key) in self.classic.iter().enumerate() {
                 let digest: [u32; 5] = mac_lowercase(key, parts, None);
-                ok |= u32::from_le_bytes(base64_4(digest[0] >> 8, false, true)).ct_eq(&wanted);
+                which.note(
+                    i,
+                    u32::from_le_bytes(base64_4(digest[0] >> 8, false, true)).ct_eq(&wanted),
+                );
             }
-            return ok.into();
+            return which.0;
         }
         let mut wanted = [0u8; 32];
         for (dst, &c) in wanted.iter_mut().zip(given) {
             *dst = fold(c);
         }
-        let mut ok = subtle::Choice::from(0);
-        for key in &self.classic {
+        let mut which = Which::default();
+        for (i, key) in self.classic.iter().enumerate() {
             let mut enc = [0u8; 32];
             let digest: [u32; 5] = mac_lowercase(key, parts, None);
             base64_prefix(&digest, false, true, &mut enc[..len]);
-            ok |= equal(&enc, &wanted);
+            which.note(i, equal(&enc, &wanted));
         }
-        ok.into()
+        which.0
     }
 
     /// Microsoft-form hash: base32 (RFC 4648, no padding) of HMAC-SHA256 over the tag and
@@ -268,34 +285,39 @@ impl Keys {
     /// Whether `given` is a Microsoft-form hash of `parts` under any secret, as
     /// [`classic_verify`](Self::classic_verify).
     #[inline]
-    pub(crate) fn microsoft_verify(&self, given: &str, parts: &[&[u8]], len: usize) -> bool {
+    pub(crate) fn microsoft_verify(
+        &self,
+        given: &str,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> Option<usize> {
         let given = given.as_bytes();
         if given.len() != len {
-            return false;
+            return None;
         }
         if let Ok(given) = <[u8; 8]>::try_from(given) {
             // The default length: eight characters as one integer, as `classic_verify` does
             // four.
             let wanted = u64::from_le_bytes(given.map(|c| c.to_ascii_uppercase()));
-            let mut ok = subtle::Choice::from(0);
-            for key in &self.microsoft {
+            let mut which = Which::default();
+            for (i, key) in self.microsoft.iter().enumerate() {
                 let digest: [u32; 8] = mac_lowercase(key, parts, Some(0));
-                ok |= u64::from_le_bytes(base32_8(&digest)).ct_eq(&wanted);
+                which.note(i, u64::from_le_bytes(base32_8(&digest)).ct_eq(&wanted));
             }
-            return ok.into();
+            return which.0;
         }
         let mut wanted = [0u8; 56];
         for (dst, &c) in wanted.iter_mut().zip(given) {
             *dst = c.to_ascii_uppercase();
         }
-        let mut ok = subtle::Choice::from(0);
-        for key in &self.microsoft {
+        let mut which = Which::default();
+        for (i, key) in self.microsoft.iter().enumerate() {
             let mut enc = [0u8; 56];
             let digest: [u32; 8] = mac_lowercase(key, parts, Some(0));
             base32_prefix(&digest, &mut enc[..len]);
-            ok |= equal(&enc, &wanted);
+            which.note(i, equal(&enc, &wanted));
         }
-        ok.into()
+        which.0
     }
 }
 
@@ -330,9 +352,18 @@ mod tests {
         let keys = Keys::new(&["tops3cr3t"]);
         let h = keys.classic(&[b"2W", b"otherdomain.com", b"test"], false, 4);
         assert_eq!(&h[..4], b"vmyz");
-        assert!(keys.classic_verify("VMYZ", &[b"2W", b"otherdomain.com", b"test"], 4));
-        assert!(!keys.classic_verify("vmyy", &[b"2W", b"otherdomain.com", b"test"], 4));
-        assert!(!keys.classic_verify("vmy", &[b"2W", b"otherdomain.com", b"test"], 4));
+        assert_eq!(
+            keys.classic_verify("VMYZ", &[b"2W", b"otherdomain.com", b"test"], 4),
+            Some(0)
+        );
+        assert!(
+            keys.classic_verify("vmyy", &[b"2W", b"otherdomain.com", b"test"], 4)
+                .is_none()
+        );
+        assert!(
+            keys.classic_verify("vmy", &[b"2W", b"otherdomain.com", b"test"], 4)
+                .is_none()
+        );
     }
 
     #[test]
@@ -341,8 +372,8 @@ mod tests {
         let parts: [&[u8]; 3] = [b"2W", b"somedomain.com", b"hash234"];
         assert_eq!(&keys.classic(&parts, false, 4)[..4], b"+3/5");
         assert_eq!(&keys.classic(&parts, true, 4)[..4], b"-3_5");
-        assert!(keys.classic_verify("-3_5", &parts, 4));
-        assert!(keys.classic_verify("+3/5", &parts, 4));
+        assert_eq!(keys.classic_verify("-3_5", &parts, 4), Some(0));
+        assert_eq!(keys.classic_verify("+3/5", &parts, 4), Some(0));
     }
 
     proptest! {
@@ -368,17 +399,17 @@ mod tests {
             let hash = keys.classic(&parts, url, len);
             prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
             let given = std::str::from_utf8(&hash[..len]).unwrap();
-            prop_assert!(keys.classic_verify(given, &parts, len));
-            prop_assert!(keys.classic_verify(&given.to_ascii_uppercase(), &parts, len));
+            prop_assert_eq!(keys.classic_verify(given, &parts, len), Some(0));
+            prop_assert_eq!(keys.classic_verify(&given.to_ascii_uppercase(), &parts, len), Some(0));
             // Under the second secret only, too (every secret verifies).
             let rotated = Keys::new(&["newer", secrets[0]]);
-            prop_assert!(rotated.classic_verify(given, &parts, len));
+            prop_assert_eq!(rotated.classic_verify(given, &parts, len), Some(1));
             // One character changed (to one that differs even ignoring case) is refused.
             let mut wrong = hash[..len].to_vec();
             wrong[len - 1] = if wrong[len - 1].is_ascii_digit() { b'x' } else { b'7' };
             let wrong = std::str::from_utf8(&wrong).unwrap();
-            prop_assert!(!keys.classic_verify(wrong, &parts, len));
-            prop_assert!(!Keys::new(&["other"]).classic_verify(given, &parts, len));
+            prop_assert!(keys.classic_verify(wrong, &parts, len).is_none());
+            prop_assert!(Keys::new(&["other"]).classic_verify(given, &parts, len).is_none());
         }
     }
 
@@ -405,13 +436,13 @@ mod tests {
             let hash = keys.microsoft(&parts, len);
             prop_assert_eq!(&hash[..len], &full.as_bytes()[..len]);
             let given = std::str::from_utf8(&hash[..len]).unwrap();
-            prop_assert!(keys.microsoft_verify(given, &parts, len));
-            prop_assert!(keys.microsoft_verify(&given.to_ascii_lowercase(), &parts, len));
-            prop_assert!(Keys::new(&["newer", secrets[0]]).microsoft_verify(given, &parts, len));
+            prop_assert_eq!(keys.microsoft_verify(given, &parts, len), Some(0));
+            prop_assert_eq!(keys.microsoft_verify(&given.to_ascii_lowercase(), &parts, len), Some(0));
+            prop_assert_eq!(Keys::new(&["newer", secrets[0]]).microsoft_verify(given, &parts, len), Some(1));
             let mut wrong = hash[..len].to_vec();
             wrong[0] = if wrong[0] == b'A' { b'B' } else { b'A' };
-            prop_assert!(!keys.microsoft_verify(std::str::from_utf8(&wrong).unwrap(), &parts, len));
-            prop_assert!(!Keys::new(&["other"]).microsoft_verify(given, &parts, len));
+            prop_assert!(keys.microsoft_verify(std::str::from_utf8(&wrong).unwrap(), &parts, len).is_none());
+            prop_assert!(Keys::new(&["other"]).microsoft_verify(given, &parts, len).is_none());
         }
     }
 
@@ -435,8 +466,8 @@ mod tests {
         let want = b"QE3BPJJD2EUJ72XUPRH3GQMRF3XY7KWYQBFL2Q2FEI4RZONRNDXQ";
         assert_eq!(&keys.microsoft(&parts, 52), want);
         assert_eq!(&keys.microsoft(&parts, 8)[..8], &want[..8]);
-        assert!(keys.microsoft_verify("qe3bpjjd", &parts, 8));
-        assert!(!keys.microsoft_verify("qe3bpjje", &parts, 8));
+        assert_eq!(keys.microsoft_verify("qe3bpjjd", &parts, 8), Some(0));
+        assert!(keys.microsoft_verify("qe3bpjje", &parts, 8).is_none());
 
         let keys = Keys::new(&[(0..100).collect::<Vec<u8>>()]);
         let all: Vec<u8> = (0..=255).collect();

@@ -34,6 +34,7 @@ pub(crate) mod address;
 mod error;
 mod hash;
 mod options;
+mod parts;
 mod stored;
 mod timestamp;
 
@@ -46,6 +47,7 @@ pub use stored::{Decoded, TOKEN_LEN, is_token};
 
 use address::{MAX_LOCAL_OCTETS, Mailbox};
 use hash::Keys;
+use parts::Parts;
 
 /// User part of the forwarding mailbox for relayed mail (`bounces+SRS=…@default-domain`).
 pub const RELAY_USER: &str = "bounces";
@@ -288,10 +290,16 @@ impl Srs {
     /// The Microsoft-form local part. A sender we signed ourselves is first decoded, so the
     /// new address leads straight back to the first sender.
     fn microsoft_local(&self, sender: &Mailbox<'_>, user: &str, now: u64, tail: usize) -> String {
-        let decoded = self.microsoft_reverse(&sender.local, now).ok();
-        let (domain, local) = match &decoded {
-            Some((domain, local)) => (*domain, *local),
-            None => (sender.domain, &*sender.local),
+        let (domain, local) = match parts::microsoft(&sender.local) {
+            Ok(
+                p @ Parts::Microsoft {
+                    slot,
+                    domain,
+                    local,
+                    ..
+                },
+            ) if self.signer(&p).is_some() && self.check_age(slot, now).is_ok() => (domain, local),
+            _ => (sender.domain, &*sender.local),
         };
         let tt = timestamp::encode(now);
         let len = self.options.microsoft_hash_length;
@@ -326,94 +334,73 @@ impl Srs {
         let Ok(mailbox) = &parsed else {
             return Err(ReverseError::NotSrs);
         };
-        let local: &str = &mailbox.local;
-        match classic_tag(local) {
-            Some((b'0', rest)) => {
-                let (hash, tt, rest) = split3(rest).ok_or(ReverseError::Malformed(
-                    "SRS0 needs hash, timestamp, domain and local part",
-                ))?;
-                let (domain, orig) = split_eq(rest).ok_or(ReverseError::Malformed(
-                    "SRS0 needs hash, timestamp, domain and local part",
-                ))?;
-                if domain.is_empty() || orig.is_empty() {
-                    return Err(ReverseError::Malformed(
-                        "SRS0 with an empty domain or local part",
-                    ));
-                }
-                let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
-                let parts: [&[u8]; 3] = [tt.as_bytes(), domain.as_bytes(), orig.as_bytes()];
-                if !self
-                    .keys
-                    .classic_verify(hash, &parts, self.options.hash_length)
-                {
-                    return Err(ReverseError::BadHash);
-                }
-                self.check_age(slot, now)?;
-                Ok(render_part(mailbox, orig, domain))
+        let parts = parts::split(&mailbox.local)?;
+        if self.signer(&parts).is_none() {
+            return Err(ReverseError::BadHash);
+        }
+        match parts {
+            Parts::Srs0 {
+                slot,
+                domain,
+                local,
+                ..
             }
-            Some((_, rest)) => {
-                let (hash, hop, rest) = split3(rest).ok_or(ReverseError::Malformed(
-                    "SRS1 needs hash, hop domain and the rest",
-                ))?;
-                if hop.is_empty() || rest.is_empty() {
-                    return Err(ReverseError::Malformed(
-                        "SRS1 with an empty hop domain or rest",
-                    ));
-                }
-                if !self.keys.classic_verify(
-                    hash,
-                    &[hop.as_bytes(), rest.as_bytes()],
-                    self.options.hash_length,
-                ) {
-                    return Err(ReverseError::BadHash);
-                }
+            | Parts::Microsoft {
+                slot,
+                domain,
+                local,
+                ..
+            } => {
+                self.check_age(slot, now)?;
+                Ok(render_part(mailbox, local, domain))
+            }
+            Parts::Srs1 { hop, rest, .. } => {
                 if mailbox.local_needs_quotes {
                     Ok(address::render(&format!("SRS0{rest}"), hop))
                 } else {
                     Ok(address::render_plain(&["SRS0", rest], hop))
                 }
             }
-            None => {
-                let (domain, orig) = self.microsoft_reverse(local, now)?;
-                Ok(render_part(mailbox, orig, domain))
-            }
         }
     }
 
-    /// Checks a Microsoft-form local part; returns the original (domain, local part).
-    fn microsoft_reverse<'a>(
-        &self,
-        local: &'a str,
-        now: u64,
-    ) -> Result<(&'a str, &'a str), ReverseError> {
-        let tag = find_microsoft_tag(local).ok_or(ReverseError::NotSrs)?;
-        let user = &local[..tag];
-        let (hash, tt, rest) = split3(&local[tag + 5..]).ok_or(ReverseError::Malformed(
-            "+SRS= needs hash, timestamp, domain and local part",
-        ))?;
-        let (domain, orig) = split_eq(rest).ok_or(ReverseError::Malformed(
-            "+SRS= needs hash, timestamp, domain and local part",
-        ))?;
-        if user.is_empty() || domain.is_empty() || orig.is_empty() {
-            return Err(ReverseError::Malformed(
-                "+SRS= with an empty user, domain or local part",
-            ));
+    /// The index of the secret that signed `parts`, if one did.
+    fn signer(&self, parts: &Parts<'_>) -> Option<usize> {
+        match *parts {
+            Parts::Srs0 {
+                hash,
+                tt,
+                domain,
+                local,
+                ..
+            } => self.keys.classic_verify(
+                hash,
+                &[tt.as_bytes(), domain.as_bytes(), local.as_bytes()],
+                self.options.hash_length,
+            ),
+            Parts::Srs1 { hash, hop, rest } => self.keys.classic_verify(
+                hash,
+                &[hop.as_bytes(), rest.as_bytes()],
+                self.options.hash_length,
+            ),
+            Parts::Microsoft {
+                user,
+                hash,
+                tt,
+                domain,
+                local,
+                ..
+            } => self.keys.microsoft_verify(
+                hash,
+                &[
+                    tt.as_bytes(),
+                    domain.as_bytes(),
+                    local.as_bytes(),
+                    user.as_bytes(),
+                ],
+                self.options.microsoft_hash_length,
+            ),
         }
-        let slot = timestamp::decode(tt).ok_or(ReverseError::Malformed("bad timestamp"))?;
-        let parts: [&[u8]; 4] = [
-            tt.as_bytes(),
-            domain.as_bytes(),
-            orig.as_bytes(),
-            user.as_bytes(),
-        ];
-        if !self
-            .keys
-            .microsoft_verify(hash, &parts, self.options.microsoft_hash_length)
-        {
-            return Err(ReverseError::BadHash);
-        }
-        self.check_age(slot, now)?;
-        Ok((domain, orig))
     }
 
     fn check_age(&self, slot: u32, now: u64) -> Result<(), ReverseError> {

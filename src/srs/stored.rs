@@ -111,11 +111,15 @@ impl Srs {
             return Some(Err(ReverseError::Malformed("bad timestamp")));
         };
         let token = token.to_ascii_uppercase();
-        if !self.keys.microsoft_verify(
-            check,
-            &[tt.as_bytes(), b"", token.as_bytes(), RELAY_USER.as_bytes()],
-            check_len,
-        ) {
+        if self
+            .keys
+            .microsoft_verify(
+                check,
+                &[tt.as_bytes(), b"", token.as_bytes(), RELAY_USER.as_bytes()],
+                check_len,
+            )
+            .is_none()
+        {
             return Some(Err(ReverseError::BadHash));
         }
         Some(self.check_age(slot, now).map(|()| token))
