@@ -6,6 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+#[cfg(feature = "server")]
+mod cli {
+    pub mod explain;
+}
+
 use srs_relay::config::{self, Config};
 use srs_relay::srs::{Format, Srs, unix_now};
 
@@ -54,6 +59,16 @@ enum Command {
     Reverse {
         #[command(flatten)]
         codec: CodecArgs,
+        address: String,
+    },
+    /// Explain an SRS address hop by hop: its fields, whether its hash verifies (and under
+    /// which secret), its age, and where a bounce to it goes or why it is refused.
+    #[cfg(feature = "server")]
+    Explain {
+        #[command(flatten)]
+        codec: CodecArgs,
+        #[arg(long)]
+        json: bool,
         address: String,
     },
     /// Print a new random secret (256 bits) for a secrets file.
@@ -214,6 +229,25 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("{original}");
             Ok(())
         }
+        #[cfg(feature = "server")]
+        Command::Explain {
+            codec,
+            json,
+            address,
+        } => {
+            let cfg = Config::load(codec.config.as_deref())?;
+            let options = cfg.srs.options()?;
+            let path = codec
+                .secrets_file
+                .clone()
+                .unwrap_or_else(|| cfg.secrets_path());
+            let numbered = srs_relay::secrets::read_numbered(&path)?;
+            let lines: Vec<usize> = numbered.iter().map(|(line, _)| *line).collect();
+            let secrets: Vec<&[u8]> = numbered.iter().map(|(_, s)| s.as_slice()).collect();
+            let srs = Srs::new(&secrets, options).map_err(|e| Failure::Usage(e.to_string()))?;
+            let now = codec.now.unwrap_or_else(unix_now);
+            cli::explain::run(&cfg, &srs, &lines, &path, &address, now, json)
+        }
         Command::Keygen => {
             println!("{}", srs_relay::secrets::new_secret()?);
             Ok(())
@@ -373,8 +407,15 @@ fn init_logging() {
 }
 
 /// The sender a stored-form token names, from `srs.store`.
-#[cfg(feature = "server")]
 fn stored_sender(cfg: &Config, token: &str) -> Result<String, Failure> {
+    stored_lookup(cfg, token)?.ok_or_else(|| {
+        Failure::Refused("stored SRS address: its token is unknown or expired in srs.store".into())
+    })
+}
+
+/// The sender a stored-form token names in `srs.store`, if it is there.
+#[cfg(feature = "server")]
+fn stored_lookup(cfg: &Config, token: &str) -> Result<Option<String>, Failure> {
     use srs_relay::sender_store::SenderStore;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -385,18 +426,15 @@ fn stored_sender(cfg: &Config, token: &str) -> Result<String, Failure> {
         let store = SenderStore::open(&cfg.srs.store, &cfg.base_dir)
             .await
             .map_err(|e| Failure::Usage(format!("srs.store: {e}")))?;
-        match store.get(token).await {
-            Ok(Some(sender)) => Ok(sender),
-            Ok(None) => Err(Failure::Refused(
-                "stored SRS address: its token is unknown or expired in srs.store".into(),
-            )),
-            Err(e) => Err(Failure::Usage(e.to_string())),
-        }
+        store
+            .get(token)
+            .await
+            .map_err(|e| Failure::Usage(e.to_string()))
     })
 }
 
 #[cfg(not(feature = "server"))]
-fn stored_sender(_: &Config, token: &str) -> Result<String, Failure> {
+fn stored_lookup(_: &Config, token: &str) -> Result<Option<String>, Failure> {
     Err(Failure::Refused(format!(
         "stored SRS address (token {token}): its sender is in the relay's store, which this build cannot read"
     )))

@@ -81,6 +81,19 @@ impl Policy {
             .any(|entry| crate::srs::domain_matches(domain, entry))
     }
 
+    /// The user parts of the aliases, each once (`srs-relay explain` tries them on a hash
+    /// made for another alias).
+    pub fn alias_users(&self) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .aliases
+            .keys()
+            .filter_map(|a| a.rsplit_once('@').map(|(u, _)| u.to_owned()))
+            .collect();
+        users.sort();
+        users.dedup();
+        users
+    }
+
     pub fn recipient(&self, address: &str, client: IpAddr) -> Recipient {
         let key = address.to_ascii_lowercase();
         if let Some(targets) = self.aliases.get(&key) {

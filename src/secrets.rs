@@ -20,17 +20,24 @@ pub fn new_secret() -> Result<String, ConfigError> {
 /// starting with `#` are skipped; a trailing CR/LF is not part of a secret (the format
 /// of postsrsd's secrets file, so the same file serves both).
 pub fn read(path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
+    Ok(read_numbered(path)?.into_iter().map(|(_, s)| s).collect())
+}
+
+/// As [`read`], with each secret's line number in the file (from 1), to name a secret
+/// without showing it.
+pub fn read_numbered(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, ConfigError> {
     let data = std::fs::read(path).map_err(|e| {
         ConfigError::key(
             "srs.secrets_file",
             format!("cannot read {}: {e}", path.display()),
         )
     })?;
-    let secrets: Vec<Vec<u8>> = data
+    let secrets: Vec<(usize, Vec<u8>)> = data
         .split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .filter(|line| !line.iter().all(u8::is_ascii_whitespace) && !line.starts_with(b"#"))
-        .map(<[u8]>::to_vec)
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace) && !line.starts_with(b"#"))
+        .map(|(i, line)| (i + 1, line.to_vec()))
         .collect();
     if secrets.is_empty() {
         return Err(ConfigError::key(

@@ -344,6 +344,174 @@ fn reverse_looks_stored_forms_up_in_the_store() {
     assert!(stderr(&o).contains("unknown or expired"), "{}", stderr(&o));
 }
 
+/// `explain`: each verdict with its reason, the secret named by line (never shown), the
+/// hops through our own domains, the stored form, and the exit status of `reverse`.
+#[test]
+fn explain_says_where_a_bounce_goes_or_exactly_why_not() {
+    use srs_relay::sender_store::SenderStore;
+    use srs_relay::srs::{Format, Options, Srs};
+    let dir = tempfile::tempdir().unwrap();
+    secrets(
+        dir.path(),
+        "# signing from 2026-12\nnewsecret\n\noldsecret\n",
+    );
+    std::fs::write(
+        dir.path().join("aliases"),
+        "john@forward.example: john@home.example\nmary@forward.example: mary@home.example\n",
+    )
+    .unwrap();
+    let config = dir.path().join("srs-relay.toml");
+    std::fs::write(
+        &config,
+        "[srs]\nsecrets_file = \"secrets\"\nstore = \"senders.redb\"\n\
+         local_domains = [\"forward.example\", \"other.example\"]\n[relay]\naliases_file = \"aliases\"\n",
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let now: u64 = NOW.parse().unwrap();
+    let explain = |address: &str, at: u64| {
+        let o = run(&[
+            "explain",
+            "--config",
+            cfg,
+            "--now",
+            &at.to_string(),
+            address,
+        ]);
+        let reverse = run(&[
+            "reverse",
+            "--config",
+            cfg,
+            "--now",
+            &at.to_string(),
+            address,
+        ]);
+        assert_eq!(o.status.code(), reverse.status.code(), "{}", stdout(&o));
+        (o.status.code(), stdout(&o), stderr(&o))
+    };
+    let old = Srs::new(&["oldsecret"], Options::default()).unwrap();
+    let a = old
+        .forward_at("bob@example.org", "john@forward.example", now)
+        .unwrap();
+
+    let (code, out, _) = explain(&a, now + 2 * 86_400);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("Microsoft (+SRS=) for alias user john"),
+        "{out}"
+    );
+    assert!(out.contains("stands for  bob@example.org"), "{out}");
+    assert!(
+        out.contains("made        2 day(s) ago; max_age_days 21: accepted for 19 more day(s)"),
+        "{out}"
+    );
+    assert!(out.contains("verifies under secret 2 (line 4 of "), "{out}");
+    assert!(
+        out.ends_with("verdict: a bounce to this address goes to bob@example.org"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("oldsecret") && !out.contains("newsecret"),
+        "{out}"
+    );
+
+    let (code, out, err) = explain(&a.replacen("john+", "mary+", 1), now);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("does not verify for this alias (it does for john)"),
+        "{out}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("wrong alias: signed for john@forward.example, not mary@forward.example"),
+        "{err}"
+    );
+
+    let (code, _, err) = explain(&a, now + 30 * 86_400);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("expired: made 30 days ago, max_age_days is 21"),
+        "{err}"
+    );
+
+    let other = Srs::new(&["someone else"], Options::default()).unwrap();
+    let forged = other
+        .forward_at("bob@example.org", "john@forward.example", now)
+        .unwrap();
+    let (code, out, err) = explain(&forged, now);
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains("does not verify under any configured secret"),
+        "{out}"
+    );
+    assert!(
+        err.contains("not signed by any configured secret; made by another forwarder or altered"),
+        "{err}"
+    );
+
+    let (code, _, err) = explain("bob@example.org", now);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not an SRS address"), "{err}");
+    let (code, out, _) = explain("SRS0=abcd=2W=example.org@forward.example", now);
+    assert_eq!(code, Some(1));
+    assert!(out.contains("malformed"), "{out}");
+
+    // Classic, forwarded twice through us: SRS1 back to SRS0 at our own domain, then on.
+    let classic = Srs::new(
+        &["newsecret"],
+        Options {
+            format: Format::Classic,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let srs0 = classic
+        .forward_at("bob@example.org", "x@other.example", now)
+        .unwrap();
+    let srs1 = classic.forward_at(&srs0, "y@forward.example", now).unwrap();
+    let (code, out, _) = explain(&srs1, now);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("hop 1  SRS1=") && out.contains("hop 2  SRS0="),
+        "{out}"
+    );
+    assert!(out.contains("classic SRS1 (forwarded again)"), "{out}");
+    assert!(out.ends_with("goes to bob@example.org"), "{out}");
+
+    // The stored form: looked up in srs.store.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = SenderStore::open("senders.redb", dir.path()).await.unwrap();
+        store
+            .put(
+                "ABCDEFGHIJKLMNOP",
+                "carol@example.net",
+                std::time::Duration::from_secs(3600),
+            )
+            .await
+            .unwrap();
+    });
+    let stored = classic.stored_address_at("ABCDEFGHIJKLMNOP", "forward.example", now);
+    let (code, out, _) = explain(&stored, now);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("token       ABCDEFGHIJKLMNOP"), "{out}");
+    assert!(out.ends_with("goes to carol@example.net"), "{out}");
+    let unknown = classic.stored_address_at("ABCDEFGHIJKLMNOQ", "forward.example", now);
+    let (code, _, err) = explain(&unknown, now);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unknown or expired"), "{err}");
+
+    let o = run(&["explain", "--json", "--config", cfg, "--now", NOW, &a]);
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["accepted"], true);
+    assert_eq!(json["goes_to"], "bob@example.org");
+    assert_eq!(json["hops"][0]["form"], "microsoft");
+    assert_eq!(json["hops"][0]["verifies"], true);
+}
+
 /// What `serve` says about its secrets file when it cannot start: its port is taken, so
 /// it stops at the listener, after the secrets file has been read.
 fn serve_until_the_listener(dir: &Path) -> Output {

@@ -32,6 +32,7 @@
 
 pub(crate) mod address;
 mod error;
+mod explain;
 mod hash;
 mod options;
 mod parts;
@@ -42,6 +43,7 @@ use std::fmt;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use error::{ForwardError, OptionsError, ReverseError};
+pub use explain::{AddressForm, Examination};
 pub use options::{Format, HashEncoding, Options};
 pub use stored::{Decoded, TOKEN_LEN, is_token};
 

@@ -33,6 +33,15 @@ pub enum Decoded {
     Stored { token: String },
 }
 
+/// The fields of a stored-form local part.
+pub(crate) struct StoredParts<'a> {
+    /// Upper case, the store's key.
+    pub(crate) token: String,
+    pub(crate) check: &'a str,
+    pub(crate) tt: &'a str,
+    pub(crate) slot: u32,
+}
+
 /// Whether `token` is a well-formed token (base32 alphabet, either case).
 pub fn is_token(token: &str) -> bool {
     token.len() == TOKEN_LEN
@@ -86,7 +95,21 @@ impl Srs {
     /// or why not.
     fn stored_token_at(&self, address: &str, now: u64) -> Option<Result<String, ReverseError>> {
         let mailbox = address::parse(address).ok()?;
-        let local: &str = &mailbox.local;
+        let parts = match self.stored_parts(&mailbox.local)? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+        if self.stored_signer(&parts).is_none() {
+            return Some(Err(ReverseError::BadHash));
+        }
+        Some(self.check_age(parts.slot, now).map(|()| parts.token))
+    }
+
+    /// A stored-form local part taken apart (hash unchecked); `None` if it is not one.
+    pub(crate) fn stored_parts<'a>(
+        &self,
+        local: &'a str,
+    ) -> Option<Result<StoredParts<'a>, ReverseError>> {
         let tag = find_microsoft_tag(local)?;
         if !local[..tag].eq_ignore_ascii_case(RELAY_USER) {
             return None;
@@ -95,8 +118,7 @@ impl Srs {
         if tt.contains('=') {
             return None; // a stateless Microsoft-form address for the user "bounces"
         }
-        let check_len = self.options.microsoft_hash_length;
-        if hash.len() != TOKEN_LEN + check_len || !hash.is_ascii() {
+        if hash.len() != TOKEN_LEN + self.options.microsoft_hash_length || !hash.is_ascii() {
             return Some(Err(ReverseError::Malformed(
                 "bounces+SRS= stored form with a hash of the wrong length",
             )));
@@ -110,19 +132,26 @@ impl Srs {
         let Some(slot) = timestamp::decode(tt) else {
             return Some(Err(ReverseError::Malformed("bad timestamp")));
         };
-        let token = token.to_ascii_uppercase();
-        if self
-            .keys
-            .microsoft_verify(
-                check,
-                &[tt.as_bytes(), b"", token.as_bytes(), RELAY_USER.as_bytes()],
-                check_len,
-            )
-            .is_none()
-        {
-            return Some(Err(ReverseError::BadHash));
-        }
-        Some(self.check_age(slot, now).map(|()| token))
+        Some(Ok(StoredParts {
+            token: token.to_ascii_uppercase(),
+            check,
+            tt,
+            slot,
+        }))
+    }
+
+    /// The index of the secret that signed a stored-form address, if one did.
+    pub(crate) fn stored_signer(&self, parts: &StoredParts<'_>) -> Option<usize> {
+        self.keys.microsoft_verify(
+            parts.check,
+            &[
+                parts.tt.as_bytes(),
+                b"",
+                parts.token.as_bytes(),
+                RELAY_USER.as_bytes(),
+            ],
+            self.options.microsoft_hash_length,
+        )
     }
 
     fn stored_check(&self, tt: &[u8], token: &str) -> String {
