@@ -278,7 +278,7 @@ fn run(command: Command) -> Result<(), Failure> {
         #[cfg(feature = "server")]
         Command::Serve { config } => {
             let cfg = Config::load(config.as_deref())?;
-            init_logging();
+            init_logging(&cfg.log.format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -290,7 +290,7 @@ fn run(command: Command) -> Result<(), Failure> {
         #[cfg(feature = "server")]
         Command::Socketmap { config } => {
             let cfg = Config::load(config.as_deref())?;
-            init_logging();
+            init_logging(&cfg.log.format);
             // Only the listeners are async; every connection has a thread of its own.
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -393,17 +393,26 @@ fn trace(show: Option<TraceShow>, args: TraceArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One structured line per event on stderr; `RUST_LOG` filters (default `info`).
+/// One structured line per event on stderr, readable text or JSON (`log.format`);
+/// `RUST_LOG` filters (default `info`).
 #[cfg(feature = "server")]
-fn init_logging() {
+fn init_logging(format: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        // Every field (queue_id, event, ...) at the top level of each line.
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        builder.with_ansi(ansi).init();
+    }
 }
 
 /// The sender a stored-form token names, from `srs.store`.

@@ -207,6 +207,7 @@ fn check_config_names_the_key() {
         ("[srs]\nbounce_senders = \"all\"\n", "srs.bounce_senders"),
         ("[trace]\nretention = \"forever\"\n", "trace.retention"),
         ("[trace]\nretention = \"0s\"\n", "trace.retention"),
+        ("[log]\nformat = \"xml\"\n", "log.format"),
         ("[trace]\nstore = \"postgres://db/trace\"\n", "trace.store"),
     ] {
         std::fs::write(&cfg, text).unwrap();

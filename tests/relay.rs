@@ -375,3 +375,51 @@ fn sigterm_keeps_the_spool_and_restart_resumes() {
         relay.log()
     );
 }
+
+/// `log.format = "json"`: every line is a JSON object with its fields at the top level,
+/// and one `queue_id` follows a message from received to delivered.
+#[test]
+fn json_log_lines_follow_a_message_by_queue_id() {
+    let receiver = Receiver::start();
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        "[log]\nformat = \"json\"\n",
+    );
+    swaks_ok(&[
+        "--server",
+        &relay.addr(),
+        "--from",
+        "bob@example.org",
+        "--to",
+        "john@forward.example",
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || receiver.count() == 1));
+    let mut lines = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        lines = relay
+            .log()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"))
+            })
+            .collect::<Vec<_>>();
+        lines.iter().any(|l| l["event"] == "delivered")
+    }));
+    let received = lines
+        .iter()
+        .find(|l| l["event"] == "received")
+        .expect("received line");
+    let delivered = lines.iter().find(|l| l["event"] == "delivered").unwrap();
+    assert!(
+        received["queue_id"]
+            .as_str()
+            .is_some_and(|id| !id.is_empty()),
+        "{received}"
+    );
+    assert_eq!(received["queue_id"], delivered["queue_id"]);
+    assert_eq!(received["from"], "bob@example.org");
+    assert_eq!(delivered["rcpt"], "john@home.example");
+    assert_eq!(delivered["level"], "INFO");
+    assert!(delivered["timestamp"].is_string());
+}

@@ -18,6 +18,7 @@ pub struct Config {
     pub socketmap: SocketmapConfig,
     pub tcp_table: TcpTableConfig,
     pub trace: TraceConfig,
+    pub log: LogConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -105,11 +106,22 @@ pub struct ServerConfig {
     pub refused_rcpts_window: String,
 }
 
+/// The machine's host name (EHLO and Received default to it, as Postfix's `myhostname`
+/// does), or `localhost` if it has none.
+fn machine_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: vec!["127.0.0.1:2525".into()],
-            hostname: "localhost".into(),
+            hostname: machine_hostname(),
             max_message_size: 36_700_160,
             max_recipients: 1000,
             max_line_length: 1000,
@@ -285,5 +297,31 @@ impl Default for TraceConfig {
             store: "sqlite".into(),
             retention: "30d".into(),
         }
+    }
+}
+
+/// `[log]`: how the relay writes its log lines (always to stderr).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (one readable line per event) or `json` (one JSON object per line, every
+    /// field at the top level: for Loki, Elasticsearch and friends).
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn hostname_defaults_to_the_machines() {
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(super::ServerConfig::default().hostname, kernel.trim());
     }
 }

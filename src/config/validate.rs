@@ -20,6 +20,12 @@ impl Config {
                 )
             })?;
         }
+        if !matches!(self.log.format.as_str(), "text" | "json") {
+            return Err(ConfigError::key(
+                "log.format",
+                format!("{:?}: expected \"text\" or \"json\"", self.log.format),
+            ));
+        }
         if self.server.hostname.trim().is_empty() {
             return Err(ConfigError::key("server.hostname", "must not be empty"));
         }

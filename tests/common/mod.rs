@@ -155,12 +155,15 @@ impl Relay {
             .spawn()
             .unwrap();
         self.child = Some(child);
+        // The line as text, or as JSON (`log.format = "json"`).
         let listening = format!("listening listen=127.0.0.1:{}", self.port);
+        let listening_json = format!("\"listen\":\"127.0.0.1:{}\"", self.port);
         let new_log = |r: &Relay| r.log().get(log_start..).unwrap_or_default().to_owned();
         let mut exited = false;
         let up = wait_until(Duration::from_secs(20), || {
             exited = !self.is_running();
-            exited || new_log(self).contains(&listening)
+            let log = new_log(self);
+            exited || log.contains(&listening) || log.contains(&listening_json)
         });
         if exited && new_log(self).contains("Address already in use") {
             return false;

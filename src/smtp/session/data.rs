@@ -205,6 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         for env in envelopes {
             let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
             tracing::info!(
+                event = "received",
                 queue_id = %env.id,
                 size = env.size,
                 from = %env.original_sender,
