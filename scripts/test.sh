@@ -13,6 +13,8 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v redis-server >/dev/null || missing+=(redis-server)
 # The disk-full tests mount a small tmpfs in a user+mount namespace (unshare -rm).
 command -v unshare >/dev/null || missing+=(util-linux)
+# tests/packaging.rs checks the systemd unit with systemd-analyze (no running systemd needed).
+command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null || missing+=(mount)
 
 if [ ${#missing[@]} -gt 0 ]; then
