@@ -73,7 +73,15 @@ mod tests {
             ("[srs]\nmax_agedays = 3\n", "max_agedays"),
             ("[srs]\nbounce_senders = \"some\"\n", "srs.bounce_senders"),
             ("[trace]\nretention = \"soon\"\n", "trace.retention"),
-            ("[trace]\nstore = \"postgres://db/trace\"\n", "trace.store"),
+            (
+                "[trace]\nstore = \"mysql://u:pw@db/trace\"\n",
+                "trace.store",
+            ),
+            (
+                "[trace]\nstore = \"postgres://u:pw@db:port/t\"\n",
+                "trace.store",
+            ),
+            ("[trace]\nstore = \"postgresql://u:pw@db\"\n", "trace.store"),
             ("[trace]\nkeep = 3\n", "keep"),
             (
                 "[server]\nrefused_rcpts_window = \"soon\"\n",
@@ -90,6 +98,7 @@ mod tests {
             f.write_all(text.as_bytes()).unwrap();
             let e = Config::load(Some(f.path())).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} gave {e:?}");
+            assert!(!e.contains("pw@"), "{text:?} gave {e:?}");
         }
     }
 

@@ -1,0 +1,317 @@
+//! The shared trace store: one PostgreSQL database that several relays (behind one MX)
+//! write and `srs-relay trace` reads. Same schema and statements as SQLite (`sql`, its
+//! `Dialect` holds the differences). The password stays in here: logs and errors show
+//! the URL with it replaced by `***`.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use postgres::types::ToSql;
+use postgres::{Client, NoTls};
+
+use super::columns;
+use super::event::Event;
+use super::query::{Filter, Param, Row, strip_brackets};
+use super::sql::{self, Dialect};
+use super::store::{StoreError, TraceStore};
+
+/// Unless the URL sets `connect_timeout`: the writer must not wait long for a server
+/// that is down (events are dropped meanwhile; it tries again 5 s later).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sent data unacknowledged this long, or a peer silent to keepalives, ends the connection.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Any one statement, server side: an insert batch, a prune step, a search.
+const STATEMENT_TIMEOUT: &str = "SET statement_timeout = '60s'";
+/// Serialises schema creation between relays that start at once (any fixed key).
+const SCHEMA_LOCK: i64 = 0x7372_735f_7472_6163;
+
+/// A `postgres://` or `postgresql://` URL, parsed and checked. Shown redacted.
+#[derive(Clone)]
+pub struct PostgresUrl {
+    config: postgres::Config,
+    shown: String,
+    password: Option<String>,
+}
+
+impl std::fmt::Display for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl std::fmt::Debug for PostgresUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgresUrl({})", self.shown)
+    }
+}
+
+impl PostgresUrl {
+    /// True for a store string this module handles.
+    pub fn is_postgres(store: &str) -> bool {
+        store.starts_with("postgres://") || store.starts_with("postgresql://")
+    }
+
+    /// Parses `url`; the error is one line, with the password redacted.
+    pub fn parse(url: &str) -> Result<PostgresUrl, String> {
+        let shown = redact(url);
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e: postgres::Error| format!("{shown}: {e}"))?;
+        let password = config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        if config.get_hosts().is_empty() {
+            return Err(format!(
+                "{shown}: no host (postgres://user@host:port/dbname)"
+            ));
+        }
+        if config.get_dbname().is_none_or(str::is_empty) {
+            return Err(format!(
+                "{shown}: no database name (postgres://user@host:port/dbname)"
+            ));
+        }
+        if config.get_ssl_mode() == SslMode::Require {
+            return Err(format!(
+                "{shown}: TLS to PostgreSQL is not supported; use sslmode=disable over \
+                 loopback, a unix socket or a private network"
+            ));
+        }
+        config.ssl_mode(SslMode::Disable);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        config.keepalives_idle(KEEPALIVE_IDLE);
+        if config.get_application_name().is_none() {
+            config.application_name("srs-relay");
+        }
+        Ok(PostgresUrl {
+            config,
+            shown,
+            password,
+        })
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        let failed = |e: postgres::Error| {
+            let text = e.to_string();
+            let text = match &self.password {
+                Some(p) => scrub(&text, p),
+                None => text,
+            };
+            StoreError(format!("{}: {text}", self.shown))
+        };
+        let mut client = self.config.connect(NoTls).map_err(failed)?;
+        client.batch_execute(STATEMENT_TIMEOUT).map_err(failed)?;
+        Ok(client)
+    }
+}
+
+/// `url` with the password (in the user info or a `password=` parameter) as `***`.
+fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    // As tokio-postgres reads it: the user info ends at the first '@'.
+    let rest = match rest.split_once('@') {
+        Some((info, tail)) => match info.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{tail}"),
+            None => rest.to_owned(),
+        },
+        None => rest.to_owned(),
+    };
+    let Some((head, query)) = rest.split_once('?') else {
+        return format!("{scheme}://{rest}");
+    };
+    let params: Vec<&str> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some(("password", _)) => "password=***",
+            _ => kv,
+        })
+        .collect();
+    format!("{scheme}://{head}?{}", params.join("&"))
+}
+
+/// `text` without any copy of `secret`.
+fn scrub(text: &str, secret: &str) -> String {
+    if secret.is_empty() {
+        text.to_owned()
+    } else {
+        text.replace(secret, "***")
+    }
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// The PostgreSQL store. The writer thread (or the CLI) owns it and its connection.
+pub struct PostgresStore {
+    client: Mutex<Client>,
+}
+
+impl PostgresStore {
+    /// Connects and creates the schema if missing (under a lock: relays may start at once).
+    pub fn open(url: &PostgresUrl) -> Result<PostgresStore, StoreError> {
+        let mut client = url.connect()?;
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        for statement in sql::schema(Dialect::Postgres) {
+            tx.batch_execute(&statement)?;
+        }
+        tx.commit()?;
+        Ok(PostgresStore {
+            client: Mutex::new(client),
+        })
+    }
+
+    /// Connects for reading only (the CLI); the schema must be there.
+    pub fn open_read_only(url: &PostgresUrl) -> Result<PostgresStore, StoreError> {
+        let mut client = url.connect()?;
+        client.batch_execute("SET default_transaction_read_only = on")?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('trace_events') IS NOT NULL", &[])?
+            .get(0);
+        if !exists {
+            return Err(StoreError(format!(
+                "{url}: no trace yet (serve creates it)"
+            )));
+        }
+        Ok(PostgresStore {
+            client: Mutex::new(client),
+        })
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl TraceStore for PostgresStore {
+    fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction()?;
+        let insert = tx.prepare(sql::INSERT)?;
+        for e in events {
+            let attempt = e.attempt.map(i64::from);
+            let size = e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
+            tx.execute(
+                &insert,
+                &[
+                    &e.time,
+                    &e.kind.as_str(),
+                    &e.queue_id,
+                    &e.message_id,
+                    &e.sender,
+                    &e.srs_sender,
+                    &e.recipient,
+                    &e.original_recipient,
+                    &e.subject,
+                    &e.remote,
+                    &e.reply,
+                    &e.tls,
+                    &attempt,
+                    &size,
+                    &e.status,
+                    &e.detail,
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// In steps of `sql::PRUNE_STEP` rows, each its own short transaction.
+    fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
+        let mut client = self.client();
+        let mut total = 0;
+        loop {
+            let n = client.execute(sql::PRUNE, &[&before, &sql::PRUNE_STEP])?;
+            total += n;
+            if n < sql::PRUNE_STEP as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn search(&self, filter: &Filter) -> Result<Vec<Row>, StoreError> {
+        let (text, params) = filter.to_sql(Dialect::Postgres);
+        let values: Vec<Box<dyn ToSql + Sync>> = params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(t) => Box::new(t) as Box<dyn ToSql + Sync>,
+                Param::Int(i) => Box::new(i),
+            })
+            .collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = values.iter().map(AsRef::as_ref).collect();
+        let rows = self.client().query(&text, &refs)?;
+        rows.iter().map(columns::search_row).collect()
+    }
+
+    fn show(&self, id: &str) -> Result<Vec<Event>, StoreError> {
+        let rows = self.client().query(sql::SHOW, &[&strip_brackets(id)])?;
+        rows.iter().map(columns::event).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_never_shown() {
+        for (url, shown) in [
+            (
+                "postgres://trace:s3cret@db.example:5433/trace",
+                "postgres://trace:***@db.example:5433/trace",
+            ),
+            (
+                "postgresql://db.example/trace?user=t&password=s3cret&connect_timeout=3",
+                "postgresql://db.example/trace?user=t&password=***&connect_timeout=3",
+            ),
+            (
+                "postgres://t@db.example/trace",
+                "postgres://t@db.example/trace",
+            ),
+        ] {
+            let parsed = PostgresUrl::parse(url).unwrap();
+            assert_eq!(parsed.to_string(), shown);
+            assert!(!format!("{parsed:?}").contains("s3cret"));
+        }
+        for bad in [
+            "postgres://t:s3cret@db.example:port/trace",
+            "postgres://t:s3cret@db.example/trace?sslmode=require",
+            "postgres://t:s3cret@db.example/trace?sslmode=sometimes",
+            "postgres://t:s3cret@db.example/trace?colour=blue",
+            "postgres://t:s3cret@db.example",
+            "postgres://t:s3cret@/trace",
+        ] {
+            let e = PostgresUrl::parse(bad).unwrap_err();
+            assert!(!e.contains("s3cret") && !e.contains('\n'), "{bad}: {e}");
+            assert!(e.contains("t:***@"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_server_that_is_not_there_fails_fast_without_the_password() {
+        // A port nobody listens on (bound, then closed): refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url =
+            PostgresUrl::parse(&format!("postgres://t:s3cret@127.0.0.1:{port}/trace")).unwrap();
+        let started = std::time::Instant::now();
+        let Err(e) = PostgresStore::open(&url) else {
+            panic!("connected to nothing")
+        };
+        assert!(started.elapsed() < CONNECT_TIMEOUT * 2);
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+    }
+}
