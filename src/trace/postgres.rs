@@ -58,7 +58,7 @@ impl PostgresUrl {
         let shown = redact(url);
         let mut config: postgres::Config = url
             .parse()
-            .map_err(|e: postgres::Error| format!("{shown}: {e}"))?;
+            .map_err(|e: postgres::Error| format!("{shown}: {}", describe(&e)))?;
         let password = config
             .get_password()
             .map(|p| String::from_utf8_lossy(p).into_owned());
@@ -98,7 +98,7 @@ impl PostgresUrl {
 
     fn connect(&self) -> Result<Client, StoreError> {
         let failed = |e: postgres::Error| {
-            let text = e.to_string();
+            let text = describe(&e);
             let text = match &self.password {
                 Some(p) => scrub(&text, p),
                 None => text,
@@ -144,9 +144,21 @@ fn scrub(text: &str, secret: &str) -> String {
     }
 }
 
+/// The error with its causes ("error connecting to server: Connection refused ..."):
+/// postgres' own text stops at the first.
+fn describe(e: &postgres::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text = format!("{text}: {c}");
+        cause = c.source();
+    }
+    text.replace('\n', " ")
+}
+
 impl From<postgres::Error> for StoreError {
     fn from(e: postgres::Error) -> Self {
-        StoreError(e.to_string())
+        StoreError(describe(&e))
     }
 }
 
