@@ -36,7 +36,7 @@ pub enum Store {
     /// An SQLite file.
     Sqlite(PathBuf),
     /// A PostgreSQL database (`postgres://` or `postgresql://`).
-    Postgres(PostgresUrl),
+    Postgres(Box<PostgresUrl>),
 }
 
 impl Store {
@@ -45,7 +45,7 @@ impl Store {
         let store = cfg.trace.store.trim();
         if PostgresUrl::is_postgres(store) {
             return PostgresUrl::parse(store)
-                .map(Store::Postgres)
+                .map(|url| Store::Postgres(Box::new(url)))
                 .map_err(|e| ConfigError::key("trace.store", e));
         }
         cfg.trace_path().map(Store::Sqlite)
