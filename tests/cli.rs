@@ -207,7 +207,10 @@ fn check_config_names_the_key() {
         ("[srs]\nbounce_senders = \"all\"\n", "srs.bounce_senders"),
         ("[trace]\nretention = \"forever\"\n", "trace.retention"),
         ("[trace]\nretention = \"0s\"\n", "trace.retention"),
-        ("[trace]\nstore = \"postgres://db:port/trace\"\n", "trace.store"),
+        (
+            "[trace]\nstore = \"postgres://db:port/trace\"\n",
+            "trace.store",
+        ),
         ("[trace]\nstore = \"mysql://db/trace\"\n", "trace.store"),
     ] {
         std::fs::write(&cfg, text).unwrap();

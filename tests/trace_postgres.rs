@@ -46,8 +46,12 @@ fn rows(relay: &Relay, id: &str) -> Vec<std::collections::HashMap<String, String
 }
 
 fn wait_delivered(relay: &Relay, id: &str) {
+    // Until the relay's first event, the table may not be there yet.
     let found = wait_until(Duration::from_secs(20), || {
-        rows(relay, id).iter().any(|r| r["status"] == "delivered")
+        trace(relay, &["--message-id", &format!("{id}@sender.test")])
+            .status
+            .success()
+            && rows(relay, id).iter().any(|r| r["status"] == "delivered")
     });
     assert!(
         found,
@@ -144,6 +148,51 @@ fn a_postgres_server_that_stops_costs_only_trace_events() {
 }
 
 #[test]
+fn the_trace_goes_over_tls_when_asked_and_checks_the_certificate() {
+    let mut pg = PgServer::start();
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = srs_relay::tls::generate_self_signed("127.0.0.1", certs.path()).unwrap();
+    pg.enable_tls(&cert, &key);
+    let home = Receiver::start();
+    let store = |root: &std::path::Path| {
+        format!(
+            "[trace]\nstore = \"{}?sslmode=require&sslrootcert={}\"\n",
+            pg.url(),
+            root.display()
+        )
+    };
+    let routes = format!("routes = {{ \"home.example\" = \"{}\" }}\n", home.addr());
+    let relay = Relay::start_full("", &routes, &store(&cert));
+    send(&relay, "over-tls");
+    wait_delivered(&relay, "over-tls");
+    // The relay's own connection is encrypted.
+    let ssl = "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_ssl s \
+               JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'srs-relay'";
+    assert_eq!(pg.query_value(ssl), "true");
+
+    // A relay trusting another certificate does not talk to this server; mail still flows.
+    let other = tempfile::tempdir().unwrap();
+    let (other_cert, _) = srs_relay::tls::generate_self_signed("127.0.0.1", other.path()).unwrap();
+    let wrong = Relay::start_full("", &routes, &store(&other_cert));
+    send(&wrong, "wrong-ca");
+    assert!(wait_until(Duration::from_secs(20), || home.count() >= 2));
+    assert!(
+        wait_until(Duration::from_secs(10), || wrong
+            .log()
+            .contains("trace events dropped")),
+        "no drop warning; log:\n{}",
+        wrong.log()
+    );
+    let log = wrong.log();
+    assert!(
+        log.contains("cannot open the trace store") && log.contains("certificate"),
+        "{log}"
+    );
+    assert_no_password("the relay's log", &log);
+    assert!(rows(&relay, "wrong-ca").is_empty());
+}
+
+#[test]
 fn check_config_refuses_a_malformed_postgres_url_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     for (store, why) in [
@@ -151,7 +200,7 @@ fn check_config_refuses_a_malformed_postgres_url_in_one_line() {
         ("postgres://trace:s3cret@db.example", "database"),
         (
             "postgresql://trace:s3cret@db.example/trace?sslmode=require",
-            "TLS",
+            "sslrootcert",
         ),
         (
             "postgres://trace:s3cret@db.example/trace?colour=blue",

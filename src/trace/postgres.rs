@@ -1,14 +1,20 @@
 //! The shared trace store: one PostgreSQL database that several relays (behind one MX)
 //! write and `srs-relay trace` reads. Same schema and statements as SQLite (`sql`, its
 //! `Dialect` holds the differences). The password stays in here: logs and errors show
-//! the URL with it replaced by `***`.
+//! the URL with it replaced by `***`. TLS (rustls, ring) with `sslmode=require`, the
+//! server's certificate checked against `sslrootcert`; otherwise plain.
 
-use std::sync::{Mutex, PoisonError};
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use postgres::config::SslMode;
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::columns;
 use super::event::Event;
@@ -31,6 +37,8 @@ const SCHEMA_LOCK: i64 = 0x7372_735f_7472_6163;
 #[derive(Clone)]
 pub struct PostgresUrl {
     config: postgres::Config,
+    /// For `sslmode=require`: trusts the certificates of `sslrootcert`.
+    tls: Option<Arc<rustls::ClientConfig>>,
     shown: String,
     password: Option<String>,
 }
@@ -56,6 +64,9 @@ impl PostgresUrl {
     /// Parses `url`; the error is one line, with the password redacted.
     pub fn parse(url: &str) -> Result<PostgresUrl, String> {
         let shown = redact(url);
+        let fail = |e: String| format!("{shown}: {e}");
+        let (url, tls) = take_tls(url).map_err(fail)?;
+        let tls = tls.as_deref().map(tls_config).transpose().map_err(fail)?;
         let mut config: postgres::Config = url
             .parse()
             .map_err(|e: postgres::Error| format!("{shown}: {}", describe(&e)))?;
@@ -72,13 +83,11 @@ impl PostgresUrl {
                 "{shown}: no database name (postgres://user@host:port/dbname)"
             ));
         }
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(format!(
-                "{shown}: TLS to PostgreSQL is not supported; use sslmode=disable over \
-                 loopback, a unix socket or a private network"
-            ));
-        }
-        config.ssl_mode(SslMode::Disable);
+        config.ssl_mode(if tls.is_some() {
+            SslMode::Require
+        } else {
+            SslMode::Disable
+        });
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -91,6 +100,7 @@ impl PostgresUrl {
         }
         Ok(PostgresUrl {
             config,
+            tls,
             shown,
             password,
         })
@@ -105,10 +115,77 @@ impl PostgresUrl {
             };
             StoreError(format!("{}: {text}", self.shown))
         };
-        let mut client = self.config.connect(NoTls).map_err(failed)?;
+        let connected = match &self.tls {
+            Some(tls) => self
+                .config
+                .connect(MakeRustlsConnect::new(rustls::ClientConfig::clone(tls))),
+            None => self.config.connect(NoTls),
+        };
+        let mut client = connected.map_err(failed)?;
         client.batch_execute(STATEMENT_TIMEOUT).map_err(failed)?;
         Ok(client)
     }
+}
+
+/// `url` without `sslmode` and `sslrootcert` (tokio-postgres knows neither
+/// `verify-full` nor root files), and the root file if TLS is asked for.
+fn take_tls(url: &str) -> Result<(String, Option<String>), String> {
+    // As tokio-postgres reads it: the parameters follow the first '?' after the user info.
+    let info_end = url.find('@').map_or(0, |i| i + 1);
+    let Some(q) = url[info_end..].find('?').map(|i| i + info_end) else {
+        return Ok((url.to_owned(), None));
+    };
+    let (mut tls, mut root, mut kept) = (false, None, Vec::new());
+    for kv in url[q + 1..].split('&') {
+        match kv.split_once('=') {
+            Some(("sslmode", "disable")) => tls = false,
+            Some(("sslmode", "require" | "verify-full")) => tls = true,
+            Some(("sslmode", other)) => {
+                return Err(format!(
+                    "sslmode={other}: use disable (plain), or require (TLS, the server's \
+                     certificate checked against sslrootcert, as verify-full)"
+                ));
+            }
+            Some(("sslrootcert", path)) => root = Some(path.to_owned()),
+            _ => kept.push(kv),
+        }
+    }
+    let rest = match kept.is_empty() {
+        true => url[..q].to_owned(),
+        false => format!("{}?{}", &url[..q], kept.join("&")),
+    };
+    match (tls, root) {
+        (true, None) => Err(
+            "sslmode=require needs sslrootcert=FILE: the CA certificate(s) \
+             that signed the server's, PEM (for a public CA, the system's bundle)"
+                .into(),
+        ),
+        (false, Some(_)) => Err("sslrootcert is only for sslmode=require".into()),
+        (_, root) => Ok((rest, root)),
+    }
+}
+
+/// TLS trusting only the certificates in `root` (PEM, an absolute path).
+fn tls_config(root: &str) -> Result<Arc<rustls::ClientConfig>, String> {
+    let path = Path::new(root);
+    if !path.is_absolute() {
+        return Err(format!("sslrootcert={root}: give an absolute path"));
+    }
+    let bad = |e: &dyn std::fmt::Display| format!("sslrootcert={root}: {e}");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// `url` with the password (in the user info or a `password=` parameter) as `***`.
@@ -298,6 +375,10 @@ mod tests {
         for bad in [
             "postgres://t:s3cret@db.example:port/trace",
             "postgres://t:s3cret@db.example/trace?sslmode=require",
+            "postgres://t:s3cret@db.example/trace?sslmode=prefer",
+            "postgres://t:s3cret@db.example/trace?sslmode=require&sslrootcert=/nonexistent.pem",
+            "postgres://t:s3cret@db.example/trace?sslmode=require&sslrootcert=ca.pem",
+            "postgres://t:s3cret@db.example/trace?sslrootcert=/etc/ssl/certs/ca-certificates.crt",
             "postgres://t:s3cret@db.example/trace?sslmode=sometimes",
             "postgres://t:s3cret@db.example/trace?colour=blue",
             "postgres://t:s3cret@db.example",

@@ -21,6 +21,8 @@ pub struct PgServer {
     /// The `postgres` user's uid and gid, when we are root: the server's tools run as it.
     owner: Option<(u32, u32)>,
     running: bool,
+    /// Serve TLS with `server.crt` and `server.key` in the directory.
+    tls: bool,
 }
 
 impl PgServer {
@@ -41,6 +43,7 @@ impl PgServer {
             port: 0,
             owner,
             running: false,
+            tls: false,
         };
         pg.chown(pg.dir.path());
         let pwfile = pg.path("pw");
@@ -81,11 +84,18 @@ impl PgServer {
 
     /// Starts the (stopped) server on its port; false if the port was taken.
     pub fn start_again(&mut self) -> bool {
-        let options = format!(
+        let mut options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=40",
             self.port,
             self.dir.path().display()
         );
+        if self.tls {
+            options += &format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                self.path("server.crt").display(),
+                self.path("server.key").display()
+            );
+        }
         let data = self.path("data");
         let log = self.path("server.log");
         let started = self.run(
@@ -114,6 +124,21 @@ impl PgServer {
             self.log()
         );
         false
+    }
+
+    /// Serves TLS from now on with `cert` and `key` (PEM): restarts the server.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let to = self.path(name);
+            std::fs::copy(from, &to).unwrap();
+            // The server refuses a key others may read.
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+            self.chown(&to);
+        }
+        self.tls = true;
+        self.stop();
+        assert!(self.start_again(), "restart with TLS: {}", self.log());
     }
 
     /// Stops the server at once (no shutdown checkpoint), like a crash.
