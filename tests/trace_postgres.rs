@@ -165,10 +165,10 @@ fn the_trace_goes_over_tls_when_asked_and_checks_the_certificate() {
     let relay = Relay::start_full("", &routes, &store(&cert));
     send(&relay, "over-tls");
     wait_delivered(&relay, "over-tls");
-    // The relay's own connection is encrypted.
-    let ssl = "SELECT string_agg(s.ssl::text, ',') FROM pg_stat_ssl s \
+    // The relay's connection is encrypted (and so was the CLI's, if it still shows).
+    let ssl = "SELECT count(*) > 0 AND bool_and(s.ssl) FROM pg_stat_ssl s \
                JOIN pg_stat_activity a USING (pid) WHERE a.application_name = 'srs-relay'";
-    assert_eq!(pg.query_value(ssl), "true");
+    assert_eq!(pg.query_value(ssl), "t");
 
     // A relay trusting another certificate does not talk to this server; mail still flows.
     let other = tempfile::tempdir().unwrap();

@@ -103,6 +103,18 @@ mod tests {
     }
 
     #[test]
+    fn debug_hides_the_trace_store_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let store = "postgres://trace:pw-Hidden@db.example/trace";
+        std::fs::write(&path, format!("[trace]\nstore = \"{store}\"\n")).unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.trace.store, store);
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("postgres://...") && !shown.contains("pw-Hidden"));
+    }
+
+    #[test]
     fn relative_paths_follow_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
