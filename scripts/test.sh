@@ -11,6 +11,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 [ -x /usr/sbin/smtp-sink ] && [ -x /usr/sbin/postfix ] || missing+=(postfix)
 [ -x /usr/sbin/postsrsd ] || missing+=(postsrsd)
 command -v redis-server >/dev/null || missing+=(redis-server)
+# PostgreSQL: the trace store tests run private clusters (initdb in a temporary directory,
+# a loopback port picked at run time; as the postgres user when root). Never the system's.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 # The disk-full tests mount a small tmpfs in a user+mount namespace (unshare -rm).
 command -v unshare >/dev/null || missing+=(util-linux)
 # tests/packaging.rs checks the systemd unit with systemd-analyze (no running systemd needed).
@@ -29,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "==> cargo test (library, CLI, relay end to end, bounce path, crash and fault campaigns, Mail::SRS, postsrsd and Postfix compatibility, doc-tests)"
+echo "==> cargo test (library, CLI, relay end to end, bounce path, crash and fault campaigns, trace in SQLite and PostgreSQL, Mail::SRS, postsrsd and Postfix compatibility, doc-tests)"
 cargo test --locked
 
 echo "==> codec alone: no default features (no tokio, rustls or server code)"

@@ -208,7 +208,11 @@ fn check_config_names_the_key() {
         ("[trace]\nretention = \"forever\"\n", "trace.retention"),
         ("[trace]\nretention = \"0s\"\n", "trace.retention"),
         ("[log]\nformat = \"xml\"\n", "log.format"),
-        ("[trace]\nstore = \"postgres://db/trace\"\n", "trace.store"),
+        (
+            "[trace]\nstore = \"postgres://db:port/trace\"\n",
+            "trace.store",
+        ),
+        ("[trace]\nstore = \"mysql://db/trace\"\n", "trace.store"),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = run(&["check-config", "--config", cfg.to_str().unwrap()]);

@@ -73,7 +73,15 @@ mod tests {
             ("[srs]\nmax_agedays = 3\n", "max_agedays"),
             ("[srs]\nbounce_senders = \"some\"\n", "srs.bounce_senders"),
             ("[trace]\nretention = \"soon\"\n", "trace.retention"),
-            ("[trace]\nstore = \"postgres://db/trace\"\n", "trace.store"),
+            (
+                "[trace]\nstore = \"mysql://u:pw@db/trace\"\n",
+                "trace.store",
+            ),
+            (
+                "[trace]\nstore = \"postgres://u:pw@db:port/t\"\n",
+                "trace.store",
+            ),
+            ("[trace]\nstore = \"postgresql://u:pw@db\"\n", "trace.store"),
             ("[trace]\nkeep = 3\n", "keep"),
             (
                 "[server]\nrefused_rcpts_window = \"soon\"\n",
@@ -90,7 +98,20 @@ mod tests {
             f.write_all(text.as_bytes()).unwrap();
             let e = Config::load(Some(f.path())).unwrap_err().to_string();
             assert!(e.contains(key), "{text:?} gave {e:?}");
+            assert!(!e.contains("pw@"), "{text:?} gave {e:?}");
         }
+    }
+
+    #[test]
+    fn debug_hides_the_trace_store_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        let store = "postgres://trace:pw-Hidden@db.example/trace";
+        std::fs::write(&path, format!("[trace]\nstore = \"{store}\"\n")).unwrap();
+        let cfg = Config::load(Some(&path)).unwrap();
+        assert_eq!(cfg.trace.store, store);
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("postgres://...") && !shown.contains("pw-Hidden"));
     }
 
     #[test]

@@ -278,16 +278,31 @@ pub struct TcpTableConfig {
 }
 
 /// The message trace (`srs-relay trace`): every event of every message, kept for a while.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceConfig {
     /// Record events at all.
     pub enabled: bool,
-    /// `sqlite`: a file `trace.sqlite` next to the spool directory; or the path of an
-    /// SQLite file (relative to this file's directory).
+    /// `sqlite`: a file `trace.sqlite` next to the spool directory; the path of an
+    /// SQLite file (relative to this file's directory); or a `postgres://` URL, which
+    /// may hold a password (so Debug shows only its scheme).
     pub store: String,
     /// Events older than this are pruned, hourly.
     pub retention: String,
+}
+
+impl std::fmt::Debug for TraceConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let store = match self.store.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://..."),
+            None => self.store.clone(),
+        };
+        f.debug_struct("TraceConfig")
+            .field("enabled", &self.enabled)
+            .field("store", &store)
+            .field("retention", &self.retention)
+            .finish()
+    }
 }
 
 impl Default for TraceConfig {

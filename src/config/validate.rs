@@ -98,7 +98,7 @@ impl Config {
                 "needs tls.cert and tls.key",
             ));
         }
-        self.trace_path()?;
+        self.validate_trace_store()?;
         if duration("trace.retention", &self.trace.retention)?.is_zero() {
             return Err(ConfigError::key(
                 "trace.retention",
@@ -106,6 +106,20 @@ impl Config {
             ));
         }
         self.validate_lookups()
+    }
+
+    /// `trace.store`: a file, or (in the server) a PostgreSQL URL parsed in full.
+    fn validate_trace_store(&self) -> Result<(), ConfigError> {
+        #[cfg(feature = "server")]
+        crate::trace::Store::from_config(self)?;
+        #[cfg(not(feature = "server"))]
+        {
+            let store = self.trace.store.trim();
+            if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+                self.trace_path()?;
+            }
+        }
+        Ok(())
     }
 
     fn validate_lookups(&self) -> Result<(), ConfigError> {

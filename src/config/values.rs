@@ -61,15 +61,20 @@ impl Config {
     }
 
     /// `trace.store` as a file: `sqlite` is `trace.sqlite` next to the spool directory.
+    /// A `postgres://` URL is not a file: the server's `trace::Store` reads those.
     pub fn trace_path(&self) -> Result<PathBuf, ConfigError> {
         let store = self.trace.store.trim();
         if store.is_empty() {
             return Err(ConfigError::key("trace.store", "must not be empty"));
         }
-        if store.contains("://") {
+        if let Some((scheme, _)) = store.split_once("://") {
+            // Only the scheme: the rest may hold a password.
             return Err(ConfigError::key(
                 "trace.store",
-                format!("{store:?}: only SQLite (\"sqlite\" or a file path) is supported so far"),
+                format!(
+                    "{scheme}://...: expected \"sqlite\", the path of an SQLite file, or a \
+                     postgres:// URL"
+                ),
             ));
         }
         if store == "sqlite" {

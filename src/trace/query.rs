@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::sql;
+use super::sql::{self, Dialect};
 
 /// The statuses `--status` takes.
 pub const STATUSES: &[&str] = &[
@@ -69,11 +69,12 @@ pub enum Param {
 }
 
 impl Filter {
-    /// The search as SQL and its parameters (numbered `$1`...).
-    pub fn to_sql(&self) -> (String, Vec<Param>) {
+    /// The search as SQL for `dialect` and its parameters (numbered `$1`...).
+    pub fn to_sql(&self, dialect: Dialect) -> (String, Vec<Param>) {
         let mut sql = sql::SEARCH_HEAD.to_owned();
         let mut params = Vec::new();
         let next = bind;
+        let cond = |col: &str, op: &str, n: &str| condition(dialect, col, op, n);
         let either = |cols: &[&str], pattern: &str, params: &mut Vec<Param>| {
             let (op, value) = matcher(&pattern.to_ascii_lowercase(), false);
             let n = bind(Param::Text(value), params);
@@ -127,10 +128,10 @@ impl Filter {
     }
 }
 
-/// `col op $n`, with the escape character for LIKE (the same in SQLite and PostgreSQL).
-fn cond(col: &str, op: &str, n: &str) -> String {
+/// `col op $n`; LIKE case-insensitive in both dialects, with the same escape character.
+fn condition(dialect: Dialect, col: &str, op: &str, n: &str) -> String {
     if op == "LIKE" {
-        format!("{col} LIKE {n} ESCAPE '\\'")
+        format!("{col} {} {n} ESCAPE '\\'", dialect.like())
     } else {
         format!("{col} {op} {n}")
     }

@@ -1,11 +1,41 @@
 //! Every SQL statement of the trace store, in one place. Parameters are written `$1`,
-//! `$2`, ...: SQLite reads them as numbered parameters and PostgreSQL as its own, so a
-//! PostgreSQL store can follow with the same text.
+//! `$2`, ...: SQLite reads them as numbered parameters and PostgreSQL as its own, so both
+//! stores run the same text. The two differences are in [`Dialect`].
+
+/// Where SQLite and PostgreSQL differ, and nowhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// The id column: in SQLite `INTEGER PRIMARY KEY` is the rowid, numbered on insert;
+    /// PostgreSQL needs a sequence.
+    fn id_column(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "id INTEGER PRIMARY KEY",
+            Dialect::Postgres => "id BIGSERIAL PRIMARY KEY",
+        }
+    }
+
+    /// Case-insensitive pattern match: SQLite's LIKE is, PostgreSQL's is not (ILIKE is).
+    pub fn like(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "LIKE",
+            Dialect::Postgres => "ILIKE",
+        }
+    }
+}
 
 /// The schema: one table of events; indexes for the searches of `srs-relay trace`.
-pub const SCHEMA: &[&str] = &[
-    "CREATE TABLE IF NOT EXISTS trace_events (
-        id INTEGER PRIMARY KEY,
+pub fn schema(dialect: Dialect) -> impl Iterator<Item = String> {
+    std::iter::once(TABLE.replace("{id}", dialect.id_column()))
+        .chain(INDEXES.iter().map(|s| (*s).to_owned()))
+}
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS trace_events (
+        {id},
         time BIGINT NOT NULL,
         kind TEXT NOT NULL,
         queue_id TEXT,
@@ -18,11 +48,13 @@ pub const SCHEMA: &[&str] = &[
         remote TEXT,
         reply TEXT,
         tls TEXT,
-        attempt INTEGER,
+        attempt BIGINT,
         size BIGINT,
         status TEXT,
         detail TEXT
-    )",
+    )";
+
+const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS trace_time ON trace_events (time)",
     "CREATE INDEX IF NOT EXISTS trace_queue ON trace_events (queue_id, recipient)",
     "CREATE INDEX IF NOT EXISTS trace_message_id ON trace_events (message_id)",
@@ -36,6 +68,9 @@ pub const INSERT: &str = "INSERT INTO trace_events (time, kind, queue_id, messag
     sender, srs_sender, recipient, original_recipient, subject, remote, reply, tls, attempt, \
     size, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
     $14, $15, $16)";
+
+/// Events removed per [`PRUNE`] statement.
+pub const PRUNE_STEP: i64 = 10_000;
 
 /// Removes up to `$2` events older than `$1`: run until it removes none, so that a large
 /// prune never holds the write lock for long.

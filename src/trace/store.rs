@@ -1,15 +1,16 @@
 //! Where events are kept: the [`TraceStore`] trait (what the writer and the CLI need) and
 //! its embedded SQLite implementation. The SQL itself is in `sql`, shared with the
-//! PostgreSQL store to come.
+//! PostgreSQL store (`postgres`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
-use super::event::{Event, Kind};
+use super::columns;
+use super::event::Event;
 use super::query::{Filter, Param, Row};
-use super::sql;
+use super::sql::{self, Dialect};
 
 /// A store failure, as text (the writer logs it and counts what it dropped).
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +61,8 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        for statement in sql::SCHEMA {
-            conn.execute(statement, [])?;
+        for statement in sql::schema(Dialect::Sqlite) {
+            conn.execute(&statement, [])?;
         }
         Ok(SqliteStore { conn })
     }
@@ -114,79 +115,40 @@ impl TraceStore for SqliteStore {
     }
 
     fn prune(&mut self, before: i64) -> Result<u64, StoreError> {
-        const STEP: i64 = 10_000;
         let mut total = 0;
         loop {
-            let n = self.conn.execute(sql::PRUNE, [before, STEP])? as u64;
+            let n = self.conn.execute(sql::PRUNE, [before, sql::PRUNE_STEP])? as u64;
             total += n;
-            if n < STEP as u64 {
+            if n < sql::PRUNE_STEP as u64 {
                 return Ok(total);
             }
         }
     }
 
     fn search(&self, filter: &Filter) -> Result<Vec<Row>, StoreError> {
-        let (text, params) = filter.to_sql();
+        let (text, params) = filter.to_sql(Dialect::Sqlite);
         let values = params.into_iter().map(|p| match p {
             Param::Text(t) => rusqlite::types::Value::Text(t),
             Param::Int(i) => rusqlite::types::Value::Integer(i),
         });
         let mut stmt = self.conn.prepare(&text)?;
-        let rows = stmt.query_map(params_from_iter(values), |r| {
-            let kind: String = r.get(1)?;
-            let last: Option<String> = r.get(12)?;
-            let time: i64 = r.get(0)?;
-            let refused = kind == "refused";
-            Ok(Row {
-                time,
-                queue_id: r.get(2)?,
-                message_id: r.get(3)?,
-                sender: r.get(4)?,
-                srs_sender: r.get(5)?,
-                original_recipient: r.get(6)?,
-                recipient: r.get(7)?,
-                subject: r.get(8)?,
-                size: r.get::<_, Option<i64>>(9)?.map(|s| s as u64),
-                bounce: r.get::<_, Option<String>>(10)?.as_deref() == Some("bounced"),
-                status: match (&last, refused) {
-                    (Some(k), _) => k.clone(),
-                    (None, true) => "refused".into(),
-                    (None, false) => "queued".into(),
-                },
-                status_time: r.get::<_, Option<i64>>(13)?.unwrap_or(time),
-                remote: r.get(14)?,
-                reply: if refused { r.get(11)? } else { r.get(15)? },
-                attempts: r.get(16)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = stmt.query(params_from_iter(values))?;
+        let mut found = Vec::new();
+        while let Some(r) = rows.next()? {
+            found.push(columns::search_row(r)?);
+        }
+        Ok(found)
     }
 
     fn show(&self, id: &str) -> Result<Vec<Event>, StoreError> {
         let id = super::query::strip_brackets(id);
         let mut stmt = self.conn.prepare(sql::SHOW)?;
-        let rows = stmt.query_map([id], |r| {
-            let kind: String = r.get(1)?;
-            Ok(Event {
-                time: r.get(0)?,
-                kind: Kind::parse(&kind).unwrap_or(Kind::Connection),
-                queue_id: r.get(2)?,
-                message_id: r.get(3)?,
-                sender: r.get(4)?,
-                srs_sender: r.get(5)?,
-                recipient: r.get(6)?,
-                original_recipient: r.get(7)?,
-                subject: r.get(8)?,
-                remote: r.get(9)?,
-                reply: r.get(10)?,
-                tls: r.get(11)?,
-                attempt: r.get(12)?,
-                size: r.get::<_, Option<i64>>(13)?.map(|s| s as u64),
-                status: r.get(14)?,
-                detail: r.get(15)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = stmt.query([id])?;
+        let mut found = Vec::new();
+        while let Some(r) = rows.next()? {
+            found.push(columns::event(r)?);
+        }
+        Ok(found)
     }
 
     fn loop_refusals(

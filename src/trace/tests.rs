@@ -1,11 +1,15 @@
-//! The store's searches against a real SQLite file, and the tracer's promise: a slow or
-//! failing store drops (and counts) events, and `record` never waits.
+//! The store's searches, the same test bodies against a real SQLite file and a real
+//! PostgreSQL server (a private cluster: tests/common/postgres.rs), and the tracer's
+//! promise: a slow or failing store drops (and counts) events, and `record` never waits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::*;
+
+#[path = "../../tests/common/postgres.rs"]
+mod pg_server;
 
 fn received(id: &str, rcpt: &str, orig: &str, subject: &str) -> Event {
     let mut e = Event::new(Kind::Received)
@@ -29,11 +33,54 @@ fn outcome(kind: Kind, id: &str, rcpt: &str, attempt: u32, reply: &str) -> Event
     e
 }
 
-fn store() -> (tempfile::TempDir, SqliteStore) {
+fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("t/trace.sqlite")).unwrap();
     (dir, s)
 }
+
+fn postgres() -> (PostgresStore, pg_server::PgServer) {
+    let pg = pg_server::PgServer::start();
+    let s = PostgresStore::open(&PostgresUrl::parse(&pg.url()).unwrap()).unwrap();
+    (s, pg)
+}
+
+/// `$body` (a fn taking `&mut dyn TraceStore`) as one test per store.
+macro_rules! on_both_stores {
+    ($body:ident, $sqlite:ident, $postgres:ident) => {
+        #[test]
+        fn $sqlite() {
+            let (_dir, mut s) = sqlite();
+            $body(&mut s);
+        }
+        #[test]
+        fn $postgres() {
+            let (mut s, _pg) = postgres();
+            $body(&mut s);
+        }
+    };
+}
+
+on_both_stores!(
+    search_gives_each_recipient_its_final_status,
+    sqlite_search_gives_each_recipient_its_final_status,
+    postgres_search_gives_each_recipient_its_final_status
+);
+on_both_stores!(
+    show_follows_the_message_id_and_prune_forgets,
+    sqlite_show_follows_the_message_id_and_prune_forgets,
+    postgres_show_follows_the_message_id_and_prune_forgets
+);
+on_both_stores!(
+    loop_refusals_come_once_per_message_within_the_window,
+    sqlite_loop_refusals_come_once_per_message_within_the_window,
+    postgres_loop_refusals_come_once_per_message_within_the_window
+);
+on_both_stores!(
+    prune_goes_in_steps_and_keeps_the_recent,
+    sqlite_prune_goes_in_steps_and_keeps_the_recent,
+    postgres_prune_goes_in_steps_and_keeps_the_recent
+);
 
 fn filter() -> Filter {
     Filter {
@@ -42,9 +89,7 @@ fn filter() -> Filter {
     }
 }
 
-#[test]
-fn search_gives_each_recipient_its_final_status() {
-    let (_dir, mut s) = store();
+fn search_gives_each_recipient_its_final_status(s: &mut dyn TraceStore) {
     let mut refused = Event::new(Kind::Refused)
         .sender("eve@bad.example")
         .original_recipient("bounces+SRS=forged@fwd.example")
@@ -161,6 +206,15 @@ fn search_gives_each_recipient_its_final_status() {
         .len(),
         0
     );
+    // Case-insensitive, in both stores.
+    assert_eq!(
+        by(Filter {
+            subject: Some("FRIDAY".into()),
+            ..filter()
+        })
+        .len(),
+        2
+    );
     assert_eq!(
         by(Filter {
             sender: Some("bob@example.org".into()),
@@ -213,9 +267,7 @@ fn search_gives_each_recipient_its_final_status() {
     assert_eq!(row.subject.as_deref(), Some("Lunch on Friday"));
 }
 
-#[test]
-fn show_follows_the_message_id_and_prune_forgets() {
-    let (_dir, mut s) = store();
+fn show_follows_the_message_id_and_prune_forgets(s: &mut dyn TraceStore) {
     let mut dsn = Event::new(Kind::DsnSent)
         .queue_id("Q1")
         .recipient("bob@example.org");
@@ -260,9 +312,7 @@ fn show_follows_the_message_id_and_prune_forgets() {
     assert!(s.show("Q1").unwrap().is_empty());
 }
 
-#[test]
-fn loop_refusals_come_once_per_message_within_the_window() {
-    let (_dir, mut s) = store();
+fn loop_refusals_come_once_per_message_within_the_window(s: &mut dyn TraceStore) {
     let refusal = |id: &str, rcpt: &str, time: i64, reason: &str| {
         let mut detail = serde_json::Map::new();
         detail.insert("stage".into(), "data".into());
@@ -298,6 +348,56 @@ fn loop_refusals_come_once_per_message_within_the_window() {
         ("a.example", 2, 60)
     );
     assert_eq!(s.loop_refusals(0, 10_000, 1).unwrap().len(), 1);
+}
+
+fn prune_goes_in_steps_and_keeps_the_recent(s: &mut dyn TraceStore) {
+    let old = 2 * sql::PRUNE_STEP as usize + 5;
+    let events: Vec<Event> = (0..old)
+        .map(|i| {
+            let mut e = received(&format!("OLD{i}"), "a@home.example", "a@fwd.example", "x");
+            e.time = 1_000 + i as i64;
+            e
+        })
+        .collect();
+    for chunk in events.chunks(1000) {
+        s.insert(chunk).unwrap();
+    }
+    s.insert(&[received("NEW", "b@home.example", "b@fwd.example", "y")])
+        .unwrap();
+    assert_eq!(s.prune(now_ms() - 60_000).unwrap(), old as u64);
+    let left = s.search(&filter()).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].queue_id.as_deref(), Some("NEW"));
+}
+
+#[test]
+fn postgres_schema_is_made_once_by_relays_starting_together() {
+    let pg = pg_server::PgServer::start();
+    let url = PostgresUrl::parse(&pg.url()).unwrap();
+    let e = PostgresStore::open_read_only(&url).err().unwrap();
+    assert!(e.to_string().contains("no trace yet"), "{e}");
+    let opened: Vec<_> = (0..6)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut s = PostgresStore::open(&url)?;
+                s.insert(&[received(
+                    &format!("Q{i}"),
+                    "a@b.example",
+                    "a@fwd.example",
+                    "x",
+                )])
+            })
+        })
+        .collect();
+    for t in opened {
+        t.join().unwrap().unwrap();
+    }
+    let mut reader = PostgresStore::open_read_only(&url).unwrap();
+    assert_eq!(reader.search(&filter()).unwrap().len(), 6);
+    // The reader cannot write.
+    assert!(reader.insert(&[Event::new(Kind::Connection)]).is_err());
+    assert_eq!(pg.query_value("SELECT count(*) FROM trace_events"), "6");
 }
 
 /// A store that fails while `down` is set, and can be made to stall.

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod postgres;
+
 pub const SECRET: &str = "test-secret-for-the-suite";
 
 pub fn free_port() -> u16 {
