@@ -1,8 +1,8 @@
 //! The process lifecycle of the long-running commands: `srs-relay serve` wires
-//! configuration, codec, policy, spool, delivery, the SMTP listeners and the lookup
-//! services together and shuts them down in order on SIGTERM/SIGINT;
-//! `srs-relay socketmap` runs the lookup services alone. Both start from `Basics` (codec
-//! and sender store).
+//! configuration, codec, policy, spool, delivery, the SMTP listeners, the lookup
+//! services, the admin listener (metrics, health) and the queue alert together and
+//! shuts them down in order on SIGTERM/SIGINT; `srs-relay socketmap` runs the lookup
+//! services alone. Both start from `Basics` (codec and sender store).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -163,12 +163,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     ));
     let admin = match (admin_listen, metrics) {
         (Some(addr), Some(metrics)) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
-            tracing::info!(admin = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-                "admin listening (/metrics, /healthz, /readyz)");
-            let state = Arc::new(AdminState {
+            let state = AdminState {
                 metrics,
                 queue: queue.clone(),
                 tracer: tracer.clone(),
@@ -178,12 +173,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
                     listeners: cfg.server.listen.len(),
                     listening,
                 },
-            });
-            Some(tokio::spawn(admin::serve(
-                listener,
-                admin::router(state),
-                stop_rx.clone(),
-            )))
+            };
+            Some(start_admin(addr, state, stop_rx.clone()).await?)
         }
         _ => None,
     };
@@ -225,6 +216,21 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || tracer.settle(Duration::from_secs(2))).await;
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
+}
+
+/// Binds `admin.listen` and serves the admin pages until `stop`.
+async fn start_admin(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
+    tracing::info!(admin = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "admin listening (/metrics, /healthz, /readyz)");
+    let router = admin::router(Arc::new(state));
+    Ok(tokio::spawn(admin::serve(listener, router, stop)))
 }
 
 /// Keeps the embedded store from growing: expired entries go once an hour.
