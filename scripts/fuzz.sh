@@ -37,7 +37,15 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing"
 echo "==> building fuzz targets (profile $profile)"
 (cd fuzz && cargo build --locked --profile "$profile" --target "$triple" --bins --quiet)
-bin_dir="fuzz/target/$triple/$profile"
+# Where cargo put them: CARGO_TARGET_DIR if set (a relative one is taken from fuzz/).
+target_dir=fuzz/target
+if [ -n "${CARGO_TARGET_DIR:-}" ]; then
+  case $CARGO_TARGET_DIR in
+    /*) target_dir=$CARGO_TARGET_DIR ;;
+    *) target_dir=fuzz/$CARGO_TARGET_DIR ;;
+  esac
+fi
+bin_dir="$target_dir/$triple/$profile"
 
 status=0
 passed=0

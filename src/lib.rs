@@ -13,11 +13,17 @@ pub mod secrets;
 #[cfg(feature = "server")]
 mod accept;
 #[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
+pub mod alerts;
+#[cfg(feature = "server")]
 pub mod bounce;
 #[cfg(feature = "server")]
 pub mod delivery;
 #[cfg(feature = "server")]
 pub mod dsn;
+#[cfg(feature = "server")]
+pub mod metrics;
 #[cfg(feature = "server")]
 pub mod policy;
 #[cfg(feature = "server")]

@@ -1,17 +1,21 @@
 //! The process lifecycle of the long-running commands: `srs-relay serve` wires
-//! configuration, codec, policy, spool, delivery, the SMTP listeners and the lookup
-//! services together and shuts them down in order on SIGTERM/SIGINT;
-//! `srs-relay socketmap` runs the lookup services alone. Both start from `Basics` (codec
-//! and sender store).
+//! configuration, codec, policy, spool, delivery, the SMTP listeners, the lookup
+//! services, the admin listener (metrics, health) and the queue alert together and
+//! shuts them down in order on SIGTERM/SIGINT; `srs-relay socketmap` runs the lookup
+//! services alone. Both start from `Basics` (codec and sender store).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::{self, AdminState, Readiness};
+use crate::alerts::{self, AlertSettings};
 use crate::config::{Config, duration};
 use crate::delivery;
+use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::secrets;
 use crate::sender_store::SenderStore;
@@ -65,6 +69,8 @@ pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
 /// Runs the relay until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config) -> Result<(), String> {
     let lookups = socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
+    let admin_listen = cfg.admin_listen().map_err(|e| e.to_string())?;
+    let alert_settings = AlertSettings::from_config(&cfg).map_err(|e| e.to_string())?;
     let Basics { srs, store } = Basics::open(&cfg).await?;
     let policy = Policy::from_config(&cfg).map_err(|e| e.to_string())?;
     let spool_dir = cfg.resolve(&cfg.spool.dir);
@@ -88,8 +94,13 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
 
     tokio::spawn(purge_expired_senders(store.clone()));
 
-    // The trace is written off the SMTP and delivery paths; see `trace::Tracer`.
-    let tracer = trace::from_config(&cfg).map_err(|e| e.to_string())?;
+    // The trace is written off the SMTP and delivery paths; see `trace::Tracer`. The same
+    // events feed the metrics, which are kept when there is a listener to serve them.
+    let metrics = admin_listen.map(|_| Arc::new(Metrics::new()));
+    let mut tracer = trace::from_config(&cfg).map_err(|e| e.to_string())?;
+    if let Some(m) = &metrics {
+        tracer = tracer.with_metrics(m.clone());
+    }
     let mut settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
     settings.tracer = tracer.clone();
     let (dsn_tx, mut dsn_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -118,7 +129,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         &cfg,
         srs,
         policy,
-        spool,
+        spool.clone(),
         store,
         tls,
         Arc::new(move |env| submit.submit(env)),
@@ -127,21 +138,58 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     .with_tracer(tracer.clone());
     let server = Arc::new(server);
     let mut listeners = Vec::new();
+    // Listeners accepting now, for /readyz: each task counts itself out when it ends.
+    let listening = Arc::new(AtomicUsize::new(0));
     for addr in &cfg.server.listen {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("server.listen: {addr}: {e}"))?;
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
-        listeners.push(tokio::spawn(
-            server.clone().serve(listener, stop_rx.clone()),
-        ));
+        listening.fetch_add(1, Ordering::Relaxed);
+        let (server, stop, listening) = (server.clone(), stop_rx.clone(), listening.clone());
+        listeners.push(tokio::spawn(async move {
+            server.serve(listener, stop).await;
+            listening.fetch_sub(1, Ordering::Relaxed);
+        }));
     }
+
+    let alert_active = Arc::new(AtomicBool::new(false));
+    let alert = tokio::spawn(alerts::watch_queue(
+        alert_settings,
+        queue.clone(),
+        spool.clone(),
+        alert_active.clone(),
+        stop_rx.clone(),
+    ));
+    let admin = match (admin_listen, metrics) {
+        (Some(addr), Some(metrics)) => {
+            let state = AdminState {
+                metrics,
+                queue: queue.clone(),
+                tracer: tracer.clone(),
+                alert_active,
+                readiness: Readiness {
+                    spool: spool.clone(),
+                    listeners: cfg.server.listen.len(),
+                    listening,
+                },
+            };
+            Some(start_admin(addr, state, stop_rx.clone()).await?)
+        }
+        _ => None,
+    };
 
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections");
     let _ = stop_tx.send(true);
     for l in listeners {
         let _ = l.await;
+    }
+    let _ = alert.await;
+    if let Some(a) = admin {
+        // Requests under way get a moment; a client that holds one open does not hold
+        // up the shutdown.
+        let _ = tokio::time::timeout(Duration::from_secs(5), a).await;
     }
     let grace =
         duration("server.shutdown_grace", &cfg.server.shutdown_grace).map_err(|e| e.to_string())?;
@@ -168,6 +216,21 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let _ = tokio::task::spawn_blocking(move || tracer.settle(Duration::from_secs(2))).await;
     tracing::info!("stopped; the spool is kept and delivery resumes on restart");
     Ok(())
+}
+
+/// Binds `admin.listen` and serves the admin pages until `stop`.
+async fn start_admin(
+    addr: std::net::SocketAddr,
+    state: AdminState,
+    stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
+    tracing::info!(admin = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "admin listening (/metrics, /healthz, /readyz)");
+    let router = admin::router(Arc::new(state));
+    Ok(tokio::spawn(admin::serve(listener, router, stop)))
 }
 
 /// Keeps the embedded store from growing: expired entries go once an hour.

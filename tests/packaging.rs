@@ -83,7 +83,9 @@ fn the_packaged_configuration_runs() {
             "# local_domains = [\"forward.example\"]",
             "local_domains = [\"forward.example\"]",
         )
-        + &format!("smarthost = \"{}\"\n", receiver.addr());
+        + &format!("smarthost = \"{}\"\n", receiver.addr())
+        // Tests run side by side: no admin listener on the shared default port.
+        + "[admin]\nlisten = \"\"\n";
     let aliases = contrib("aliases") + "john@forward.example: john@home.example\n";
     std::fs::write(etc.join("aliases"), aliases).unwrap();
     let cfg = etc.join("srs-relay.toml");

@@ -11,7 +11,7 @@ mod values;
 pub use error::ConfigError;
 pub use load::ENV_PREFIX;
 pub use sections::{
-    Config, LogConfig, QueueConfig, RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig,
-    SrsConfig, TcpTableConfig, TlsConfig, TraceConfig,
+    AdminConfig, AlertsConfig, Config, LogConfig, QueueConfig, RelayConfig, ServerConfig,
+    SocketmapConfig, SpoolConfig, SrsConfig, TcpTableConfig, TlsConfig, TraceConfig,
 };
 pub use values::{BounceSenders, ListenAddr, delay_warning, duration, optional_duration};

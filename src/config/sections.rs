@@ -19,6 +19,8 @@ pub struct Config {
     pub tcp_table: TcpTableConfig,
     pub trace: TraceConfig,
     pub log: LogConfig,
+    pub admin: AdminConfig,
+    pub alerts: AlertsConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -328,6 +330,44 @@ impl Default for LogConfig {
     fn default() -> Self {
         LogConfig {
             format: "text".into(),
+        }
+    }
+}
+
+/// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `host:port` to listen on; empty turns it off.
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9025".into(),
+        }
+    }
+}
+
+/// The queue alert: a log line, a gauge and a mail when the queue grows past a size.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Raised when more messages than this are queued; cleared under 90% of it; 0: off.
+    pub queue_threshold: usize,
+    /// Who gets the alert mail (one address); none: log line and gauge only.
+    pub notify: Option<String>,
+    /// How often the queue size is checked.
+    pub check_interval: String,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            queue_threshold: 2000,
+            notify: None,
+            check_interval: "5s".into(),
         }
     }
 }

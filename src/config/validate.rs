@@ -105,6 +105,8 @@ impl Config {
                 "must be longer than zero",
             ));
         }
+        self.admin_listen()?;
+        self.alerts_settings()?;
         self.validate_lookups()
     }
 
@@ -120,6 +122,51 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `admin.listen` parsed; `None` when it is empty (off).
+    pub fn admin_listen(&self) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+        let l = self.admin.listen.trim();
+        if l.is_empty() {
+            return Ok(None);
+        }
+        l.parse().map(Some).map_err(|e| {
+            ConfigError::key(
+                "admin.listen",
+                format!("{l:?}: {e} (expected host:port, e.g. 127.0.0.1:9025, or \"\" for off)"),
+            )
+        })
+    }
+
+    /// `alerts.check_interval` and `alerts.notify` checked: the interval, and the notify
+    /// address (`None` when not set).
+    pub fn alerts_settings(&self) -> Result<(std::time::Duration, Option<String>), ConfigError> {
+        let every = duration("alerts.check_interval", &self.alerts.check_interval)?;
+        if every.is_zero() {
+            return Err(ConfigError::key(
+                "alerts.check_interval",
+                "must be longer than zero",
+            ));
+        }
+        let notify = match self.alerts.notify.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(a) => {
+                let ok = a
+                    .rsplit_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && !d.is_empty() && !d.contains('@'))
+                    && !a
+                        .chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || "<>,;".contains(c));
+                if !ok {
+                    return Err(ConfigError::key(
+                        "alerts.notify",
+                        format!("{a:?}: expected one address, user@domain"),
+                    ));
+                }
+                Some(a.to_owned())
+            }
+        };
+        Ok((every, notify))
     }
 
     fn validate_lookups(&self) -> Result<(), ConfigError> {

@@ -36,6 +36,7 @@ pub(crate) struct Shared {
 /// The connection limits: one semaphore for all, one per destination.
 pub(crate) struct Limits {
     global: Arc<Semaphore>,
+    global_max: usize,
     per_destination: Mutex<HashMap<String, Arc<Semaphore>>>,
     per_destination_max: usize,
 }
@@ -44,9 +45,16 @@ impl Limits {
     pub(crate) fn new(global: usize, per_destination: usize) -> Self {
         Limits {
             global: Arc::new(Semaphore::new(global)),
+            global_max: global,
             per_destination: Mutex::new(HashMap::new()),
             per_destination_max: per_destination,
         }
+    }
+
+    /// Global slots taken: deliveries under way.
+    pub(crate) fn in_use(&self) -> usize {
+        self.global_max
+            .saturating_sub(self.global.available_permits())
     }
 
     fn destination(&self, key: &str) -> Arc<Semaphore> {

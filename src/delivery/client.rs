@@ -30,6 +30,8 @@ pub(crate) struct ClientSettings {
     pub data_done_timeout: Duration,
     pub require_tls: bool,
     pub tls: TlsConnector,
+    /// Counts the connections opened (metrics).
+    pub tracer: crate::trace::Tracer,
 }
 
 /// One message to one destination.
@@ -148,6 +150,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
                 };
                 let tls = crate::tls::describe(client.tls_connection());
                 tracing::info!(queue_id = %id, remote = %remote, tls = %tls, "connected");
+                cfg.tracer.outbound_connection(Some(&tls));
                 // RFC 3207 §4.2: forget what was learnt before TLS.
                 let caps = match hello(&mut client, &cfg.ehlo_name).await {
                     Ok(c) => c,
@@ -176,6 +179,7 @@ async fn open(target: &Target, cfg: &ClientSettings, id: &str, use_tls: bool) ->
     }
 
     tracing::info!(queue_id = %id, remote = %remote, tls = "none", "connected");
+    cfg.tracer.outbound_connection(None);
     Opened::Ok(Open::new(Stream::Plain(client), caps))
 }
 

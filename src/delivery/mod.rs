@@ -56,6 +56,7 @@ mod dns;
 mod message;
 mod outcome;
 mod queue;
+mod snapshot;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -67,6 +68,7 @@ use crate::spool::Envelope;
 
 pub use dns::{BoxFuture, DnsError, Resolve, SystemResolver};
 pub use queue::{Queue, QueueHandle, start};
+pub use snapshot::{DestinationCount, QueueSnapshot};
 
 /// Everything delivery needs from the configuration, in its final types.
 #[derive(Debug, Clone)]

@@ -2,18 +2,19 @@
 //! waiting in memory, starting an attempt task for each envelope that falls due.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::attempt::{self, Limits, Shared};
 use super::client::{ClientSettings, Open};
 use super::connections::{ConnectionCache, run_expiry};
 use super::dns::{Resolve, SystemResolver};
+use super::snapshot::{QueueSnapshot, summarize};
 use super::tls::opportunistic_tls;
 use super::{DeliverySettings, OnFailure};
 use crate::spool::{Envelope, Spool};
@@ -47,6 +48,7 @@ impl Queue {
     pub fn start(self, recovered: Vec<Envelope>) -> QueueHandle {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
+        let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let s = &self.settings;
         let client = ClientSettings {
             ehlo_name: s.ehlo_name.clone(),
@@ -55,6 +57,7 @@ impl Queue {
             data_done_timeout: s.data_done_timeout,
             require_tls: s.require_tls,
             tls: opportunistic_tls(),
+            tracer: s.tracer.clone(),
         };
         let limits = Limits::new(
             s.max_concurrent_deliveries.max(1),
@@ -89,7 +92,7 @@ impl Queue {
             heap: BinaryHeap::new(),
             attempts: JoinSet::new(),
             running_ids: HashMap::new(),
-            running: HashSet::new(),
+            running: HashMap::new(),
             queued: queued.clone(),
         };
         let count = recovered.len();
@@ -103,10 +106,11 @@ impl Queue {
                 "delivery queue loaded"
             );
         }
-        let task = tokio::spawn(scheduler.run(submit_rx, stop_rx));
+        let task = tokio::spawn(scheduler.run(submit_rx, snapshot_rx, stop_rx));
         QueueHandle {
             inner: Arc::new(Inner {
                 submit: submit_tx,
+                snapshot: snapshot_tx,
                 stop: stop_tx,
                 task: Mutex::new(Some(task)),
                 expiry: Mutex::new(Some(expiry)),
@@ -134,8 +138,12 @@ pub struct QueueHandle {
     inner: Arc<Inner>,
 }
 
+/// A snapshot request: how many destinations to list, and where the answer goes.
+type SnapshotRequest = (usize, oneshot::Sender<QueueSnapshot>);
+
 struct Inner {
     submit: mpsc::UnboundedSender<Envelope>,
+    snapshot: mpsc::UnboundedSender<SnapshotRequest>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Closes idle outbound sessions; on stop, all of them.
@@ -158,6 +166,15 @@ impl QueueHandle {
     /// Messages in the queue (waiting or being delivered).
     pub fn queued(&self) -> usize {
         self.inner.queued.load(Ordering::Relaxed)
+    }
+
+    /// The queue now, with the `top` recipient domains that have the most messages
+    /// (none for 0); computed by the scheduler between its other work. `None` once the
+    /// queue has stopped.
+    pub async fn snapshot(&self, top: usize) -> Option<QueueSnapshot> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.snapshot.send((top, tx)).ok()?;
+        rx.await.ok()
     }
 
     /// Starts no new delivery, lets those under way finish for up to `shutdown_grace`,
@@ -200,15 +217,16 @@ struct Scheduler {
     /// any more are skipped.
     heap: BinaryHeap<Reverse<(u64, String)>>,
     attempts: JoinSet<Option<Envelope>>,
-    /// Queue id of each attempt task, and the ids being attempted.
+    /// Queue id of each attempt task, and the envelopes being attempted (as they were
+    /// when the attempt started, for snapshots).
     running_ids: HashMap<tokio::task::Id, String>,
-    running: HashSet<String>,
+    running: HashMap<String, Envelope>,
     queued: Arc<AtomicUsize>,
 }
 
 impl Scheduler {
     fn add(&mut self, env: Envelope) {
-        if self.waiting.contains_key(&env.id) || self.running.contains(&env.id) {
+        if self.waiting.contains_key(&env.id) || self.running.contains_key(&env.id) {
             tracing::warn!(queue_id = %env.id, "envelope already queued; ignored");
             return;
         }
@@ -255,8 +273,8 @@ impl Scheduler {
             let Some(env) = self.waiting.remove(&id) else {
                 continue;
             };
+            self.running.insert(id.clone(), env.clone());
             let handle = self.attempts.spawn(attempt::run(self.shared.clone(), env));
-            self.running.insert(id.clone());
             self.running_ids.insert(handle.id(), id);
         }
     }
@@ -286,9 +304,17 @@ impl Scheduler {
         }
     }
 
+    fn snapshot(&self, top: usize) -> QueueSnapshot {
+        let envelopes = self.waiting.values().chain(self.running.values());
+        let mut snap = summarize(envelopes, crate::srs::unix_now(), top);
+        snap.in_flight = self.shared.limits.in_use();
+        snap
+    }
+
     async fn run(
         mut self,
         mut submit: mpsc::UnboundedReceiver<Envelope>,
+        mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
@@ -299,6 +325,9 @@ impl Scheduler {
                     Some(env) => self.add(env),
                     None => break,
                 },
+                Some((top, reply)) = snapshots.recv() => {
+                    let _ = reply.send(self.snapshot(top));
+                }
                 Some(done) = self.attempts.join_next_with_id(), if !self.attempts.is_empty() => {
                     self.finished(done);
                 }

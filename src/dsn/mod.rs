@@ -55,6 +55,8 @@ pub use compose::{DsnRequest, compose};
 pub(crate) use recipients::notify_allows;
 pub use recipients::{Action, recipients_to_report};
 pub use returned::{MAX_RETURNED_HEADERS, MAX_RETURNED_MESSAGE};
+// Mail text helpers, shared with the queue alert's message.
+pub(crate) use text::{cap, clean_address, clean_text, clean_token, id_token, push_field, wrap};
 
 #[cfg(test)]
 mod tests;

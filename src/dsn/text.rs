@@ -11,7 +11,7 @@ pub(super) const HARD_SPLIT: usize = 900;
 
 /// `Name: value` + CRLF, folded at spaces near [`WRAP_AT`] (RFC 5322 §2.2.3), a word
 /// too long for a line split so that no line exceeds [`MAX_LINE`].
-pub(super) fn push_field(out: &mut String, name: &str, value: &str) {
+pub(crate) fn push_field(out: &mut String, name: &str, value: &str) {
     out.push_str(name);
     out.push(':');
     let mut column = name.len() + 1;
@@ -31,7 +31,7 @@ pub(super) fn push_field(out: &mut String, name: &str, value: &str) {
 
 /// `text` as CRLF lines of at most [`WRAP_AT`] columns where the words allow, each
 /// starting with `indent`. A [`GLUE`] is a space that does not break a line.
-pub(super) fn wrap(out: &mut String, indent: &str, text: &str) {
+pub(crate) fn wrap(out: &mut String, indent: &str, text: &str) {
     let mut column = 0;
     for word in text.split(' ').filter(|w| !w.is_empty()) {
         for piece in pieces(word) {
@@ -81,7 +81,7 @@ fn pieces(word: &str) -> impl Iterator<Item = &str> {
 
 /// `s` on one line: control characters (CR, LF, TAB, ...) become spaces, runs of white
 /// space one space, no space at either end; with `ascii`, non-ASCII becomes `?`.
-pub(super) fn clean_text(s: &str, ascii: bool) -> String {
+pub(crate) fn clean_text(s: &str, ascii: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         let c = if c.is_control() || c.is_whitespace() {
@@ -102,19 +102,19 @@ pub(super) fn clean_text(s: &str, ascii: bool) -> String {
 
 /// An address for the text and headers: without control characters or surrounding
 /// white space (an address can hold a space only in a quoted local part).
-pub(super) fn clean_address(s: &str) -> String {
+pub(crate) fn clean_address(s: &str) -> String {
     let s: String = s.chars().filter(|c| !c.is_control()).collect();
     s.trim().to_owned()
 }
 
 /// A host name or queue id: printable ASCII only, at most 255 characters.
-pub(super) fn clean_token(s: &str) -> String {
+pub(crate) fn clean_token(s: &str) -> String {
     s.chars().filter(char::is_ascii_graphic).take(255).collect()
 }
 
 /// A queue id as a part of a boundary or Message-ID: letters, digits, `-` and `_` (what
 /// [`Spool::new_id`](crate::spool::Spool::new_id) makes anyway).
-pub(super) fn id_token(s: &str) -> String {
+pub(crate) fn id_token(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
         .take(64)
@@ -122,7 +122,7 @@ pub(super) fn id_token(s: &str) -> String {
 }
 
 /// At most `max` characters of `s`, marked when cut.
-pub(super) fn cap(s: &str, max: usize) -> String {
+pub(crate) fn cap(s: &str, max: usize) -> String {
     match s.char_indices().nth(max) {
         Some((end, _)) => format!("{} [...]", &s[..end]),
         None => s.to_owned(),

@@ -379,6 +379,22 @@ impl Spool {
         }
     }
 
+    /// Creates, writes and removes a file in the queue directory: whether a message could
+    /// be stored now (for `/readyz`). Root is not stopped by permissions, but by a queue
+    /// directory gone, replaced, on a read-only file system or a full disk.
+    pub fn probe_writable(&self) -> io::Result<()> {
+        let path = self.tmp_file("ready");
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
+        let written = file.write_all(b"ready\n");
+        drop(file);
+        let removed = fs::remove_file(&path);
+        written.and(removed)
+    }
+
     /// The spool directory as given to [`Spool::open`].
     pub fn dir(&self) -> &Path {
         &self.dir

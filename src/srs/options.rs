@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Which form [`Srs::forward`](super::Srs::forward) writes. Reverse reads both, whatever this says.
+/// Which form [`Srs::forward`](super::Srs::forward) writes. Reverse reads both, whatever
+/// this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     #[default]

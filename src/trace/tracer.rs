@@ -1,5 +1,6 @@
-//! The [`Tracer`] handle: sessions and deliveries hand it events and never wait. Events
-//! go through a bounded channel to a writer thread that stores them in batches (one
+//! The [`Tracer`] handle: sessions and deliveries hand it events and never wait. It is
+//! the one door events go through: each is first counted by the [`Metrics`] (when the
+//! relay keeps metrics), then, when the trace is on, it goes through a bounded channel to a writer thread that stores them in batches (one
 //! transaction each) and prunes old ones hourly. A full channel or a failing store
 //! drops events, counted (and logged at most once a minute); the relay goes on.
 
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{Event, now_ms};
 use super::store::{StoreError, TraceStore};
+use crate::metrics::Metrics;
 
 /// Events waiting for the writer at most; more are dropped.
 pub const CHANNEL_CAPACITY: usize = 10_000;
@@ -25,10 +27,12 @@ const WARN_EVERY_MS: u64 = 60_000;
 /// Opens the store; called again after a failure.
 pub type Opener = Box<dyn FnMut() -> Result<Box<dyn TraceStore>, StoreError> + Send>;
 
-/// Where events go. Cheap to clone; a disabled one records nothing.
+/// Where events go: the metrics and the trace store. Cheap to clone; a disabled one
+/// without metrics records nothing.
 #[derive(Clone, Default)]
 pub struct Tracer {
     inner: Option<Arc<Inner>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 struct Inner {
@@ -67,10 +71,11 @@ impl Counters {
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.inner.is_some() {
-            "Tracer"
-        } else {
-            "Tracer(off)"
+        f.write_str(match (self.inner.is_some(), self.metrics.is_some()) {
+            (true, true) => "Tracer(+metrics)",
+            (true, false) => "Tracer",
+            (false, true) => "Tracer(metrics only)",
+            (false, false) => "Tracer(off)",
         })
     }
 }
@@ -78,7 +83,13 @@ impl std::fmt::Debug for Tracer {
 impl Tracer {
     /// A tracer that records nothing.
     pub fn disabled() -> Tracer {
-        Tracer { inner: None }
+        Tracer::default()
+    }
+
+    /// Also counts every event in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Tracer {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Starts the writer thread; events older than `retention` are pruned hourly.
@@ -107,11 +118,16 @@ impl Tracer {
         }
         Tracer {
             inner: Some(Arc::new(Inner { tx, counters })),
+            metrics: None,
         }
     }
 
-    /// Hands `event` to the writer, or drops it (counted) when the writer is behind.
+    /// Counts `event` in the metrics, then hands it to the writer, or drops it (counted)
+    /// when the writer is behind.
     pub fn record(&self, event: Event) {
+        if let Some(m) = &self.metrics {
+            m.observe(&event);
+        }
         let Some(inner) = &self.inner else { return };
         inner.counters.pending.fetch_add(1, Ordering::Relaxed);
         match inner.tx.try_send(event) {
@@ -127,8 +143,16 @@ impl Tracer {
         }
     }
 
+    /// Events are wanted (by the metrics or the trace): callers build them only then.
     pub fn enabled(&self) -> bool {
-        self.inner.is_some()
+        self.inner.is_some() || self.metrics.is_some()
+    }
+
+    /// Counts an outbound connection (metrics only: the trace records deliveries).
+    pub fn outbound_connection(&self, tls: Option<&str>) {
+        if let Some(m) = &self.metrics {
+            m.outbound_connection(tls);
+        }
     }
 
     /// Events dropped so far.

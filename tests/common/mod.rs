@@ -95,10 +95,17 @@ impl Relay {
         )
         .unwrap();
         let config = dir.path().join("srs-relay.toml");
+        // The admin listener's default port would be shared by every test's relay: off,
+        // unless the test configures it.
+        let admin = if extra.contains("[admin]") {
+            ""
+        } else {
+            "[admin]\nlisten = \"\"\n"
+        };
         let text = format!(
             "[srs]\nsecrets_file = \"secrets\"\nlocal_domains = [\"forward.example\"]\ndefault_domain = \"forward.example\"\n\n\
              [server]\nlisten = [\"127.0.0.1:{port}\"]\nhostname = \"relay.test\"\n{server_extra}\n\
-             [spool]\ndir = \"spool\"\n\n{relay_section}\n{extra}\n"
+             [spool]\ndir = \"spool\"\n\n{relay_section}\n{admin}{extra}\n"
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.path().join("relay.log");
