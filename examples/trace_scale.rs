@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example trace_scale -- --messages 1000000 --store /tmp/t/trace.sqlite
+//! cargo run --release --example trace_scale -- --messages 1000000 --store postgres://u:p@127.0.0.1:5433/trace
 //! ```
 //!
 //! Prints the insert rate, the store's size per message, and for each search the median
@@ -12,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use srs_relay::trace::{Event, Filter, Kind, SqliteStore, TraceStore, now_ms};
+use srs_relay::trace::{Event, Filter, Kind, PostgresUrl, Store, now_ms};
 
 struct Args {
     messages: u64,
@@ -117,22 +118,40 @@ fn message(n: u64, start: i64, total: u64) -> Vec<Event> {
     out
 }
 
-fn size_of(path: &str) -> u64 {
-    ["", "-wal", "-shm"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{path}{s}")).ok())
-        .map(|m| m.len())
-        .sum()
+/// An SQLite file's size, with its WAL; `None` for PostgreSQL (the script asks it).
+fn size_of(store: &Store) -> Option<u64> {
+    let Store::Sqlite(path) = store else {
+        return None;
+    };
+    let path = path.display();
+    Some(
+        ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|s| std::fs::metadata(format!("{path}{s}")).ok())
+            .map(|m| m.len())
+            .sum(),
+    )
 }
 
 fn main() {
     let a = args();
-    if let Some(dir) = std::path::Path::new(&a.store).parent() {
-        std::fs::create_dir_all(dir).expect("store directory");
-    }
-    let fresh = !std::path::Path::new(&a.store).exists();
-    let mut store = SqliteStore::open(a.store.as_ref()).expect("open the store");
+    let store = if PostgresUrl::is_postgres(&a.store) {
+        Store::Postgres(Box::new(PostgresUrl::parse(&a.store).expect("the URL")))
+    } else {
+        if let Some(dir) = std::path::Path::new(&a.store).parent() {
+            std::fs::create_dir_all(dir).expect("store directory");
+        }
+        Store::Sqlite(a.store.clone().into())
+    };
+    let mut writer = store.open().expect("open the store");
     let start = now_ms() - SPAN_MS;
+    let fresh = writer
+        .search(&Filter {
+            limit: 1,
+            ..Filter::default()
+        })
+        .expect("search")
+        .is_empty();
     if fresh {
         let t0 = Instant::now();
         let mut events = 0u64;
@@ -141,12 +160,12 @@ fn main() {
             batch.extend(message(n, start, a.messages));
             if batch.len() >= 1000 {
                 events += batch.len() as u64;
-                store.insert(&batch).expect("insert");
+                writer.insert(&batch).expect("insert");
                 batch.clear();
             }
         }
         events += batch.len() as u64;
-        store.insert(&batch).expect("insert");
+        writer.insert(&batch).expect("insert");
         let secs = t0.elapsed().as_secs_f64();
         println!(
             "filled messages={} events={events} seconds={secs:.1} events_per_second={:.0}",
@@ -156,14 +175,15 @@ fn main() {
     } else {
         println!("store exists; searching it as it is");
     }
-    drop(store);
-    let bytes = size_of(&a.store);
-    println!(
-        "size bytes={bytes} per_message={:.0}",
-        bytes as f64 / a.messages as f64
-    );
+    drop(writer);
+    if let Some(bytes) = size_of(&store) {
+        println!(
+            "size bytes={bytes} per_message={:.0}",
+            bytes as f64 / a.messages as f64
+        );
+    }
 
-    let store = SqliteStore::open_read_only(a.store.as_ref()).expect("open for reading");
+    let store = store.open_read_only().expect("open for reading");
     let base = || Filter {
         limit: 1000,
         ..Filter::default()

@@ -193,6 +193,9 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        // Open at once: a store that cannot open is logged at start-up, not at the first
+        // message, and the files the relay holds do not change under load.
+        let _ = self.store();
         let mut next_prune = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
