@@ -353,7 +353,7 @@ max_per_destination = {SESSIONS}
         received, out = {}, []
         for m in re.finditer(stamp + r".*\breceived\b.*?queue_id=(\w+)", text, re.M):
             received[m.group(2)] = m.group(1)
-        for m in re.finditer(stamp + r'.*event="delivered" id=(\w+)', text, re.M):
+        for m in re.finditer(stamp + r'.*event="delivered" queue_id=(\w+)', text, re.M):
             start = received.get(m.group(2))
             if start:
                 t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()

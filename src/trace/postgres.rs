@@ -14,6 +14,10 @@ use super::query::{Filter, Param, Row, strip_brackets};
 use super::sql::{self, Dialect};
 use super::store::{StoreError, TraceStore};
 
+/// Events per INSERT: one round trip each (16 parameters a row, far under the
+/// protocol's 65,535).
+const ROWS_PER_STATEMENT: usize = 200;
+
 /// Serialises schema creation between relays that start at once (any fixed key).
 const SCHEMA_LOCK: i64 = 0x7372_735f_7472_6163;
 
@@ -66,18 +70,29 @@ impl PostgresStore {
 }
 
 impl TraceStore for PostgresStore {
+    /// [`ROWS_PER_STATEMENT`] events per statement, all in one transaction.
     fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
         let mut client = self.client();
         let mut tx = client.transaction()?;
-        let insert = tx.prepare(sql::INSERT)?;
-        for e in events {
-            let attempt = e.attempt.map(i64::from);
-            let size = e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX));
-            tx.execute(
-                &insert,
-                &[
+        let full = tx.prepare(&sql::insert_rows(ROWS_PER_STATEMENT))?;
+        for chunk in events.chunks(ROWS_PER_STATEMENT) {
+            // The parameters that are not fields as they are.
+            let owned: Vec<(&str, Option<i64>, Option<i64>)> = chunk
+                .iter()
+                .map(|e| {
+                    (
+                        e.kind.as_str(),
+                        e.attempt.map(i64::from),
+                        e.size.map(|s| i64::try_from(s).unwrap_or(i64::MAX)),
+                    )
+                })
+                .collect();
+            let mut params: Vec<&(dyn ToSql + Sync)> =
+                Vec::with_capacity(chunk.len() * sql::INSERT_COLUMNS);
+            for (e, (kind, attempt, size)) in chunk.iter().zip(&owned) {
+                params.extend_from_slice(&[
                     &e.time,
-                    &e.kind.as_str(),
+                    kind,
                     &e.queue_id,
                     &e.message_id,
                     &e.sender,
@@ -88,12 +103,17 @@ impl TraceStore for PostgresStore {
                     &e.remote,
                     &e.reply,
                     &e.tls,
-                    &attempt,
-                    &size,
+                    attempt,
+                    size,
                     &e.status,
                     &e.detail,
-                ],
-            )?;
+                ]);
+            }
+            if chunk.len() == ROWS_PER_STATEMENT {
+                tx.execute(&full, &params)?;
+            } else {
+                tx.execute(&sql::insert_rows(chunk.len()), &params)?;
+            }
         }
         tx.commit()?;
         Ok(())

@@ -69,6 +69,32 @@ pub const INSERT: &str = "INSERT INTO trace_events (time, kind, queue_id, messag
     size, status, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
     $14, $15, $16)";
 
+/// Columns of one event in [`INSERT`].
+pub const INSERT_COLUMNS: usize = 16;
+
+/// [`INSERT`] for `rows` events in one statement (`$1`..`$16` the first, and so on): one
+/// round trip for many rows where each statement costs one (PostgreSQL).
+pub fn insert_rows(rows: usize) -> String {
+    let head = &INSERT[..INSERT.find("VALUES").expect("VALUES") + "VALUES ".len()];
+    let mut out = String::with_capacity(head.len() + rows * INSERT_COLUMNS * 6);
+    out.push_str(head);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..INSERT_COLUMNS {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push('$');
+            out.push_str(&(r * INSERT_COLUMNS + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
+
 /// Events removed per [`PRUNE`] statement.
 pub const PRUNE_STEP: i64 = 10_000;
 
@@ -118,3 +144,13 @@ pub const LOOPS: &str = "SELECT queue_id, MAX(time), MAX(detail) FROM trace_even
     WHERE kind = 'refused' AND detail LIKE '%\"reason\":\"loop\"%' \
     AND time >= $1 AND time <= $2 \
     GROUP BY queue_id ORDER BY MAX(time) DESC LIMIT $3";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn insert_rows_numbers_every_parameter() {
+        let two = super::insert_rows(2);
+        assert!(two.ends_with("VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16), ($17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32)"), "{two}");
+        assert_eq!(super::insert_rows(1), super::INSERT);
+    }
+}
