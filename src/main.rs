@@ -272,6 +272,12 @@ fn run(command: Command) -> Result<(), Failure> {
                         .map_err(Failure::Usage)?;
                 }
             }
+            if cfg.srs.default_domain.is_none() && !cfg.server.hostname.contains('.') {
+                eprintln!(
+                    "srs-relay: note: server.hostname {:?} is not a domain name and srs.default_domain is not set: relayed mail's SRS addresses would end in @{}; set srs.default_domain (and server.hostname to this host's full name)",
+                    cfg.server.hostname, cfg.server.hostname
+                );
+            }
             println!("configuration OK");
             Ok(())
         }

@@ -454,9 +454,21 @@ fn explain_says_where_a_bounce_goes_or_exactly_why_not() {
         "{err}"
     );
 
-    let (code, _, err) = explain("bob@example.org", now);
+    let (code, _, err) = explain("bob@forward.example", now);
     assert_eq!(code, Some(1));
     assert!(err.contains("not an SRS address"), "{err}");
+    // As at RCPT: an SRS address outside our domains, or an alias, is not decoded.
+    let foreign = old
+        .forward_at("bob@example.org", "john@elsewhere.example", now)
+        .unwrap();
+    for (address, why) in [
+        (foreign.as_str(), "not in one of our domains"),
+        ("john@forward.example", "an alias of ours"),
+    ] {
+        let o = run(&["explain", "--config", cfg, "--now", NOW, address]);
+        assert_eq!(o.status.code(), Some(1), "{address}");
+        assert!(stderr(&o).contains(why), "{address}: {}", stderr(&o));
+    }
     let (code, out, _) = explain("SRS0=abcd=2W=example.org@forward.example", now);
     assert_eq!(code, Some(1));
     assert!(out.contains("malformed"), "{out}");

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use serde_json::json;
+use srs_relay::config::BounceSenders;
 use srs_relay::config::Config;
-use srs_relay::policy::Policy;
+use srs_relay::policy::{Policy, Recipient};
 use srs_relay::srs::{AddressForm, Decoded, Examination, ReverseError, Srs};
 
 use crate::Failure;
@@ -39,7 +40,21 @@ pub fn run(
     let candidates: Vec<&str> = users.iter().map(String::as_str).collect();
     let mut hops: Vec<Hop> = Vec::new();
     let mut current = address.to_owned();
+    // At RCPT only an address in one of our domains, not an alias, is decoded (as from a
+    // stranger: a trusted client's mail to another domain is relayed as it is).
+    let stranger = std::net::IpAddr::from([192, 0, 2, 1]);
+    let first = match policy.recipient(address, stranger) {
+        Recipient::UnknownLocal => None,
+        Recipient::Alias { .. } => Some("an alias of ours, not an SRS address".to_owned()),
+        Recipient::Denied | Recipient::Relay => Some(
+            "not in one of our domains (srs.local_domains, srs.default_domain, the aliases' domains): the relay does not decode it but refuses it (550 5.7.1 relaying denied), or relays it as it is for a trusted client"
+                .to_owned(),
+        ),
+    };
     let verdict = loop {
+        if let Some(reason) = &first {
+            break Verdict::Refused(reason.clone());
+        }
         if hops.len() == 3 {
             break Verdict::Refused(
                 "more than 3 hops back through our own domains; refused as unknown".into(),
@@ -92,10 +107,20 @@ pub fn run(
             secrets_path.display()
         )
     };
+    // srs.bounce_senders = null: the relay takes mail to its SRS addresses only from <>.
+    let null_only = matches!(cfg.srs.bounce_senders()?, BounceSenders::Null)
+        && matches!(verdict, Verdict::GoesTo(_));
     if json_out {
-        println!("{}", to_json(&hops, &verdict, &secret, now));
+        let mut out = to_json(&hops, &verdict, &secret, now);
+        out["only_from_null_sender"] = null_only.into();
+        println!("{out}");
     } else {
         print!("{}", to_text(&hops, &verdict, &secret));
+        if null_only {
+            println!(
+                "note: srs.bounce_senders = null: only mail from the null sender <> is taken (550 5.7.1 otherwise)"
+            );
+        }
     }
     match verdict {
         Verdict::GoesTo(_) => Ok(()),

@@ -182,25 +182,28 @@ fn tls_config(root: &str) -> Result<Arc<rustls::ClientConfig>, String> {
 /// `url` with the password (in the user info or a `password=` parameter) as `***`.
 fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    // As tokio-postgres reads it: the user info ends at the first '@'.
-    let rest = match rest.split_once('@') {
-        Some((info, tail)) => match info.split_once(':') {
-            Some((user, _)) => format!("{user}:***@{tail}"),
+    // The user info ends at the last '@' before the query, so that all of a password
+    // holding an '@' is hidden (however tokio-postgres would have cut it).
+    let authority_end = rest.find('?').unwrap_or(rest.len());
+    let rest = match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{user}:***{}", &rest[at..]),
             None => rest.to_owned(),
         },
         None => rest.to_owned(),
     };
-    let Some((head, query)) = rest.split_once('?') else {
-        return format!("{scheme}://{rest}");
-    };
-    let params: Vec<&str> = query
-        .split('&')
-        .map(|kv| match kv.split_once('=') {
-            Some(("password", _)) => "password=***",
-            _ => kv,
-        })
-        .collect();
-    format!("{scheme}://{head}?{}", params.join("&"))
+    // Any `password=` left, wherever it stands (a query that an '@' cut in two, any case).
+    let mut out = String::with_capacity(rest.len());
+    let mut left = rest.as_str();
+    while let Some(at) = left.to_ascii_lowercase().find("password=") {
+        let value = at + "password=".len();
+        out.push_str(&left[..value]);
+        out.push_str("***");
+        let end = left[value..].find('&').map_or(left.len(), |e| value + e);
+        left = &left[end..];
+    }
+    out.push_str(left);
+    format!("{scheme}://{out}")
 }
 
 /// `text` without any copy of `secret` (none expected: a guard). Too short a secret
@@ -264,6 +267,19 @@ mod tests {
             let e = PostgresUrl::parse(bad).unwrap_err();
             assert!(!e.contains("s3cret") && !e.contains('\n'), "{bad}: {e}");
             assert!(e.contains("t:***@"), "{bad}: {e}");
+        }
+        // An '@' in the query (user=relay@server) or in the password itself: the
+        // `password=` parameter and the rest of the password stay hidden all the same.
+        for url in [
+            "postgresql://db:5432/trace?user=relay@db&password=s3cret",
+            "postgresql://db:5432/trace?user=relay@db&PassWord=s3cret&x=1",
+            "postgres://u:p@s3cret@db.example/trace",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("s3cret"), "{url}: {shown}");
+            if let Err(e) = PostgresUrl::parse(url) {
+                assert!(!e.contains("s3cret"), "{url}: {e}");
+            }
         }
     }
 

@@ -70,7 +70,7 @@ impl PostgresStore {
 }
 
 impl TraceStore for PostgresStore {
-    /// [`ROWS_PER_STATEMENT`] events per statement, all in one transaction.
+    /// `ROWS_PER_STATEMENT` events per statement, all in one transaction.
     fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
         let mut client = self.client();
         let mut tx = client.transaction()?;

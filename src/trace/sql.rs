@@ -139,11 +139,13 @@ pub const SHOW: &str = "WITH ids AS ( \
     ORDER BY time, id";
 
 /// Messages refused as mail loops between `$1` and `$2` (ms), newest first, at most `$3`:
-/// one row per message (its refused events share the queue id and detail).
-pub const LOOPS: &str = "SELECT queue_id, MAX(time), MAX(detail) FROM trace_events \
+/// one row per message (by its Message-ID, else its queue id: the envelopes one message
+/// became, one per alias, share the Message-ID and the detail).
+pub const LOOPS: &str = "SELECT COALESCE(message_id, queue_id), MAX(time), MAX(detail) \
+    FROM trace_events \
     WHERE kind = 'refused' AND detail LIKE '%\"reason\":\"loop\"%' \
     AND time >= $1 AND time <= $2 \
-    GROUP BY queue_id ORDER BY MAX(time) DESC LIMIT $3";
+    GROUP BY COALESCE(message_id, queue_id) ORDER BY MAX(time) DESC LIMIT $3";
 
 #[cfg(test)]
 mod tests {

@@ -337,15 +337,23 @@ fn loop_refusals_come_once_per_message_within_the_window(s: &mut dyn TraceStore)
         refusal("L3", "a@x.example", 9_000, "loop"),
     ])
     .unwrap();
+    // One message to two aliases: two envelopes, one Message-ID, one loop.
+    let with_id = |id: &str| {
+        let mut e = refusal(id, "c@x.example", 3_000, "loop");
+        e.message_id = Some("m4@x.example".into());
+        e
+    };
+    s.insert(&[with_id("L4A"), with_id("L4B")]).unwrap();
     let got = s.loop_refusals(0, 5_000, 100).unwrap();
-    assert_eq!(got.len(), 2, "{got:?}");
-    assert_eq!(got[0].0, 2_000);
-    assert_eq!(got[1].0, 1_000);
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].0, 3_000);
+    assert_eq!(got[1].0, 2_000);
+    assert_eq!(got[2].0, 1_000);
     let (hosts, loops) = loops::by_host(&got);
-    assert_eq!(loops, 2);
+    assert_eq!(loops, 3);
     assert_eq!(
         (hosts[0].host.as_str(), hosts[0].messages, hosts[0].stamps),
-        ("a.example", 2, 60)
+        ("a.example", 3, 90)
     );
     assert_eq!(s.loop_refusals(0, 10_000, 1).unwrap().len(), 1);
 }

@@ -214,6 +214,9 @@ impl Writer {
                     Err(RecvTimeoutError::Timeout) => break,
                     Err(RecvTimeoutError::Disconnected) => {
                         self.write(&batch);
+                        self.counters
+                            .pending
+                            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
                         return;
                     }
                 }
