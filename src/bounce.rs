@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::delivery::{FailureReason, FailureReport, OnFailure};
 use crate::dsn::{self, Action, DsnRequest};
-use crate::spool::{ClientInfo, Envelope, Recipient, Spool};
+use crate::spool::{Envelope, Spool};
 use crate::srs::unix_now;
 use crate::trace::{Event, Kind, Tracer};
 
@@ -100,28 +100,12 @@ fn spool_dsn(
     }) else {
         return Ok(None);
     };
-    let dsn_env = Envelope {
-        id: Spool::new_id(),
-        arrival: now,
-        original_sender: String::new(),
-        sender: String::new(),
-        recipients: vec![Recipient::pending(
-            env.original_sender.clone(),
-            env.original_sender.clone(),
-        )],
-        client: ClientInfo {
-            ip: "127.0.0.1".into(),
-            helo: reporting_mta.to_owned(),
-            tls: None,
-        },
-        attempts: 0,
-        next_attempt: now,
-        size: message.len() as u64,
-        env_id: None,
-        ret_full: false,
-        delay_warned: false,
-        dsn_owed: Vec::new(),
-    };
+    let dsn_env = Envelope::from_null_sender(
+        &env.original_sender,
+        reporting_mta,
+        now,
+        message.len() as u64,
+    );
     if let Err(e) = spool.store(&dsn_env, &message) {
         tracing::error!(queue_id = %env.id, error = %e,
             "cannot spool the DSN; the recipients stay queued and it is made again later");

@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::delivery::QueueHandle;
-use crate::spool::{ClientInfo, Envelope, Recipient, Spool};
+use crate::spool::{Envelope, Spool};
 use crate::srs::unix_now;
 pub use message::{AlertMail, Change, compose};
 
@@ -146,25 +146,7 @@ pub async fn watch_queue(
 /// Spools `message` from `<>` to `to`, due now, and hands it to the queue.
 async fn send(queue: &QueueHandle, spool: &Arc<Spool>, hostname: &str, to: &str, message: Vec<u8>) {
     let now = unix_now();
-    let env = Envelope {
-        id: Spool::new_id(),
-        arrival: now,
-        original_sender: String::new(),
-        sender: String::new(),
-        recipients: vec![Recipient::pending(to.to_owned(), to.to_owned())],
-        client: ClientInfo {
-            ip: "127.0.0.1".into(),
-            helo: hostname.to_owned(),
-            tls: None,
-        },
-        attempts: 0,
-        next_attempt: now,
-        size: message.len() as u64,
-        env_id: None,
-        ret_full: false,
-        delay_warned: false,
-        dsn_owed: Vec::new(),
-    };
+    let env = Envelope::from_null_sender(to, hostname, now, message.len() as u64);
     let spool = spool.clone();
     let stored =
         tokio::task::spawn_blocking(move || spool.store(&env, &message).map(|()| env)).await;

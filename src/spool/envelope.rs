@@ -111,6 +111,30 @@ pub struct ClientInfo {
 }
 
 impl Envelope {
+    /// A message the relay itself sends (a DSN, a queue alert): from the null sender `<>`
+    /// to `to`, made by `hostname`, due at once.
+    pub fn from_null_sender(to: &str, hostname: &str, now: u64, size: u64) -> Envelope {
+        Envelope {
+            id: super::Spool::new_id(),
+            arrival: now,
+            original_sender: String::new(),
+            sender: String::new(),
+            recipients: vec![Recipient::pending(to, to)],
+            client: ClientInfo {
+                ip: "127.0.0.1".into(),
+                helo: hostname.to_owned(),
+                tls: None,
+            },
+            attempts: 0,
+            next_attempt: now,
+            size,
+            env_id: None,
+            ret_full: false,
+            delay_warned: false,
+            dsn_owed: Vec::new(),
+        }
+    }
+
     /// True when no recipient is pending any more (all delivered or failed) and no DSN
     /// is owed.
     pub fn is_done(&self) -> bool {
