@@ -316,6 +316,7 @@ secrets_file = "{secret_file}"
 default_domain = "{SRS_DOMAIN}"
 local_domains = ["{SRS_DOMAIN}"]
 [server]
+allow_root = true
 listen = ["127.0.0.1:{self.port}"]
 hostname = "relay.bench"
 max_connections = 20000

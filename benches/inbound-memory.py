@@ -265,6 +265,7 @@ secrets_file = "secrets"
 default_domain = "fwd.test"
 local_domains = ["fwd.test"]
 [server]
+allow_root = true
 listen = ["127.0.0.1:{relay_port}"]
 hostname = "relay.bench"
 max_message_size = 36700160

@@ -43,6 +43,7 @@ secrets_file = "secrets"
 default_domain = "relay.bench"
 local_domains = ["relay.bench"]
 [server]
+allow_root = true
 listen = ["127.0.0.1:$RELAY_PORT"]
 hostname = "relay.bench"
 max_connections_per_ip = 20000

@@ -41,6 +41,7 @@ cat >"$WORK/relay.toml" <<TOML
 secrets_file = "secrets"
 default_domain = "relay.bench"
 [server]
+allow_root = true
 listen = ["127.0.0.1:$PORT"]
 hostname = "relay.bench"
 max_connections = $((MAX + 100))

@@ -27,6 +27,8 @@ pub mod metrics;
 #[cfg(feature = "server")]
 pub mod policy;
 #[cfg(feature = "server")]
+pub mod privileges;
+#[cfg(feature = "server")]
 pub mod relay;
 #[cfg(feature = "server")]
 pub mod sender_store;

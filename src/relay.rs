@@ -4,6 +4,7 @@
 //! shuts them down in order on SIGTERM/SIGINT; `srs-relay socketmap` runs the lookup
 //! services alone. Both start from `Basics` (codec and sender store).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -17,6 +18,7 @@ use crate::config::{Config, duration};
 use crate::delivery;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::privileges;
 use crate::secrets;
 use crate::sender_store::SenderStore;
 use crate::smtp::Server;
@@ -55,7 +57,12 @@ pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
                 .into(),
         );
     }
+    let switch_to = privileges::plan(&cfg)?;
     let Basics { srs, store } = Basics::open(&cfg).await?;
+    if let Some(target) = &switch_to {
+        // The lookup ports are above 1024: bound after the switch.
+        privileges::switch(target, &state_paths(&cfg, None)?)?;
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let services = socketmap::start(settings, srs, store, stop_rx).await?;
     wait_for_signal().await;
@@ -68,6 +75,7 @@ pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
 
 /// Runs the relay until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config) -> Result<(), String> {
+    let switch_to = privileges::plan(&cfg)?;
     let lookups = socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let admin_listen = cfg.admin_listen().map_err(|e| e.to_string())?;
     let alert_settings = AlertSettings::from_config(&cfg).map_err(|e| e.to_string())?;
@@ -91,6 +99,20 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         }
         _ => None,
     };
+
+    // The SMTP listeners (port 25) are bound while still root; then, if asked, the state
+    // goes to server.user and the process becomes it, before anything is accepted or
+    // delivered. The lookup and admin listeners are bound after the switch.
+    let mut bound = Vec::new();
+    for addr in &cfg.server.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("server.listen: {addr}: {e}"))?;
+        bound.push(listener);
+    }
+    if let Some(target) = &switch_to {
+        privileges::switch(target, &state_paths(&cfg, Some(&spool_dir))?)?;
+    }
 
     tokio::spawn(purge_expired_senders(store.clone()));
 
@@ -140,10 +162,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let mut listeners = Vec::new();
     // Listeners accepting now, for /readyz: each task counts itself out when it ends.
     let listening = Arc::new(AtomicUsize::new(0));
-    for addr in &cfg.server.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("server.listen: {addr}: {e}"))?;
+    for listener in bound {
         tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening");
         listening.fetch_add(1, Ordering::Relaxed);
         let (server, stop, listening) = (server.clone(), stop_rx.clone(), listening.clone());
@@ -253,4 +272,28 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// What the process writes as it runs, handed to `server.user` when it switches: the
+/// spool, the secrets file, the embedded sender store and the SQLite trace (made here
+/// first if new, so that it is the user's from the start).
+fn state_paths(cfg: &Config, spool_dir: Option<&Path>) -> Result<Vec<PathBuf>, String> {
+    let mut paths: Vec<PathBuf> = spool_dir.map(Path::to_path_buf).into_iter().collect();
+    paths.push(cfg.secrets_path());
+    if !cfg.srs.store.contains("://") {
+        paths.push(cfg.resolve(Path::new(&cfg.srs.store)));
+    }
+    if spool_dir.is_some()
+        && cfg.trace.enabled
+        && let trace::Store::Sqlite(file) =
+            trace::Store::from_config(cfg).map_err(|e| e.to_string())?
+    {
+        trace::SqliteStore::open(&file).map_err(|e| format!("trace.store: {e}"))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = file.clone().into_os_string();
+            name.push(suffix);
+            paths.push(PathBuf::from(name));
+        }
+    }
+    Ok(paths)
 }

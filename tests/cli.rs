@@ -544,6 +544,8 @@ fn serve_until_the_listener(dir: &Path) -> Output {
     .unwrap();
     let o = bin()
         .args(["serve", "--config", cfg.to_str().unwrap()])
+        // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+        .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
         .env("RUST_LOG", "info")
         .output()
         .unwrap();

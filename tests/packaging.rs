@@ -100,6 +100,8 @@ fn the_packaged_configuration_runs() {
     let log = root.path().join("relay.log");
     let child = Command::new(bin)
         .args(["serve", "--config", cfg.to_str().unwrap()])
+        // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+        .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()

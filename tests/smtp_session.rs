@@ -354,6 +354,8 @@ fn first_run_creates_the_secrets_file() {
     std::fs::write(&path, cfg).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
         .args(["serve", "--config", path.to_str().unwrap()])
+        // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+        .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();

@@ -367,6 +367,8 @@ fn a_socket_in_use_is_not_taken_over() {
     .unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
         .args(["socketmap", "--config", config.to_str().unwrap()])
+        // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+        .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
@@ -477,6 +479,8 @@ fn configuration_errors_name_the_key() {
     std::fs::write(&config, "[srs]\nsecrets_file = \"secrets\"\n").unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
         .args(["socketmap", "--config", config.to_str().unwrap()])
+        // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+        .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));

@@ -106,6 +106,13 @@ pub struct ServerConfig {
     pub max_refused_rcpts: usize,
     /// The window of `max_refused_rcpts`, and the penalty.
     pub refused_rcpts_window: String,
+    /// Started as root: the user (name or uid) to switch to once the listeners are bound
+    /// and the spool is open.
+    pub user: Option<String>,
+    /// Its group (name or gid); by default the user's own.
+    pub group: Option<String>,
+    /// Run as root for good (not advised); without it or `user`, root is refused.
+    pub allow_root: bool,
 }
 
 /// The machine's host name (EHLO and Received default to it, as Postfix's `myhostname`
@@ -135,6 +142,9 @@ impl Default for ServerConfig {
             shutdown_grace: "30s".into(),
             max_refused_rcpts: 20,
             refused_rcpts_window: "10m".into(),
+            user: None,
+            group: None,
+            allow_root: false,
         }
     }
 }

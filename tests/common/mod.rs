@@ -158,6 +158,8 @@ impl Relay {
         };
         let child = cmd
             .args(["serve", "--config", self.config.to_str().unwrap()])
+            // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+            .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)

@@ -77,6 +77,8 @@ impl Lookups {
         let log = std::fs::File::create(self.log_path()).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
             .args(["socketmap", "--config", self.config.to_str().unwrap()])
+            // Tests run as root in CI: root is allowed here (see tests/privileges.rs).
+            .env("SRS_RELAY__SERVER__ALLOW_ROOT", "true")
             .env("RUST_LOG", "debug")
             .stdout(Stdio::null())
             .stderr(log)
