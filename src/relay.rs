@@ -279,9 +279,11 @@ async fn wait_for_signal() {
 /// first if new, so that it is the user's from the start).
 fn state_paths(cfg: &Config, spool_dir: Option<&Path>) -> Result<Vec<PathBuf>, String> {
     let mut paths: Vec<PathBuf> = spool_dir.map(Path::to_path_buf).into_iter().collect();
-    paths.push(cfg.secrets_path());
+    // Files only: the spool is the one tree handed over whole.
+    let file = |p: PathBuf| (!p.is_dir()).then_some(p);
+    paths.extend(file(cfg.secrets_path()));
     if !cfg.srs.store.contains("://") {
-        paths.push(cfg.resolve(Path::new(&cfg.srs.store)));
+        paths.extend(file(cfg.resolve(Path::new(&cfg.srs.store))));
     }
     if spool_dir.is_some()
         && cfg.trace.enabled
