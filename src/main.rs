@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 #[cfg(feature = "server")]
 mod cli {
     pub mod explain;
+    pub mod healthcheck;
 }
 
 use srs_relay::config::{self, Config};
@@ -70,6 +71,13 @@ enum Command {
         #[arg(long)]
         json: bool,
         address: String,
+    },
+    /// Is the relay on this host up? /healthz on admin.listen, else SMTP NOOP on the first
+    /// server.listen address; exit 0, or 1 saying why (for a container's HEALTHCHECK).
+    #[cfg(feature = "server")]
+    Healthcheck {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Print a new random secret (256 bits) for a secrets file.
     Keygen,
@@ -247,6 +255,11 @@ fn run(command: Command) -> Result<(), Failure> {
             let srs = Srs::new(&secrets, options).map_err(|e| Failure::Usage(e.to_string()))?;
             let now = codec.now.unwrap_or_else(unix_now);
             cli::explain::run(&cfg, &srs, &lines, &path, &address, now, json)
+        }
+        #[cfg(feature = "server")]
+        Command::Healthcheck { config } => {
+            let cfg = Config::load(config.as_deref())?;
+            cli::healthcheck::run(&cfg)
         }
         Command::Keygen => {
             println!("{}", srs_relay::secrets::new_secret()?);
