@@ -311,7 +311,6 @@ fn null_sender_is_printed_unchanged() {
 
 #[test]
 fn reverse_looks_stored_forms_up_in_the_store() {
-    use srs_relay::sender_store::SenderStore;
     use srs_relay::srs::{Options, Srs};
     let dir = tempfile::tempdir().unwrap();
     secrets(dir.path(), "tops3cr3t\n");
@@ -321,21 +320,11 @@ fn reverse_looks_stored_forms_up_in_the_store() {
         "[srs]\nsecrets_file = \"secrets\"\nstore = \"senders.redb\"\n",
     )
     .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = SenderStore::open("senders.redb", dir.path()).await.unwrap();
-        store
-            .put(
-                "ABCDEFGHIJKLMNOP",
-                "a.very.long.sender@example.org",
-                std::time::Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
-    });
+    put_stored(
+        dir.path(),
+        "ABCDEFGHIJKLMNOP",
+        "a.very.long.sender@example.org",
+    );
     let srs = Srs::new(&["tops3cr3t"], Options::default()).unwrap();
     let now = NOW.parse().unwrap();
     let known = srs.stored_address_at("ABCDEFGHIJKLMNOP", "forward.example", now);
@@ -353,7 +342,6 @@ fn reverse_looks_stored_forms_up_in_the_store() {
 /// hops through our own domains, the stored form, and the exit status of `reverse`.
 #[test]
 fn explain_says_where_a_bounce_goes_or_exactly_why_not() {
-    use srs_relay::sender_store::SenderStore;
     use srs_relay::srs::{Format, Options, Srs};
     let dir = tempfile::tempdir().unwrap();
     secrets(
@@ -496,21 +484,7 @@ fn explain_says_where_a_bounce_goes_or_exactly_why_not() {
     assert!(out.ends_with("goes to bob@example.org"), "{out}");
 
     // The stored form: looked up in srs.store.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let store = SenderStore::open("senders.redb", dir.path()).await.unwrap();
-        store
-            .put(
-                "ABCDEFGHIJKLMNOP",
-                "carol@example.net",
-                std::time::Duration::from_secs(3600),
-            )
-            .await
-            .unwrap();
-    });
+    put_stored(dir.path(), "ABCDEFGHIJKLMNOP", "carol@example.net");
     let stored = classic.stored_address_at("ABCDEFGHIJKLMNOP", "forward.example", now);
     let (code, out, _) = explain(&stored, now);
     assert_eq!(code, Some(0), "{out}");
@@ -605,4 +579,21 @@ fn serve_creates_the_secrets_file_with_mode_0600() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(names.is_empty(), "{names:?}");
+}
+
+/// Keeps `sender` under `token` in the embedded sender store `senders.redb` in `dir`.
+fn put_stored(dir: &Path, token: &str, sender: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = srs_relay::sender_store::SenderStore::open("senders.redb", dir)
+            .await
+            .unwrap();
+        store
+            .put(token, sender, std::time::Duration::from_secs(3600))
+            .await
+            .unwrap();
+    });
 }

@@ -178,7 +178,7 @@ fn the_container_image_layout_runs_unprivileged() {
     let state = root.path().join("var/lib/srs-relay");
     std::fs::create_dir_all(&etc).unwrap();
     std::fs::create_dir_all(&state).unwrap();
-    let is_root = nix_euid() == 0;
+    let is_root = euid() == 0;
     if is_root {
         std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
     }
@@ -266,10 +266,4 @@ fn the_container_image_layout_runs_unprivileged() {
     );
     // So that the temporary directory can be removed by a user other than root too.
     std::fs::set_permissions(&etc, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn nix_euid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    uid.split_whitespace().nth(2).unwrap().parse().unwrap()
 }

@@ -11,11 +11,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn euid() -> u32 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    uid_line(&status, "Uid:")[1]
-}
-
 /// The four ids (real, effective, saved, file system) of a `/proc/PID/status` line.
 fn uid_line(status: &str, key: &str) -> Vec<u32> {
     status

@@ -74,7 +74,12 @@ impl TraceStore for PostgresStore {
     fn insert(&mut self, events: &[Event]) -> Result<(), StoreError> {
         let mut client = self.client();
         let mut tx = client.transaction()?;
-        let full = tx.prepare(&sql::insert_rows(ROWS_PER_STATEMENT))?;
+        // Prepared once per transaction, and only when a full chunk needs it.
+        let full = if events.len() >= ROWS_PER_STATEMENT {
+            Some(tx.prepare(&sql::insert_rows(ROWS_PER_STATEMENT))?)
+        } else {
+            None
+        };
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
             // The parameters that are not fields as they are.
             let owned: Vec<(&str, Option<i64>, Option<i64>)> = chunk
@@ -109,8 +114,8 @@ impl TraceStore for PostgresStore {
                     &e.detail,
                 ]);
             }
-            if chunk.len() == ROWS_PER_STATEMENT {
-                tx.execute(&full, &params)?;
+            if let (Some(full), ROWS_PER_STATEMENT) = (&full, chunk.len()) {
+                tx.execute(full, &params)?;
             } else {
                 tx.execute(&sql::insert_rows(chunk.len()), &params)?;
             }
