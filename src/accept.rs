@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
@@ -49,4 +51,25 @@ pub(crate) async fn next<L: Listener>(
             _ = shutdown.changed() => return None,
         }
     }
+}
+
+/// Binds a UNIX-domain socket at `path` with `mode`. A socket file left by an earlier run
+/// is replaced; one that still answers belongs to a running service and anything that is
+/// not a socket is never removed.
+pub(crate) fn bind_unix(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err("in use by a running service".into());
+            }
+            std::fs::remove_file(path).map_err(|e| e.to_string())?;
+        }
+        Ok(_) => return Err("exists and is not a socket".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let listener = UnixListener::bind(path).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| e.to_string())?;
+    Ok(listener)
 }

@@ -96,7 +96,7 @@ fn spool_dsn(
         action,
         original: &original,
         now,
-        retry_until: Some(env.arrival.saturating_add(max_lifetime.as_secs())),
+        retry_until: Some(env.lifetime_start().saturating_add(max_lifetime.as_secs())),
     }) else {
         return Ok(None);
     };

@@ -19,6 +19,8 @@ pub mod alerts;
 #[cfg(feature = "server")]
 pub mod bounce;
 #[cfg(feature = "server")]
+pub mod control;
+#[cfg(feature = "server")]
 pub mod delivery;
 #[cfg(feature = "server")]
 pub mod dsn;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod cli {
     pub mod explain;
     pub mod healthcheck;
+    pub mod queue;
 }
 
 use srs_relay::config::{self, Config};
@@ -107,6 +108,13 @@ enum Command {
         #[command(flatten)]
         search: TraceArgs,
     },
+    /// Queued messages: list, show, retry, hold, release, delete, bounce (through the
+    /// running relay; with it stopped, on the spool directly).
+    #[cfg(feature = "server")]
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Write a self-signed certificate and key (cert.pem, key.pem) for a first run.
     #[cfg(feature = "server")]
     GenCert {
@@ -140,7 +148,7 @@ struct TraceArgs {
     message_id: Option<String>,
     #[arg(long)]
     queue_id: Option<String>,
-    #[arg(long, value_parser = ["delivered", "deferred", "failed", "refused", "bounced", "expired"])]
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(srs_relay::trace::STATUSES))]
     status: Option<String>,
     /// RFC 3339 time, or a time ago (`2h`, `3d`).
     #[arg(long)]
@@ -169,6 +177,81 @@ enum TraceShow {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message: id, state, age, attempts, next attempt, sender as received
+    /// and as sent, recipients with their state and last reply.
+    List {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: its envelope, header and history (from the trace, if on).
+    Show {
+        id: String,
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attempt now (held messages stay held).
+    Retry(QueueSelect),
+    /// Put on hold: not attempted, and not expiring, until released.
+    Hold(QueueSelect),
+    /// Release from hold: attempted now, lifetime extended by the time held.
+    Release(QueueSelect),
+    /// Remove from the queue without a DSN.
+    Delete(QueueSelect),
+    /// Fail now, with a DSN to the original sender.
+    Bounce(QueueSelect),
+}
+
+/// The messages a queue action applies to: ids, `--all` or `--domain`.
+#[cfg(feature = "server")]
+#[derive(clap::Args)]
+#[group(skip)]
+#[command(group(clap::ArgGroup::new("messages").required(true).multiple(false)))]
+struct QueueSelect {
+    /// Queue ids.
+    #[arg(group = "messages")]
+    ids: Vec<String>,
+    /// Every queued message.
+    #[arg(long, group = "messages")]
+    all: bool,
+    /// Messages with a pending recipient in this domain.
+    #[arg(long, value_name = "DOMAIN", group = "messages")]
+    domain: Option<String>,
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[cfg(feature = "server")]
+fn queue(command: QueueCommand) -> Result<(), Failure> {
+    use srs_relay::delivery::control::{Action, Select};
+    let (action, select) = match command {
+        QueueCommand::List { config, json } => {
+            return cli::queue::list(&Config::load(config.as_deref())?, json);
+        }
+        QueueCommand::Show { id, config, json } => {
+            return cli::queue::show(&Config::load(config.as_deref())?, &id, json);
+        }
+        QueueCommand::Retry(s) => (Action::Retry, s),
+        QueueCommand::Hold(s) => (Action::Hold, s),
+        QueueCommand::Release(s) => (Action::Release, s),
+        QueueCommand::Delete(s) => (Action::Delete, s),
+        QueueCommand::Bounce(s) => (Action::Bounce, s),
+    };
+    let cfg = Config::load(select.config.as_deref())?;
+    let which = match (select.all, select.domain) {
+        (true, _) => Select::All,
+        (false, Some(d)) => Select::Domain(d),
+        (false, None) => Select::Ids(select.ids),
+    };
+    cli::queue::act(&cfg, action, which)
 }
 
 /// A failure and the exit status it maps to.
@@ -321,6 +404,8 @@ fn run(command: Command) -> Result<(), Failure> {
         }
         #[cfg(feature = "server")]
         Command::Trace { show, search } => trace(show, search),
+        #[cfg(feature = "server")]
+        Command::Queue { command } => queue(command),
         #[cfg(feature = "server")]
         Command::GenCert {
             hostname,

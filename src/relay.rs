@@ -172,6 +172,14 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         }));
     }
 
+    let control = crate::control::start(
+        &crate::control::socket_path(&spool_dir),
+        crate::control::Targets {
+            queue: queue.clone(),
+        },
+        stop_rx.clone(),
+    )?;
+
     let alert_active = Arc::new(AtomicBool::new(false));
     let alert = tokio::spawn(alerts::watch_queue(
         alert_settings,
@@ -205,6 +213,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         let _ = l.await;
     }
     let _ = alert.await;
+    let _ = control.await;
     if let Some(a) = admin {
         // Requests under way get a moment; a client that holds one open does not hold
         // up the shutdown.

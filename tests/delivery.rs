@@ -485,6 +485,8 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
         ret_full: false,
         delay_warned: false,
         dsn_owed: Vec::new(),
+        held_since: None,
+        held_secs: 0,
     }
 }
 

@@ -114,7 +114,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     };
 
     let shared2 = shared.clone();
-    let finish = tokio::task::spawn_blocking(move || record(&shared2, env, concluded));
+    let finish = tokio::task::spawn_blocking(move || {
+        record(
+            &shared2.settings,
+            &shared2.spool,
+            &shared2.on_failure,
+            env,
+            concluded,
+        )
+    });
     match finish.await {
         Ok(env) if env.is_done() => None,
         Ok(env) => Some(env),

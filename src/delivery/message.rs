@@ -274,6 +274,8 @@ mod tests {
             ret_full: false,
             delay_warned: false,
             dsn_owed: Vec::new(),
+            held_since: None,
+            held_secs: 0,
         };
         spool.store(&env, &body).unwrap();
         let m = Message::load(spool, &env.id).await.unwrap();

@@ -52,6 +52,7 @@
 mod attempt;
 mod client;
 mod connections;
+pub mod control;
 mod dns;
 mod message;
 mod outcome;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use super::attempt::Shared;
 use super::client::RcptResult;
-use super::{FailureReason, FailureReport};
+use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::dsn::{Action, notify_allows};
-use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState};
+use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState, Spool};
 use crate::srs::unix_now;
 use crate::trace::{Event, Kind, Tracer};
 
@@ -99,7 +99,13 @@ fn trace_outcomes(tracer: &Tracer, env: &Envelope, outcomes: &[Outcome]) {
 /// DSN made again (a duplicate, never a lost DSN). A report the handler could not take
 /// (the DSN could not be spooled) is kept in the envelope as owed and made again at the
 /// next attempt; the message stays in the spool until then.
-pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope {
+pub(super) fn record(
+    settings: &DeliverySettings,
+    spool: &Spool,
+    on_failure: &OnFailure,
+    mut env: Envelope,
+    concluded: Concluded,
+) -> Envelope {
     let now = unix_now();
     let owed = std::mem::take(&mut env.dsn_owed);
     let reports = owed
@@ -121,7 +127,7 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
             reason,
         };
         let failed = report.failed.clone();
-        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| (shared.on_failure)(report)))
+        let taken = std::panic::catch_unwind(AssertUnwindSafe(|| on_failure(report)))
             .unwrap_or_else(|_| {
                 tracing::error!(queue_id = %env.id, "the failure handler panicked");
                 false
@@ -138,8 +144,8 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
             Ok(_)
                 if now
                     > env
-                        .arrival
-                        .saturating_add(2 * shared.settings.max_lifetime.as_secs()) =>
+                        .lifetime_start()
+                        .saturating_add(2 * settings.max_lifetime.as_secs()) =>
             {
                 tracing::error!(queue_id = %env.id, reason = ?reason, rcpts = ?failed,
                     "DSN still cannot be queued, twice the message lifetime after arrival; given up")
@@ -151,8 +157,7 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
         }
     }
     if !env.dsn_owed.is_empty() {
-        let wait = shared
-            .settings
+        let wait = settings
             .retry_intervals
             .first()
             .map_or(300, |d| d.as_secs().max(1));
@@ -164,13 +169,13 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
     }
     // A finished envelope is removed below: writing it first would only cost fsyncs.
     if !env.is_done()
-        && let Err(e) = shared.spool.update(&env)
+        && let Err(e) = spool.update(&env)
     {
         // Carry on: the state in memory is right; a crash now means a repeat delivery.
         tracing::error!(queue_id = %env.id, error = %e, "cannot update the envelope in the spool");
     }
     if env.is_done() {
-        match shared.spool.remove(&env.id) {
+        match spool.remove(&env.id) {
             Ok(()) => tracing::debug!(queue_id = %env.id, "done; removed from the spool"),
             Err(e) => {
                 tracing::error!(queue_id = %env.id, error = %e, "cannot remove a finished message from the spool")
@@ -231,7 +236,7 @@ pub(crate) fn conclude(
         return out;
     }
 
-    let deadline = env.arrival.saturating_add(max_lifetime.as_secs());
+    let deadline = env.lifetime_start().saturating_add(max_lifetime.as_secs());
     if deadline <= now {
         for (i, r) in env.recipients.iter_mut().enumerate() {
             if r.state == RecipientState::Pending {
@@ -254,7 +259,7 @@ pub(crate) fn conclude(
     env.next_attempt = now.saturating_add(wait).min(deadline.max(now + 1));
     if let Some(after) = delay_warning
         && !env.delay_warned
-        && now >= env.arrival.saturating_add(after.as_secs())
+        && now >= env.lifetime_start().saturating_add(after.as_secs())
     {
         env.delay_warned = true;
         out.delayed = (0..env.recipients.len())
@@ -358,6 +363,27 @@ mod tests {
             (3, 4600),
             "the last interval repeats"
         );
+    }
+
+    #[test]
+    fn time_on_hold_does_not_count_against_the_lifetime() {
+        let deferred = [o(0, RcptResult::Deferred("451 x".into()))];
+        // Arrived at 1000, lifetime 5000 s: at 7000 it would have expired...
+        let mut env = envelope(&["a@x.org"]);
+        let c = conclude(&mut env, &deferred, 7000, &[S(60)], S(5000), Some(S(100)));
+        assert_eq!(c.expired, vec![0]);
+        // ...but 3000 s of it were spent on hold: it ends at 9000, and the delay warning
+        // counts from 4000 too.
+        let mut env = envelope(&["a@x.org"]);
+        env.held_secs = 3000;
+        let c = conclude(&mut env, &deferred, 4050, &[S(60)], S(5000), Some(S(100)));
+        assert!(c.expired.is_empty() && c.delayed.is_empty());
+        let c = conclude(&mut env, &deferred, 7000, &[S(60)], S(5000), Some(S(100)));
+        assert!(c.expired.is_empty());
+        assert_eq!(c.delayed, vec![0]);
+        assert_eq!(env.recipients[0].state, RecipientState::Pending);
+        let c = conclude(&mut env, &deferred, 9000, &[S(60)], S(5000), None);
+        assert_eq!(c.expired, vec![0]);
     }
 
     #[test]

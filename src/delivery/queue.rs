@@ -13,6 +13,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use super::attempt::{self, Limits, Shared};
 use super::client::{ClientSettings, Open};
 use super::connections::{ConnectionCache, run_expiry};
+use super::control::{self, Action, ActionResult, EntryState, Outcome, QueueEntry, Select};
 use super::dns::{Resolve, SystemResolver};
 use super::snapshot::{QueueSnapshot, summarize};
 use super::tls::opportunistic_tls;
@@ -49,6 +50,7 @@ impl Queue {
         let (stop_tx, stop_rx) = watch::channel(false);
         let (submit_tx, submit_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
         let s = &self.settings;
         let client = ClientSettings {
             ehlo_name: s.ehlo_name.clone(),
@@ -89,6 +91,8 @@ impl Queue {
         let mut scheduler = Scheduler {
             shared,
             waiting: HashMap::new(),
+            held: HashMap::new(),
+            after_attempt: HashMap::new(),
             heap: BinaryHeap::new(),
             attempts: JoinSet::new(),
             running_ids: HashMap::new(),
@@ -106,11 +110,12 @@ impl Queue {
                 "delivery queue loaded"
             );
         }
-        let task = tokio::spawn(scheduler.run(submit_rx, snapshot_rx, stop_rx));
+        let task = tokio::spawn(scheduler.run(submit_rx, snapshot_rx, control_rx, stop_rx));
         QueueHandle {
             inner: Arc::new(Inner {
                 submit: submit_tx,
                 snapshot: snapshot_tx,
+                control: control_tx,
                 stop: stop_tx,
                 task: Mutex::new(Some(task)),
                 expiry: Mutex::new(Some(expiry)),
@@ -141,9 +146,22 @@ pub struct QueueHandle {
 /// A snapshot request: how many destinations to list, and where the answer goes.
 type SnapshotRequest = (usize, oneshot::Sender<QueueSnapshot>);
 
+/// A postmaster's request (`srs-relay queue`).
+enum ControlRequest {
+    List(oneshot::Sender<Vec<QueueEntry>>),
+    Act {
+        action: Action,
+        select: Select,
+        /// Who asked, for the log and the trace.
+        by: String,
+        reply: oneshot::Sender<Vec<ActionResult>>,
+    },
+}
+
 struct Inner {
     submit: mpsc::UnboundedSender<Envelope>,
     snapshot: mpsc::UnboundedSender<SnapshotRequest>,
+    control: mpsc::UnboundedSender<ControlRequest>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     /// Closes idle outbound sessions; on stop, all of them.
@@ -174,6 +192,28 @@ impl QueueHandle {
     pub async fn snapshot(&self, top: usize) -> Option<QueueSnapshot> {
         let (tx, rx) = oneshot::channel();
         self.inner.snapshot.send((top, tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Every message in the queue, by id. `None` once the queue has stopped.
+    pub async fn list(&self) -> Option<Vec<QueueEntry>> {
+        let (tx, rx) = oneshot::channel();
+        self.inner.control.send(ControlRequest::List(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Applies `action` to the messages `select` names, on behalf of `by`; returns when
+    /// every change is in the spool, with one result per message (ids not in the queue:
+    /// [`Outcome::NotFound`]). `None` once the queue has stopped.
+    pub async fn act(&self, action: Action, select: Select, by: &str) -> Option<Vec<ActionResult>> {
+        let (reply, rx) = oneshot::channel();
+        let request = ControlRequest::Act {
+            action,
+            select,
+            by: by.to_owned(),
+            reply,
+        };
+        self.inner.control.send(request).ok()?;
         rx.await.ok()
     }
 
@@ -213,12 +253,16 @@ struct Scheduler {
     shared: Arc<Shared>,
     /// Envelopes waiting for their next attempt.
     waiting: HashMap<String, Envelope>,
+    /// Envelopes on hold: never due.
+    held: HashMap<String, Envelope>,
+    /// Actions asked for messages under an attempt: applied when it ends.
+    after_attempt: HashMap<String, (Action, String)>,
     /// (next attempt, id) of every waiting envelope; entries whose id is not waiting
     /// any more are skipped.
     heap: BinaryHeap<Reverse<(u64, String)>>,
     attempts: JoinSet<Option<Envelope>>,
-    /// Queue id of each attempt task, and the envelopes being attempted (as they were
-    /// when the attempt started, for snapshots).
+    /// Queue id of each attempt task (or task applying a postmaster's action), and the
+    /// envelopes being attempted (as they were when the task started, for snapshots).
     running_ids: HashMap<tokio::task::Id, String>,
     running: HashMap<String, Envelope>,
     queued: Arc<AtomicUsize>,
@@ -226,7 +270,10 @@ struct Scheduler {
 
 impl Scheduler {
     fn add(&mut self, env: Envelope) {
-        if self.waiting.contains_key(&env.id) || self.running.contains_key(&env.id) {
+        if self.waiting.contains_key(&env.id)
+            || self.running.contains_key(&env.id)
+            || self.held.contains_key(&env.id)
+        {
             tracing::warn!(queue_id = %env.id, "envelope already queued; ignored");
             return;
         }
@@ -241,9 +288,13 @@ impl Scheduler {
             });
             return;
         }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if env.held_since.is_some() {
+            self.held.insert(env.id.clone(), env);
+            return;
+        }
         self.heap.push(Reverse((env.next_attempt, env.id.clone())));
         self.waiting.insert(env.id.clone(), env);
-        self.queued.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Time until the earliest waiting envelope is due.
@@ -286,16 +337,30 @@ impl Scheduler {
         self.queued.fetch_sub(1, Ordering::Relaxed);
         match done {
             Ok((task, env)) => {
-                if let Some(id) = self.running_ids.remove(&task) {
-                    self.running.remove(&id);
+                let id = self.running_ids.remove(&task);
+                if let Some(id) = &id {
+                    self.running.remove(id);
                 }
-                if let Some(env) = env {
-                    self.add(env);
+                let after = id.and_then(|id| self.after_attempt.remove(&id));
+                match (env, after) {
+                    (Some(env), Some((action, by))) => {
+                        self.queued.fetch_add(1, Ordering::Relaxed);
+                        self.spawn_action(action, env, by, None);
+                    }
+                    (Some(env), None) => self.add(env),
+                    (None, Some((action, _))) => {
+                        tracing::info!(
+                            action = action.done(),
+                            "the message left the queue in the attempt; queue action not needed"
+                        )
+                    }
+                    (None, None) => {}
                 }
             }
             Err(e) => {
                 let id = self.running_ids.remove(&e.id()).unwrap_or_default();
                 self.running.remove(&id);
+                self.after_attempt.remove(&id);
                 if !e.is_cancelled() {
                     tracing::error!(queue_id = %id, error = %e,
                         "delivery attempt failed; the message waits in the spool for a restart");
@@ -305,16 +370,142 @@ impl Scheduler {
     }
 
     fn snapshot(&self, top: usize) -> QueueSnapshot {
-        let envelopes = self.waiting.values().chain(self.running.values());
+        let envelopes = self
+            .waiting
+            .values()
+            .chain(self.running.values())
+            .chain(self.held.values());
         let mut snap = summarize(envelopes, crate::srs::unix_now(), top);
         snap.in_flight = self.shared.limits.in_use();
         snap
+    }
+
+    fn list(&self) -> Vec<QueueEntry> {
+        let entry = |state| {
+            move |env: &Envelope| QueueEntry {
+                state,
+                envelope: env.clone(),
+            }
+        };
+        let mut out: Vec<QueueEntry> = self
+            .waiting
+            .values()
+            .map(entry(EntryState::Waiting))
+            .chain(self.running.values().map(entry(EntryState::Active)))
+            .chain(self.held.values().map(entry(EntryState::Held)))
+            .collect();
+        out.sort_by(|a, b| a.envelope.id.cmp(&b.envelope.id));
+        out
+    }
+
+    /// Applies a postmaster's action: retries at once in memory; other actions on a task
+    /// like an attempt's (the message counts as under way until its change is in the
+    /// spool); messages under an attempt get theirs when it ends. The reply goes when
+    /// every task is done.
+    fn act(
+        &mut self,
+        action: Action,
+        select: Select,
+        by: String,
+        reply: oneshot::Sender<Vec<ActionResult>>,
+    ) {
+        let replies = Arc::new(Replies {
+            results: Mutex::new(Vec::new()),
+            reply: Some(reply),
+        });
+        let mut ids: Vec<String> = match &select {
+            Select::Ids(ids) => ids.clone(),
+            _ => self
+                .waiting
+                .values()
+                .chain(self.held.values())
+                .chain(self.running.values())
+                .filter(|env| select.matches(env))
+                .map(|env| env.id.clone())
+                .collect(),
+        };
+        ids.sort();
+        ids.dedup();
+        let now = crate::srs::unix_now();
+        for id in ids {
+            let outcome = if action == Action::Retry && self.running.contains_key(&id) {
+                Outcome::Unchanged("being attempted now".into())
+            } else if self.running.contains_key(&id) {
+                self.after_attempt.insert(id.clone(), (action, by.clone()));
+                Outcome::AfterAttempt
+            } else if let Some(why) = self
+                .waiting
+                .get(&id)
+                .or_else(|| self.held.get(&id))
+                .and_then(|env| control::unchanged(action, env))
+            {
+                Outcome::Unchanged(why.into())
+            } else if action == Action::Retry
+                && let Some(env) = self.waiting.get_mut(&id)
+            {
+                // In memory only: a restart tries every due message at once anyway.
+                env.next_attempt = now;
+                self.heap.push(Reverse((now, id.clone())));
+                control::log_and_trace(&self.shared.settings.tracer, action, env, &by);
+                Outcome::Done
+            } else if let Some(env) = self.waiting.remove(&id).or_else(|| self.held.remove(&id)) {
+                self.spawn_action(action, env, by.clone(), Some(replies.clone()));
+                continue;
+            } else {
+                Outcome::NotFound
+            };
+            replies.push(id, outcome);
+        }
+    }
+
+    /// Runs `action` on `env` on a blocking thread, as an entry of `attempts`: what comes
+    /// back goes through [`Scheduler::finished`] like an attempt's envelope.
+    fn spawn_action(
+        &mut self,
+        action: Action,
+        env: Envelope,
+        by: String,
+        replies: Option<Arc<Replies>>,
+    ) {
+        let id = env.id.clone();
+        self.running.insert(id.clone(), env.clone());
+        let shared = self.shared.clone();
+        let handle = self.attempts.spawn(async move {
+            let task_id = env.id.clone();
+            let done = tokio::task::spawn_blocking(move || {
+                let now = crate::srs::unix_now();
+                control::apply(
+                    &shared.settings,
+                    &shared.spool,
+                    &shared.on_failure,
+                    action,
+                    env,
+                    now,
+                    &by,
+                )
+            })
+            .await;
+            let (env, outcome) = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::error!(queue_id = %task_id, error = %e,
+                        "queue action failed; the message waits in the spool for a restart");
+                    (None, Outcome::Failed(e.to_string()))
+                }
+            };
+            if let Some(replies) = replies {
+                replies.push(task_id, outcome);
+            }
+            env
+        });
+        self.running_ids.insert(handle.id(), id);
     }
 
     async fn run(
         mut self,
         mut submit: mpsc::UnboundedReceiver<Envelope>,
         mut snapshots: mpsc::UnboundedReceiver<SnapshotRequest>,
+        mut control: mpsc::UnboundedReceiver<ControlRequest>,
         mut stop: watch::Receiver<bool>,
     ) {
         loop {
@@ -328,6 +519,14 @@ impl Scheduler {
                 Some((top, reply)) = snapshots.recv() => {
                     let _ = reply.send(self.snapshot(top));
                 }
+                Some(request) = control.recv() => match request {
+                    ControlRequest::List(reply) => {
+                        let _ = reply.send(self.list());
+                    }
+                    ControlRequest::Act { action, select, by, reply } => {
+                        self.act(action, select, by, reply);
+                    }
+                },
                 Some(done) = self.attempts.join_next_with_id(), if !self.attempts.is_empty() => {
                     self.finished(done);
                 }
@@ -355,6 +554,35 @@ impl Scheduler {
             );
             self.attempts.shutdown().await;
         }
-        tracing::info!(waiting = self.waiting.len(), "delivery queue stopped");
+        tracing::info!(
+            waiting = self.waiting.len(),
+            held = self.held.len(),
+            "delivery queue stopped"
+        );
+    }
+}
+
+/// The results of one postmaster's request, sent when the last task holding it is done.
+struct Replies {
+    results: Mutex<Vec<ActionResult>>,
+    reply: Option<oneshot::Sender<Vec<ActionResult>>>,
+}
+
+impl Replies {
+    fn push(&self, id: String, outcome: Outcome) {
+        self.results
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(ActionResult { id, outcome });
+    }
+}
+
+impl Drop for Replies {
+    fn drop(&mut self) {
+        let mut results = std::mem::take(self.results.get_mut().unwrap_or_else(|e| e.into_inner()));
+        results.sort_by(|a, b| a.id.cmp(&b.id));
+        if let Some(reply) = self.reply.take() {
+            let _ = reply.send(results);
+        }
     }
 }

@@ -22,5 +22,7 @@ pub(super) fn envelope(rcpts: &[&str]) -> Envelope {
         ret_full: false,
         delay_warned: false,
         dsn_owed: Vec::new(),
+        held_since: None,
+        held_secs: 0,
     }
 }

@@ -66,6 +66,8 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         ret_full: false,
         delay_warned: false,
         dsn_owed: Vec::new(),
+        held_since: None,
+        held_secs: 0,
     }
 }
 

@@ -54,6 +54,7 @@ pub struct Metrics {
     srs_reverses: Counter,
     refused_bounces: Family<Label, Counter>,
     dsn_sent: Family<Label, Counter>,
+    queue_actions: Family<Label, Counter>,
     latency: Histogram,
     connections_in: Family<Label, Counter>,
     connections_out: Family<Label, Counter>,
@@ -102,6 +103,7 @@ impl Metrics {
             srs_reverses: Counter::default(),
             refused_bounces: Family::default(),
             dsn_sent: Family::default(),
+            queue_actions: Family::default(),
             latency,
             connections_in: Family::default(),
             connections_out: Family::default(),
@@ -122,6 +124,11 @@ impl Metrics {
             "received_recipients",
             "Recipients accepted and spooled (a message to three recipients counts three)",
             self.received.clone(),
+        );
+        r.register(
+            "queue_actions_recipients",
+            "Recipients acted on by the postmaster (srs-relay queue): action held, released, deleted, retry",
+            self.queue_actions.clone(),
         );
         r.register(
             "delivered_recipients",
@@ -244,6 +251,9 @@ impl Metrics {
             }
             Kind::Failed => inc(&self.failed, "reason", "permanent"),
             Kind::Expired => inc(&self.failed, "reason", "expired"),
+            Kind::Held | Kind::Released | Kind::Deleted | Kind::Retry => {
+                inc(&self.queue_actions, "action", e.kind.as_str())
+            }
             Kind::DsnSent => {
                 inc(
                     &self.dsn_sent,

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -246,20 +245,7 @@ async fn bind_tcp(key: &str, addr: SocketAddr) -> Result<TcpListener, String> {
 /// anything that is not a socket is never removed.
 fn bind_unix(path: &Path, settings: &Settings) -> Result<UnixListener, String> {
     let err = |e: &dyn std::fmt::Display| format!("socketmap.listen: unix:{}: {e}", path.display());
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => {
-            if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                return Err(err(&"in use by a running service"));
-            }
-            std::fs::remove_file(path).map_err(|e| err(&e))?;
-        }
-        Ok(_) => return Err(err(&"exists and is not a socket")),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(err(&e)),
-    }
-    let listener = UnixListener::bind(path).map_err(|e| err(&e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))
-        .map_err(|e| err(&e))?;
+    let listener = crate::accept::bind_unix(path, settings.socket_mode).map_err(|e| err(&e))?;
     if settings.socket_owner.is_some() || settings.socket_group.is_some() {
         std::os::unix::fs::chown(path, settings.socket_owner, settings.socket_group)
             .map_err(|e| err(&format!("chown: {e}")))?;

@@ -39,6 +39,18 @@ pub struct Envelope {
     /// attempt, before the message may leave the spool.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dsn_owed: Vec<OwedDsn>,
+    /// On hold since (unix seconds), by the postmaster (`srs-relay queue hold`): not
+    /// attempted and not expiring until released.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_since: Option<u64>,
+    /// Seconds spent on hold before the last release: the lifetime and the delay warning
+    /// count from `arrival + held_secs`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub held_secs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A DSN still to be made: why, and for which recipients (indices into `recipients`).
@@ -132,7 +144,15 @@ impl Envelope {
             ret_full: false,
             delay_warned: false,
             dsn_owed: Vec::new(),
+            held_since: None,
+            held_secs: 0,
         }
+    }
+
+    /// When the message's lifetime started: its arrival, moved on by the time it spent
+    /// on hold.
+    pub fn lifetime_start(&self) -> u64 {
+        self.arrival.saturating_add(self.held_secs)
     }
 
     /// True when no recipient is pending any more (all delivered or failed) and no DSN

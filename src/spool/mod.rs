@@ -18,6 +18,8 @@
 //! <dir>/queue/<n>.free       the queue file of a removed message, kept to be overwritten by
 //!                            a later store (<n>: a number); its contents mean nothing
 //! <dir>/corrupt/<name>       files recovery could not use, moved aside for a human
+//! <dir>/control              the running relay's control socket (UNIX, mode 0600):
+//!                            `srs-relay queue` and `srs-relay reload` talk to it
 //! ```
 //!
 //! * `<id>` is 1–64 characters from `[0-9A-Za-z_-]` (see [`Spool::new_id`] for the ids
@@ -26,7 +28,7 @@
 //!   `dsn_owed` is left out) plus
 //!   `"version": 2` (and `message_len` in the queue file). JSON has no raw line breaks, so
 //!   the first `\n` ends the envelope. Recipient states are `"pending"`, `"delivered"`,
-//!   `"failed"`; absent optional fields (`null` or missing) are `None`. Unknown fields
+//!   `"failed"`; a held message has `held_since`; absent optional fields (`null` or missing) are `None`. Unknown fields
 //!   are ignored, a different `version` is not understood (the file is set aside).
 //! * One file per message, not two, and removed files are reused: every file created
 //!   and deleted costs an inode allocation and release, which is what the spool spent
@@ -79,11 +81,13 @@ mod free;
 mod group_sync;
 mod id;
 mod incoming;
+mod reader;
 mod recovery;
 mod store;
 
 pub use envelope::{ClientInfo, Envelope, OwedDsn, OwedReason, Recipient, RecipientState};
 pub use incoming::{Incoming, SPILL_AT};
+pub use reader::SpoolReader;
 pub use recovery::Recovered;
 pub use store::Spool;
 

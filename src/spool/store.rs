@@ -31,7 +31,8 @@ pub struct Spool {
     pub(super) dir: PathBuf,
     pub(super) queue: PathBuf,
     pub(super) corrupt: PathBuf,
-    _lock: Arc<File>,
+    /// `None` for a [`SpoolReader`](super::SpoolReader), which neither locks nor writes.
+    _lock: Option<Arc<File>>,
     /// Group commit of `queue/`'s directory fsyncs.
     queue_sync: Arc<GroupSync>,
     /// Removed queue files kept for reuse.
@@ -80,13 +81,47 @@ impl Spool {
             dir: dir.to_path_buf(),
             queue,
             corrupt,
-            _lock: Arc::new(lock),
+            _lock: Some(Arc::new(lock)),
             queue_sync: Arc::default(),
             free: Arc::default(),
         };
         let recovered = spool.recover()?;
         Ok((spool, recovered))
     }
+    /// The spool at `dir` for reading only: not locked, not recovered. The directory
+    /// must exist.
+    pub(super) fn unlocked(dir: &Path) -> io::Result<Spool> {
+        let queue = dir.join(QUEUE_DIR);
+        fs::metadata(&queue)?;
+        Ok(Spool {
+            dir: dir.to_path_buf(),
+            corrupt: dir.join(CORRUPT_DIR),
+            queue,
+            _lock: None,
+            queue_sync: Arc::default(),
+            free: Arc::default(),
+        })
+    }
+
+    /// The ids of the messages in the spool (their queue files), sorted: by arrival for
+    /// the ids the relay makes.
+    pub fn ids(&self) -> io::Result<Vec<String>> {
+        let mut ids = Vec::new();
+        for entry in fs::read_dir(&self.queue)? {
+            let name = entry?.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if let Some(id) = name
+                .strip_suffix(QUEUE_EXT)
+                .and_then(|n| n.strip_suffix('.'))
+                && check_id(id).is_ok()
+            {
+                ids.push(id.to_owned());
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
     /// Stores a new message durably: when this returns `Ok`, the message and its envelope
     /// survive a crash. On `Err` nothing of it remains that a later [`Spool::open`] would
     /// take for a message. Fails with `AlreadyExists` if `env.id` is already in the spool.

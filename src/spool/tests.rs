@@ -51,6 +51,8 @@ fn sample(id: &str) -> Envelope {
         ret_full: false,
         delay_warned: false,
         dsn_owed: Vec::new(),
+        held_since: None,
+        held_secs: 0,
     }
 }
 

@@ -21,6 +21,15 @@ pub enum Kind {
     DsnSent,
     /// Not delivered within `queue.max_lifetime`.
     Expired,
+    /// Put on hold by the postmaster (`srs-relay queue hold`); one event per pending
+    /// recipient, as are the three below.
+    Held,
+    /// Released from hold.
+    Released,
+    /// Removed from the queue by the postmaster, without a DSN.
+    Deleted,
+    /// The postmaster asked for an attempt now.
+    Retry,
 }
 
 impl Kind {
@@ -36,6 +45,10 @@ impl Kind {
             Kind::Failed => "failed",
             Kind::DsnSent => "dsn_sent",
             Kind::Expired => "expired",
+            Kind::Held => "held",
+            Kind::Released => "released",
+            Kind::Deleted => "deleted",
+            Kind::Retry => "retry",
         }
     }
 
@@ -50,6 +63,10 @@ impl Kind {
             "failed" => Kind::Failed,
             "dsn_sent" => Kind::DsnSent,
             "expired" => Kind::Expired,
+            "held" => Kind::Held,
+            "released" => Kind::Released,
+            "deleted" => Kind::Deleted,
+            "retry" => Kind::Retry,
             _ => return None,
         })
     }

@@ -43,6 +43,8 @@ pub fn explain(event: &Event) -> Option<&'static str> {
         }
         Kind::Failed => "the next hop refused it for good; a DSN goes back to the sender",
         Kind::Expired => "not delivered within queue.max_lifetime; a DSN goes back to the sender",
+        Kind::Held => "on hold: not attempted and not expiring until `srs-relay queue release`",
+        Kind::Deleted => "deleted by the postmaster; no DSN was sent",
         _ => return None,
     })
 }

@@ -13,6 +13,9 @@ pub const STATUSES: &[&str] = &[
     "refused",
     "bounced",
     "expired",
+    "held",
+    "released",
+    "deleted",
 ];
 
 /// Most rows one search returns.

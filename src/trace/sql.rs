@@ -112,7 +112,8 @@ pub const SEARCH_HEAD: &str = "SELECT r.time, r.kind, r.queue_id, r.message_id, 
     FROM trace_events r \
     LEFT JOIN trace_events f ON f.id = (SELECT e.id FROM trace_events e \
         WHERE e.queue_id = r.queue_id AND e.recipient = r.recipient \
-        AND e.kind IN ('delivered', 'deferred', 'failed', 'expired') \
+        AND e.kind IN ('delivered', 'deferred', 'failed', 'expired', 'held', 'released', \
+            'deleted') \
         ORDER BY e.id DESC LIMIT 1) \
     WHERE r.kind IN ('received', 'refused')";
 

@@ -308,6 +308,8 @@ pub struct Script {
     pub cut_data_after: usize,
     /// Advertise DSN in EHLO (RCPT parameters are accepted either way).
     pub dsn: bool,
+    /// Wait this long before the reply after the final dot.
+    pub data_delay: Duration,
 }
 
 impl Default for Script {
@@ -318,6 +320,7 @@ impl Default for Script {
             cut_data: 0,
             cut_data_after: 100,
             dsn: false,
+            data_delay: Duration::ZERO,
         }
     }
 }
@@ -476,7 +479,11 @@ fn serve_one(
             }
             cur.data = data;
             cur.raw = raw;
-            let reply = script.lock().unwrap().data.clone();
+            let (reply, delay) = {
+                let s = script.lock().unwrap();
+                (s.data.clone(), s.data_delay)
+            };
+            std::thread::sleep(delay);
             if reply.starts_with('2') {
                 got.lock().unwrap().push(cur.clone());
             }

@@ -171,6 +171,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 ret_full: tx.ret_full,
                 delay_warned: false,
                 dsn_owed: Vec::new(),
+                held_since: None,
+                held_secs: 0,
             })
             .collect();
         Planned {
