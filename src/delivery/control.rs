@@ -3,8 +3,8 @@
 //! scheduler applies them between attempts (see `queue`); with the relay stopped,
 //! `srs-relay queue` applies them to the spool directly through [`apply`].
 //!
-//! Every change is in the spool (fsynced) before it is reported done, so a crash
-//! loses no action that was reported: a held message stays held after a restart, and
+//! Every change is in the spool (fsynced, removals too) before it is reported done, so
+//! a crash undoes no action that was reported: a held message stays held after a restart, and
 //! a message is never both held and being sent (the scheduler applies an action to a
 //! message under an attempt only when the attempt has ended).
 
@@ -169,8 +169,15 @@ pub fn apply(
             env.next_attempt = now;
             spool.update(&env).map(|()| Some(env))
         }
-        Action::Delete => spool.remove(&env.id).map(|()| None),
-        Action::Bounce => Ok(bounce(settings, spool, on_failure, env)),
+        // A crash must not bring back what the postmaster removed.
+        Action::Delete => spool
+            .remove(&env.id)
+            .and_then(|()| spool.sync_removals())
+            .map(|()| None),
+        Action::Bounce => {
+            let left = bounce(settings, spool, on_failure, env);
+            spool.sync_removals().map(|()| left)
+        }
     };
     match changed {
         Ok(after) => {

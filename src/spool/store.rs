@@ -389,6 +389,12 @@ impl Spool {
         remove_if_exists(&self.file(id, STATE_EXT))
     }
 
+    /// Makes the removals done so far durable (fsyncs `queue/`): for removals a crash must
+    /// not undo, such as the postmaster's.
+    pub fn sync_removals(&self) -> io::Result<()> {
+        self.queue_sync.sync(&self.queue)
+    }
+
     /// Renames a queue file that is being removed into the free pool, if it is small
     /// enough and the pool has room. True if the file is gone from its name.
     fn recycle(&self, queue_file: &Path) -> io::Result<bool> {
