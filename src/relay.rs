@@ -78,6 +78,14 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let switch_to = privileges::plan(&cfg)?;
     let lookups = socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let admin_listen = cfg.admin_listen().map_err(|e| e.to_string())?;
+    let admin_password = match admin_listen {
+        Some(_) => secrets::load_or_create_for(
+            &cfg.resolve(&cfg.admin.credentials_file),
+            "admin.credentials_file",
+        )?
+        .swap_remove(0),
+        None => Vec::new(),
+    };
     let alert_settings = AlertSettings::from_config(&cfg).map_err(|e| e.to_string())?;
     let Basics { srs, store } = Basics::open(&cfg).await?;
     let policy = Policy::from_config(&cfg).map_err(|e| e.to_string())?;
@@ -98,6 +106,13 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
             Some(tokio_rustls::TlsAcceptor::from(config))
         }
         _ => None,
+    };
+    let admin_tls = match (cfg.admin.tls, &tls) {
+        (false, _) => None,
+        (true, Some(acceptor)) => Some(acceptor.clone()),
+        (true, None) => {
+            return Err("admin.tls: needs tls.cert and tls.key".into());
+        }
     };
 
     // The SMTP listeners (port 25) are bound while still root; then, if asked, the state
@@ -195,13 +210,20 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
                 queue: queue.clone(),
                 tracer: tracer.clone(),
                 alert_active,
+                alert_threshold: cfg.alerts.queue_threshold,
+                trace_store: if cfg.trace.enabled {
+                    Some(trace::Store::from_config(&cfg).map_err(|e| e.to_string())?)
+                } else {
+                    None
+                },
+                auth: Arc::new(admin::auth::Auth::new(admin_password, cfg.admin.tls)),
                 readiness: Readiness {
                     spool: spool.clone(),
                     listeners: cfg.server.listen.len(),
                     listening,
                 },
             };
-            Some(start_admin(addr, state, stop_rx.clone()).await?)
+            Some(start_admin(addr, admin_tls, state, stop_rx.clone()).await?)
         }
         _ => None,
     };
@@ -249,6 +271,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
 /// Binds `admin.listen` and serves the admin pages until `stop`.
 async fn start_admin(
     addr: std::net::SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AdminState,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
@@ -256,7 +279,9 @@ async fn start_admin(
         .await
         .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
     tracing::info!(admin = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        "admin listening (/metrics, /healthz, /readyz)");
+        tls = tls.is_some(), "admin listening (dashboard, /api, /metrics, /healthz, /readyz)");
+    let listener = admin::AdminListener::new(listener, tls)
+        .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
     let router = admin::router(Arc::new(state));
     Ok(tokio::spawn(admin::serve(listener, router, stop)))
 }
@@ -291,6 +316,9 @@ fn state_paths(cfg: &Config, spool_dir: Option<&Path>) -> Result<Vec<PathBuf>, S
     // Files only: the spool is the one tree handed over whole.
     let file = |p: PathBuf| (!p.is_dir()).then_some(p);
     paths.extend(file(cfg.secrets_path()));
+    if !cfg.admin.listen.trim().is_empty() {
+        paths.extend(file(cfg.resolve(&cfg.admin.credentials_file)));
+    }
     if !cfg.srs.store.contains("://") {
         paths.extend(file(cfg.resolve(Path::new(&cfg.srs.store))));
     }

@@ -26,12 +26,13 @@ pub fn read(path: &Path) -> Result<Vec<Vec<u8>>, ConfigError> {
 /// As [`read`], with each secret's line number in the file (from 1), to name a secret
 /// without showing it.
 pub fn read_numbered(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, ConfigError> {
-    let data = std::fs::read(path).map_err(|e| {
-        ConfigError::key(
-            "srs.secrets_file",
-            format!("cannot read {}: {e}", path.display()),
-        )
-    })?;
+    read_numbered_for(path, "srs.secrets_file")
+}
+
+/// [`read_numbered`] for a file of the same format set by `key`.
+fn read_numbered_for(path: &Path, key: &str) -> Result<Vec<(usize, Vec<u8>)>, ConfigError> {
+    let data = std::fs::read(path)
+        .map_err(|e| ConfigError::key(key, format!("cannot read {}: {e}", path.display())))?;
     let secrets: Vec<(usize, Vec<u8>)> = data
         .split(|&b| b == b'\n')
         .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
@@ -41,7 +42,7 @@ pub fn read_numbered(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, ConfigError> 
         .collect();
     if secrets.is_empty() {
         return Err(ConfigError::key(
-            "srs.secrets_file",
+            key,
             format!("{} holds no secret", path.display()),
         ));
     }
@@ -52,12 +53,23 @@ pub fn read_numbered(path: &Path) -> Result<Vec<(usize, Vec<u8>)>, ConfigError> 
 /// when the file is open to group or others.
 #[cfg(feature = "server")]
 pub fn load_or_create(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    if create_file(path)? {
+    load_or_create_for(path, "srs.secrets_file")
+}
+
+/// [`load_or_create`] for another file of secrets, set by `key` (named in errors and
+/// the log): the admin credentials.
+#[cfg(feature = "server")]
+pub fn load_or_create_for(path: &Path, key: &str) -> Result<Vec<Vec<u8>>, String> {
+    if create_file(path, key)? {
         // The path only: the secret itself is never logged.
-        tracing::info!(path = %path.display(), "created a new secrets file (mode 0600)");
+        tracing::info!(path = %path.display(), key, "created a new secrets file (mode 0600)");
     }
     warn_if_open(path);
-    read(path).map_err(|e| e.to_string())
+    Ok(read_numbered_for(path, key)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
 }
 
 /// Creates `path` (mode 0600) holding one new secret, unless it exists; true if this call
@@ -65,7 +77,7 @@ pub fn load_or_create(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 /// its own (`create_new`), fsynced, then hard-linked to `path`, which fails if `path`
 /// exists. So of two processes starting at once, one secret wins and both read it.
 #[cfg(feature = "server")]
-fn create_file(path: &Path) -> Result<bool, String> {
+fn create_file(path: &Path, key: &str) -> Result<bool, String> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if path.symlink_metadata().is_ok() {
@@ -77,7 +89,7 @@ fn create_file(path: &Path) -> Result<bool, String> {
     };
     let name = path
         .file_name()
-        .ok_or_else(|| format!("srs.secrets_file: {}: not a file name", path.display()))?;
+        .ok_or_else(|| format!("{key}: {}: not a file name", path.display()))?;
     let mut tag = [0u8; 8];
     getrandom::fill(&mut tag).map_err(|e| format!("no randomness: {e}"))?;
     let tmp = dir.join(format!(
@@ -107,10 +119,7 @@ fn create_file(path: &Path) -> Result<bool, String> {
         }
         // Another process made it first, whole (it was linked only once written).
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(format!(
-            "srs.secrets_file: cannot create {}: {e}",
-            path.display()
-        )),
+        Err(e) => Err(format!("{key}: cannot create {}: {e}", path.display())),
     }
 }
 

@@ -7,7 +7,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -16,24 +15,19 @@ use prometheus_parse::{Scrape, Value};
 
 /// `GET path` over HTTP/1.1: status code and body.
 fn get(port: u16, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    get_as(port, path, "")
+}
+
+/// `GET path` with extra header lines (each ending in CRLF).
+fn get_as(port: u16, path: &str, headers: &str) -> (u16, String) {
+    let (status, _, body) = http(port, "GET", path, headers, "");
+    (status, body)
 }
 
 /// Every sample of `/metrics`, by metric name and its labels (`name{k="v"}`, labels
 /// sorted); a histogram gives its total count.
-fn scrape(port: u16) -> HashMap<String, f64> {
-    let (status, body) = get(port, "/metrics");
+fn scrape(relay: &Relay, port: u16) -> HashMap<String, f64> {
+    let (status, body) = get_as(port, "/metrics", &bearer(relay));
     assert_eq!(status, 200, "{body}");
     let parsed = Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap();
     assert!(!parsed.samples.is_empty());
@@ -58,6 +52,14 @@ fn scrape(port: u16) -> HashMap<String, f64> {
         out.insert(key, value);
     }
     out
+}
+
+/// The `Authorization` header line with the relay's admin password (its credentials
+/// file, made on first start).
+fn bearer(relay: &Relay) -> String {
+    let path = relay.dir.path().join("admin-credentials");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    format!("Authorization: Bearer {}\r\n", text.lines().next().unwrap())
 }
 
 fn metric(m: &HashMap<String, f64>, key: &str) -> f64 {
@@ -138,12 +140,12 @@ fn metrics_count_what_was_relayed_with_the_trace_off() {
 
     // john, b@, the reversed bounce and the DSN delivered; a@ deferred at least once.
     let settled = wait_until(Duration::from_secs(30), || {
-        let m = scrape(admin);
+        let m = scrape(&relay, admin);
         metric(&m, "srs_relay_delivered_recipients_total") >= 4.0
             && metric(&m, "srs_relay_deferred_recipients_total") >= 1.0
             && metric(&m, "srs_relay_queue_messages") == 1.0
     });
-    let m = scrape(admin);
+    let m = scrape(&relay, admin);
     assert!(settled, "{m:#?}\nlog:\n{}", relay.log());
     let exact = [
         ("srs_relay_received_recipients_total", 5.0),
@@ -176,7 +178,7 @@ fn metrics_count_what_was_relayed_with_the_trace_off() {
     assert!(m.contains_key("srs_relay_queue_over_1h_messages"));
     assert!(m.contains_key("srs_relay_deliveries_in_flight"));
     // No address or domain anywhere in the exposition.
-    let (_, body) = get(admin, "/metrics");
+    let (_, body) = get_as(admin, "/metrics", &bearer(&relay));
     for private in ["example", "sender.test", "SRS="] {
         assert!(!body.contains(private), "{private} in /metrics:\n{body}");
     }
@@ -192,7 +194,10 @@ fn health_and_readiness() {
     }));
     assert_eq!(get(admin, "/healthz"), (200, "ok\n".into()));
     assert_eq!(get(admin, "/readyz"), (200, "ready\n".into()));
-    assert_eq!(get(admin, "/nothing-here").0, 404);
+    // Probes need no login; the rest does.
+    assert_eq!(get(admin, "/metrics").0, 401);
+    assert_eq!(get(admin, "/api/queue").0, 401);
+    assert_eq!(get_as(admin, "/nothing-here", &bearer(&relay)).0, 404);
 
     // The queue directory replaced by a file: nothing can be spooled, even as root.
     let queue = relay.dir.path().join("spool/queue");
@@ -296,7 +301,10 @@ fn one_alert_mail_per_crossing_and_one_when_back_under() {
         "no alert mail; log:\n{}",
         relay.log()
     );
-    assert_eq!(metric(&scrape(admin), "srs_relay_queue_alert_active"), 1.0);
+    assert_eq!(
+        metric(&scrape(&relay, admin), "srs_relay_queue_alert_active"),
+        1.0
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(ops.count(), 1, "one mail per crossing");
     let alert = ops.messages()[0].clone();
@@ -344,7 +352,10 @@ fn one_alert_mail_per_crossing_and_one_when_back_under() {
         "{:?}",
         cleared.subject()
     );
-    assert_eq!(metric(&scrape(admin), "srs_relay_queue_alert_active"), 0.0);
+    assert_eq!(
+        metric(&scrape(&relay, admin), "srs_relay_queue_alert_active"),
+        0.0
+    );
     let log = relay.log();
     assert_eq!(
         log.matches("queue alert: more messages queued").count(),

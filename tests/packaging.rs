@@ -84,9 +84,12 @@ fn the_packaged_configuration_runs() {
             "# local_domains = [\"forward.example\"]",
             "local_domains = [\"forward.example\"]",
         )
-        + &format!("smarthost = \"{}\"\n", receiver.addr())
-        // Tests run side by side: no admin listener on the shared default port.
-        + "[admin]\nlisten = \"\"\n";
+        .replace(
+            "[relay]\n",
+            &format!("[relay]\nsmarthost = \"{}\"\n", receiver.addr()),
+        )
+        // Tests run side by side: the admin listener on a port of its own.
+        .replace("127.0.0.1:9025", &format!("127.0.0.1:{}", free_port()));
     let aliases = contrib("aliases") + "john@forward.example: john@home.example\n";
     std::fs::write(etc.join("aliases"), aliases).unwrap();
     let cfg = etc.join("srs-relay.toml");
@@ -251,7 +254,13 @@ fn the_container_image_layout_runs_unprivileged() {
         "john@forward.example",
     ]);
     assert!(wait_until(Duration::from_secs(20), || receiver.count() == 1));
-    for made in ["secrets", "spool", "senders.redb", "trace.sqlite"] {
+    for made in [
+        "secrets",
+        "spool",
+        "senders.redb",
+        "trace.sqlite",
+        "admin-credentials",
+    ] {
         let there = wait_until(Duration::from_secs(10), || state.join(made).exists());
         assert!(there, "{made} not on the state volume");
     }

@@ -1,10 +1,13 @@
-//! The admin HTTP listener (`admin.listen`, loopback by default): `/metrics` (Prometheus
-//! text format), `/healthz` (alive) and `/readyz` (ready to take mail). It holds no
-//! address and no secret (see [`crate::metrics`]). Pages added later (the dashboard,
-//! behind a login) are routers of their own merged into [`router`]'s, with their own
-//! layers, so these three stay open to the scraper.
+//! The admin HTTP listener (`admin.listen`, loopback by default): the mail flow
+//! dashboard (`/`, its JSON API under `/api/`) and `/metrics` (Prometheus text format),
+//! all behind the login of [`auth`]; `/healthz` (alive) and `/readyz` (ready to take
+//! mail) stay open, for probes: they tell nothing about the mail.
 
+mod api;
+pub mod auth;
 mod health;
+mod listener;
+mod pages;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,15 +15,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use tokio::net::TcpListener;
+use axum::routing::{get, post};
 use tokio::sync::watch;
 
 use crate::delivery::QueueHandle;
 use crate::metrics::{CONTENT_TYPE, Gauges, Metrics};
-use crate::trace::Tracer;
+use crate::trace::{self, Tracer};
+use auth::Auth;
 pub use health::Readiness;
+pub use listener::{AdminListener, Peer};
 
 /// What the pages read.
 pub struct AdminState {
@@ -30,25 +35,46 @@ pub struct AdminState {
     pub tracer: Tracer,
     /// The queue alert is raised.
     pub alert_active: Arc<AtomicBool>,
+    /// `alerts.queue_threshold`, shown with the alert.
+    pub alert_threshold: usize,
     pub readiness: Readiness,
+    /// Where the trace is, for the pages' searches; `None` when it is off.
+    pub trace_store: Option<trace::Store>,
+    pub auth: Arc<Auth>,
 }
 
 /// The routes of the admin listener.
 pub fn router(state: Arc<AdminState>) -> Router {
-    Router::new()
+    let behind_login = Router::new()
         .route("/metrics", get(metrics))
+        .route("/api/session", get(auth::session))
+        .route("/logout", post(auth::logout))
+        .merge(pages::routes())
+        .merge(api::routes())
+        .route_layer(middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_login,
+        ));
+    let login = Router::new()
+        .route("/login", get(auth::login_page).post(auth::login))
+        .route("/ui/style.css", get(pages::style))
+        .with_state(state.auth.clone());
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(behind_login)
         .with_state(state)
+        .merge(login)
 }
 
 /// Serves `router` on `listener` until `stop` turns true, then lets requests under way
 /// finish.
-pub async fn serve(listener: TcpListener, router: Router, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: AdminListener, router: Router, mut stop: watch::Receiver<bool>) {
     let shutdown = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    if let Err(e) = axum::serve(listener, router)
+    let service = router.into_make_service_with_connect_info::<Peer>();
+    if let Err(e) = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
     {

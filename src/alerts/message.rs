@@ -179,6 +179,7 @@ mod tests {
             in_flight: 0,
             oldest: Some(("Q1abc".into(), 1_795_594_638 - 7_500)),
             over_hour: 2,
+            held: 0,
             destinations: vec![DestinationCount {
                 domain: "home.example".into(),
                 messages: 4,

@@ -344,18 +344,24 @@ impl Default for LogConfig {
     }
 }
 
-/// The admin HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+/// The admin HTTP listener: the dashboard and its API, `/metrics`, `/healthz`, `/readyz`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port` to listen on; empty turns it off.
     pub listen: String,
+    /// The login password, first line (made on first start, mode 0600).
+    pub credentials_file: PathBuf,
+    /// Speak HTTPS with `tls.cert` and `tls.key`.
+    pub tls: bool,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: "127.0.0.1:9025".into(),
+            credentials_file: PathBuf::from("admin-credentials"),
+            tls: false,
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct QueueSnapshot {
     pub oldest: Option<(String, u64)>,
     /// Messages that arrived more than an hour before the snapshot.
     pub over_hour: usize,
+    /// Messages on hold (counted in `queued` too).
+    pub held: usize,
     /// Recipient domains with pending recipients, the most messages first, at most the
     /// number asked for.
     pub destinations: Vec<DestinationCount>,
@@ -45,6 +47,9 @@ pub(super) fn summarize<'a>(
     let mut domains: HashMap<String, (usize, Option<(u32, String)>)> = HashMap::new();
     for env in envelopes {
         snap.queued += 1;
+        if env.held_since.is_some() {
+            snap.held += 1;
+        }
         if now.saturating_sub(env.arrival) > 3600 {
             snap.over_hour += 1;
         }

@@ -30,7 +30,8 @@ pub use headers::HeaderCapture;
 pub use pg_url::PostgresUrl;
 pub use postgres::PostgresStore;
 pub use query::{Filter, MAX_LIMIT, Row, STATUSES, format_time, parse_time, strip_brackets};
-pub use store::{SqliteStore, StoreError, TraceStore};
+pub use sql::TallyKey;
+pub use store::{SqliteStore, StoreError, Tally, TraceStore};
 pub use tracer::{CHANNEL_CAPACITY, Opener, Tracer};
 
 /// Where `trace.store` says the trace is.

@@ -11,8 +11,8 @@ use super::columns;
 use super::event::Event;
 use super::pg_url::{PostgresUrl, describe};
 use super::query::{Filter, Param, Row, strip_brackets};
-use super::sql::{self, Dialect};
-use super::store::{StoreError, TraceStore};
+use super::sql::{self, Dialect, TallyKey};
+use super::store::{StoreError, Tally, TraceStore};
 
 /// Events per INSERT: one round trip each (16 parameters a row, far under the
 /// protocol's 65,535).
@@ -167,6 +167,29 @@ impl TraceStore for PostgresStore {
             .query(sql::LOOPS, &[&since, &until, &i64::from(limit)])?;
         rows.iter()
             .map(|r| Ok((r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+
+    fn tally(
+        &self,
+        since: i64,
+        until: i64,
+        bucket: i64,
+        key: TallyKey,
+        kinds: &[&str],
+    ) -> Result<Vec<Tally>, StoreError> {
+        let rows = self
+            .client()
+            .query(&sql::tally(key, kinds), &[&bucket.max(1), &since, &until])?;
+        rows.iter()
+            .map(|r| {
+                Ok(Tally {
+                    bucket: r.try_get(0)?,
+                    kind: r.try_get(1)?,
+                    key: r.try_get(2)?,
+                    count: r.try_get(3)?,
+                })
+            })
             .collect()
     }
 }

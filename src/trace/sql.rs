@@ -1,6 +1,7 @@
 //! Every SQL statement of the trace store, in one place. Parameters are written `$1`,
-//! `$2`, ...: SQLite reads them as numbered parameters and PostgreSQL as its own, so both
-//! stores run the same text. The two differences are in [`Dialect`].
+//! `$2`, ...: PostgreSQL reads them as numbers; SQLite as names, numbered in the order
+//! they first appear, so every statement uses them in that order and both stores run
+//! the same text. The two differences are in [`Dialect`].
 
 /// Where SQLite and PostgreSQL differ, and nowhere else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,44 @@ pub const LOOPS: &str = "SELECT COALESCE(message_id, queue_id), MAX(time), MAX(d
     WHERE kind = 'refused' AND detail LIKE '%\"reason\":\"loop\"%' \
     AND time >= $1 AND time <= $2 \
     GROUP BY COALESCE(message_id, queue_id) ORDER BY MAX(time) DESC LIMIT $3";
+
+/// What [`TraceStore::tally`](super::TraceStore::tally) counts by, besides the time
+/// bucket and the kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TallyKey {
+    Nothing,
+    /// The TLS description (inbound on `connection` events, outbound on delivery events).
+    Tls,
+    /// The address as given at RCPT (the alias, or the SRS address of a bounce).
+    OriginalRecipient,
+    /// The JSON detail (the reason of a refusal).
+    Detail,
+}
+
+/// Events from `$2` to before `$3` (ms) of the given kinds, counted per time bucket of `$1`
+/// ms, kind and `key`: rows of (bucket start, kind, key or NULL, count), oldest first.
+pub fn tally(key: TallyKey, kinds: &[&str]) -> String {
+    let column = match key {
+        TallyKey::Nothing => None,
+        TallyKey::Tls => Some("tls"),
+        TallyKey::OriginalRecipient => Some("original_recipient"),
+        TallyKey::Detail => Some("detail"),
+    };
+    let kinds = kinds
+        .iter()
+        .filter(|k| k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(|k| format!("'{k}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let (select, group) = match column {
+        Some(c) => (c, ", 3"),
+        None => ("NULL", ""),
+    };
+    format!(
+        "SELECT (time / $1) * $1, kind, {select}, COUNT(*) FROM trace_events \
+         WHERE time >= $2 AND time < $3 AND kind IN ({kinds}) GROUP BY 1, 2{group} ORDER BY 1"
+    )
+}
 
 #[cfg(test)]
 mod tests {

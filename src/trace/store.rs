@@ -10,7 +10,7 @@ use rusqlite::{Connection, OpenFlags, params_from_iter};
 use super::columns;
 use super::event::Event;
 use super::query::{Filter, Param, Row};
-use super::sql::{self, Dialect};
+use super::sql::{self, Dialect, TallyKey};
 
 /// A store failure, as text (the writer logs it and counts what it dropped).
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,26 @@ pub trait TraceStore: Send {
         until: i64,
         limit: u32,
     ) -> Result<Vec<(i64, Option<String>)>, StoreError>;
+    /// Events of `kinds` in `[since, until)` (ms) counted per `bucket` ms, kind and `key`
+    /// ([`TallyKey`]).
+    fn tally(
+        &self,
+        since: i64,
+        until: i64,
+        bucket: i64,
+        key: TallyKey,
+        kinds: &[&str],
+    ) -> Result<Vec<Tally>, StoreError>;
+}
+
+/// One count of [`TraceStore::tally`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Tally {
+    /// Start of the time bucket, ms since the epoch.
+    pub bucket: i64,
+    pub kind: String,
+    pub key: Option<String>,
+    pub count: i64,
 }
 
 /// The embedded store: one SQLite file in WAL mode, so `srs-relay trace` reads it while
@@ -160,6 +180,26 @@ impl TraceStore for SqliteStore {
         let mut stmt = self.conn.prepare(sql::LOOPS)?;
         let rows = stmt.query_map(rusqlite::params![since, until, limit], |r| {
             Ok((r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn tally(
+        &self,
+        since: i64,
+        until: i64,
+        bucket: i64,
+        key: TallyKey,
+        kinds: &[&str],
+    ) -> Result<Vec<Tally>, StoreError> {
+        let mut stmt = self.conn.prepare(&sql::tally(key, kinds))?;
+        let rows = stmt.query_map(rusqlite::params![bucket.max(1), since, until], |r| {
+            Ok(Tally {
+                bucket: r.get(0)?,
+                kind: r.get(1)?,
+                key: r.get(2)?,
+                count: r.get(3)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -82,6 +82,77 @@ on_both_stores!(
     postgres_prune_goes_in_steps_and_keeps_the_recent
 );
 
+on_both_stores!(
+    tally_counts_per_bucket_kind_and_key,
+    sqlite_tally_counts_per_bucket_kind_and_key,
+    postgres_tally_counts_per_bucket_kind_and_key
+);
+
+fn tally_counts_per_bucket_kind_and_key(s: &mut dyn TraceStore) {
+    let hour = 3_600_000;
+    let at = |mut e: Event, t: i64| {
+        e.time = t;
+        e
+    };
+    let mut tls = outcome(Kind::Delivered, "Q2", "a@x.org", 1, "250 ok");
+    tls.tls = Some("TLSv1.3 TLS13_AES_256_GCM_SHA384".into());
+    s.insert(&[
+        at(received("Q1", "a@x.org", "a@x.org", "s"), 10 * hour + 5),
+        at(received("Q2", "a@x.org", "a@x.org", "s"), 10 * hour + 6),
+        at(received("Q3", "a@x.org", "a@x.org", "s"), 11 * hour),
+        at(
+            outcome(Kind::Delivered, "Q1", "a@x.org", 1, "250 ok"),
+            10 * hour + 9,
+        ),
+        at(tls, 11 * hour + 1),
+        // Outside the window, and a kind not asked for.
+        at(received("Q0", "a@x.org", "a@x.org", "s"), 9 * hour),
+        at(
+            outcome(Kind::Deferred, "Q3", "a@x.org", 1, "451"),
+            11 * hour + 2,
+        ),
+    ])
+    .unwrap();
+    let kinds = ["received", "delivered"];
+    let t = s
+        .tally(10 * hour, 12 * hour, hour, TallyKey::Nothing, &kinds)
+        .unwrap();
+    let got: Vec<(i64, &str, i64)> = t
+        .iter()
+        .map(|t| (t.bucket / hour, t.kind.as_str(), t.count))
+        .collect();
+    let mut want = vec![
+        (10, "delivered", 1),
+        (10, "received", 2),
+        (11, "delivered", 1),
+        (11, "received", 1),
+    ];
+    let mut got = got;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert!(t.iter().all(|t| t.key.is_none()));
+    let by_tls = s
+        .tally(
+            10 * hour,
+            12 * hour,
+            24 * hour,
+            TallyKey::Tls,
+            &["delivered"],
+        )
+        .unwrap();
+    let mut keys: Vec<(Option<String>, i64)> =
+        by_tls.into_iter().map(|t| (t.key, t.count)).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![
+            (None, 1),
+            (Some("TLSv1.3 TLS13_AES_256_GCM_SHA384".into()), 1)
+        ]
+    );
+}
+
 fn filter() -> Filter {
     Filter {
         limit: 1000,
@@ -439,6 +510,16 @@ impl TraceStore for Flaky {
         _: i64,
         _: u32,
     ) -> Result<Vec<(i64, Option<String>)>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn tally(
+        &self,
+        _: i64,
+        _: i64,
+        _: i64,
+        _: TallyKey,
+        _: &[&str],
+    ) -> Result<Vec<Tally>, StoreError> {
         Ok(Vec::new())
     }
 }

@@ -804,3 +804,28 @@ pub fn euid() -> u32 {
     let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     uid.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
+
+/// One HTTP/1.1 exchange with the relay's admin listener on `port`: `method path`, extra
+/// header lines (each ending in CRLF) and a body. Returns the status, the response head
+/// and the body.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_owned(), body.to_owned())
+}

@@ -1,0 +1,323 @@
+//! The dashboard's login and API over real HTTP against the real `serve`: the password
+//! from the credentials file it made (0600), a wrong one refused with 401 after a delay
+//! and logged, the session cookie's attributes, CSRF on POSTs, the bearer for scripts,
+//! the trace search and CSV of mail sent over SMTP, the queue and its actions.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Dashboard {
+    relay: Relay,
+    receiver: Receiver,
+    port: u16,
+}
+
+fn start() -> Dashboard {
+    let receiver = Receiver::start();
+    let port = free_port();
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &format!("[admin]\nlisten = \"127.0.0.1:{port}\"\n[queue]\nretry_intervals = [\"1h\"]\n"),
+    );
+    Dashboard {
+        relay,
+        receiver,
+        port,
+    }
+}
+
+impl Dashboard {
+    fn password(&self) -> String {
+        let path = self.relay.dir.path().join("admin-credentials");
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    fn bearer(&self) -> String {
+        format!("Authorization: Bearer {}\r\n", self.password())
+    }
+
+    fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, _, body) = http(self.port, "GET", path, &self.bearer(), "");
+        assert_eq!(status, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Logs in with the password: the cookie header line and the CSRF token.
+    fn login(&self) -> (String, String) {
+        let form = format!("password={}", self.password());
+        let (status, head, _) = http(
+            self.port,
+            "POST",
+            "/login",
+            "Content-Type: application/x-www-form-urlencoded\r\n",
+            &form,
+        );
+        assert_eq!(status, 303, "{head}");
+        let set_cookie = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+            .unwrap()
+            .to_owned();
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(set_cookie.contains(attr), "{set_cookie}");
+        }
+        assert!(!set_cookie.contains("Secure"), "not over TLS: {set_cookie}");
+        let pair = set_cookie
+            .split_once(':')
+            .unwrap()
+            .1
+            .split(';')
+            .next()
+            .unwrap()
+            .trim()
+            .to_owned();
+        let cookie = format!("Cookie: {pair}\r\n");
+        let (_, _, body) = http(self.port, "GET", "/api/session", &cookie, "");
+        let csrf = serde_json::from_str::<serde_json::Value>(&body).unwrap()["csrf"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(csrf.len(), 64);
+        (cookie, csrf)
+    }
+}
+
+fn send(relay: &Relay, to: &str, subject: &str) -> String {
+    let out = swaks_ok(&[
+        "--server",
+        &relay.addr(),
+        "--from",
+        "bob@example.org",
+        "--to",
+        to,
+        "--header",
+        &format!("Subject: {subject}"),
+    ]);
+    out.lines()
+        .find_map(|l| l.split("queued as ").nth(1))
+        .map(|id| id.trim().to_owned())
+        .unwrap()
+}
+
+#[test]
+fn everything_but_the_probes_needs_the_login() {
+    let d = start();
+    let mode = std::fs::metadata(d.relay.dir.path().join("admin-credentials"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(d.password().len(), 43, "256 bits, base64 without padding");
+
+    for path in [
+        "/",
+        "/api/overview",
+        "/api/trace?since=1d",
+        "/api/queue",
+        "/metrics",
+        "/ui/app.js",
+    ] {
+        let (status, head, _) = http(d.port, "GET", path, "", "");
+        assert!(
+            status == 401 || (status == 303 && head.contains("location: /login")),
+            "{path}: {head}"
+        );
+    }
+    for path in ["/healthz", "/readyz", "/login", "/ui/style.css"] {
+        assert_eq!(http(d.port, "GET", path, "", "").0, 200, "{path}");
+    }
+    // A wrong password: 401 after a delay, logged; a wrong bearer: 401.
+    let t = Instant::now();
+    let (status, _, body) = http(
+        d.port,
+        "POST",
+        "/login",
+        "Content-Type: application/x-www-form-urlencoded\r\n",
+        "password=guess",
+    );
+    assert_eq!(status, 401);
+    assert!(body.contains("Wrong password"));
+    assert!(
+        t.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(wait_until(Duration::from_secs(5), || d
+        .relay
+        .log()
+        .contains("admin login refused: wrong password")));
+    assert!(
+        !d.relay.log().contains(&d.password()),
+        "the password is never logged"
+    );
+    let (status, _, _) = http(
+        d.port,
+        "GET",
+        "/api/queue",
+        "Authorization: Bearer guess\r\n",
+        "",
+    );
+    assert_eq!(status, 401);
+    let (status, _, _) = http(
+        d.port,
+        "GET",
+        "/api/queue",
+        "Cookie: srs_relay_session=forged\r\n",
+        "",
+    );
+    assert_eq!(status, 401);
+
+    // The right one: a session; its POSTs need the CSRF token.
+    let (cookie, csrf) = d.login();
+    assert_eq!(http(d.port, "GET", "/", &cookie, "").0, 200);
+    let (status, head, _) = http(d.port, "GET", "/", &cookie, "");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-security-policy: default-src 'none'"),
+        "{head}"
+    );
+    let json = "Content-Type: application/json\r\n";
+    let body = r#"{"ids":["nosuchid"]}"#;
+    let (status, _, _) = http(
+        d.port,
+        "POST",
+        "/api/queue/hold",
+        &format!("{cookie}{json}"),
+        body,
+    );
+    assert_eq!(status, 403, "no CSRF token");
+    let (status, _, _) = http(
+        d.port,
+        "POST",
+        "/api/queue/hold",
+        &format!("{cookie}{json}X-CSRF-Token: {}\r\n", "0".repeat(64)),
+        body,
+    );
+    assert_eq!(status, 403, "a wrong CSRF token");
+    let (status, _, reply) = http(
+        d.port,
+        "POST",
+        "/api/queue/hold",
+        &format!("{cookie}{json}X-CSRF-Token: {csrf}\r\n"),
+        body,
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("not_found"), "{reply}");
+    // Logged out: the cookie is worth nothing.
+    let (status, _, _) = http(
+        d.port,
+        "POST",
+        "/logout",
+        &format!("{cookie}X-CSRF-Token: {csrf}\r\n"),
+        "",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(http(d.port, "GET", "/api/queue", &cookie, "").0, 401);
+}
+
+#[test]
+fn the_api_finds_traced_mail_and_acts_on_the_queue() {
+    let d = start();
+    send(&d.relay, "john@forward.example", "api delivered");
+    assert!(wait_until(Duration::from_secs(10), || d.receiver.count() == 1));
+
+    let rows = || d.get_json("/api/trace?recipient=john@forward.example&since=1h");
+    assert!(wait_until(Duration::from_secs(5), || rows()["rows"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["status"] == "delivered"))));
+    let r = rows();
+    let row = &r["rows"][0];
+    assert_eq!(row["subject"], "api delivered");
+    assert!(row["srs_sender"].as_str().unwrap().contains("+srs="));
+    let id = row["queue_id"].as_str().unwrap().to_owned();
+
+    let m = d.get_json(&format!("/api/message/{id}"));
+    let kinds: Vec<&str> = m["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"received") && kinds.contains(&"delivered"),
+        "{kinds:?}"
+    );
+
+    // CSV: all rows, or the selected ones, with the columns of `trace --csv`.
+    let (status, head, csv) = http(d.port, "GET", "/api/trace.csv?since=1h", &d.bearer(), "");
+    assert_eq!(status, 200);
+    assert!(head.to_ascii_lowercase().contains("text/csv"));
+    assert!(csv.starts_with("time,queue_id,"), "{csv}");
+    assert!(csv.contains(&id));
+    let (_, _, none) = http(
+        d.port,
+        "GET",
+        "/api/trace.csv?since=1h&rows=nothing/here",
+        &d.bearer(),
+        "",
+    );
+    assert_eq!(none.lines().count(), 1, "header only: {none}");
+    let (status, _, bad) = http(d.port, "GET", "/api/trace?status=nonsense", &d.bearer(), "");
+    assert_eq!(status, 400, "{bad}");
+
+    // Overview counts what went through.
+    let o = d.get_json("/api/overview");
+    assert!(o["last_hour"]["received"].as_i64() >= Some(1), "{o}");
+    assert!(o["last_hour"]["delivered"].as_i64() >= Some(1), "{o}");
+    assert_eq!(o["hours"].as_array().unwrap().len(), 24);
+
+    // The queue: a hold by the API (bearer: no CSRF needed).
+    let q = || d.get_json("/api/queue");
+    let json = format!("{}Content-Type: application/json\r\n", d.bearer());
+    d.receiver
+        .script
+        .lock()
+        .unwrap()
+        .rcpt
+        .insert("home.example".into(), "451 4.3.0 later".into());
+    let queued = send(&d.relay, "john@forward.example", "api queued");
+    assert!(wait_until(Duration::from_secs(10), || {
+        q()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == queued && e["attempts"].as_u64() >= Some(1))
+    }));
+    let (status, _, reply) = http(
+        d.port,
+        "POST",
+        "/api/queue/hold",
+        &json,
+        &format!(r#"{{"ids":["{queued}"]}}"#),
+    );
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains(r#""outcome":"done""#), "{reply}");
+    assert!(
+        q()["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["id"] == queued && e["state"] == "held")
+    );
+    assert_eq!(d.get_json("/api/overview")["queue"]["held"], 1);
+    assert!(d.relay.log().contains("by=\"admin web 127.0.0.1\""));
+    let (status, _, _) = http(
+        d.port,
+        "POST",
+        "/api/queue/explode",
+        &json,
+        &format!(r#"{{"ids":["{queued}"]}}"#),
+    );
+    assert_eq!(status, 404);
+}
