@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::attempt::Shared;
 use super::client::RcptResult;
-use super::{FailureReason, FailureReport};
+use super::{DeliverySettings, FailureReason, FailureReport};
 use crate::dsn::{Action, notify_allows};
 use crate::spool::{Envelope, OwedDsn, OwedReason, RecipientState};
 use crate::srs::unix_now;
@@ -27,7 +27,7 @@ pub(crate) struct Outcome {
 
 /// Applies an attempt's outcomes to `env` (see [`conclude`]) and logs what expired.
 pub(super) fn conclude_attempt(
-    shared: &Shared,
+    settings: &DeliverySettings,
     env: &mut Envelope,
     outcomes: &[Outcome],
 ) -> Concluded {
@@ -35,11 +35,11 @@ pub(super) fn conclude_attempt(
         env,
         outcomes,
         unix_now(),
-        &shared.settings.retry_intervals,
-        shared.settings.max_lifetime,
-        shared.settings.delay_warning,
+        &settings.retry_intervals,
+        settings.max_lifetime,
+        settings.delay_warning,
     );
-    trace_outcomes(&shared.settings.tracer, env, outcomes);
+    trace_outcomes(&settings.tracer, env, outcomes);
     for &i in &concluded.expired {
         let r = &env.recipients[i];
         tracing::info!(event = "failed", queue_id = %env.id, rcpt = %r.address,
@@ -52,7 +52,7 @@ pub(super) fn conclude_attempt(
             .reply(r.last_error.as_deref().unwrap_or(""));
         e.remote = r.remote.clone();
         e.attempt = Some(env.attempts);
-        shared.settings.tracer.record(e);
+        settings.tracer.record(e);
     }
     if !env.is_done() {
         tracing::debug!(queue_id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,
@@ -99,7 +99,12 @@ fn trace_outcomes(tracer: &Tracer, env: &Envelope, outcomes: &[Outcome]) {
 /// DSN made again (a duplicate, never a lost DSN). A report the handler could not take
 /// (the DSN could not be spooled) is kept in the envelope as owed and made again at the
 /// next attempt; the message stays in the spool until then.
-pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -> Envelope {
+pub(super) fn record(
+    shared: &Shared,
+    settings: &DeliverySettings,
+    mut env: Envelope,
+    concluded: Concluded,
+) -> Envelope {
     let now = unix_now();
     let owed = std::mem::take(&mut env.dsn_owed);
     let reports = owed
@@ -139,7 +144,7 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
                 if now
                     > env
                         .arrival
-                        .saturating_add(2 * shared.settings.max_lifetime.as_secs()) =>
+                        .saturating_add(2 * settings.max_lifetime.as_secs()) =>
             {
                 tracing::error!(queue_id = %env.id, reason = ?reason, rcpts = ?failed,
                     "DSN still cannot be queued, twice the message lifetime after arrival; given up")
@@ -151,8 +156,7 @@ pub(super) fn record(shared: &Shared, mut env: Envelope, concluded: Concluded) -
         }
     }
     if !env.dsn_owed.is_empty() {
-        let wait = shared
-            .settings
+        let wait = settings
             .retry_intervals
             .first()
             .map_or(300, |d| d.as_secs().max(1));
