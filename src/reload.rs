@@ -101,7 +101,9 @@ impl Reloader {
         // Files are read and certificates parsed off the runtime's threads.
         let built = tokio::task::spawn_blocking(move || build(path.as_deref(), wants))
             .await
-            .unwrap_or_else(|e| Err(format!("reload failed: {e}")));
+            .unwrap_or_else(|e| Err(format!("reload failed: {e}")))
+            // One log line, whatever the parser's message looks like.
+            .map_err(|e| e.split_whitespace().collect::<Vec<_>>().join(" "));
         let new = match built {
             Ok(new) => new,
             Err(e) => {
@@ -113,7 +115,7 @@ impl Reloader {
         let needs_restart = needs_restart(&self.inner.started, &new.config);
         if !needs_restart.is_empty() {
             tracing::warn!(config = %shown(file.as_deref()), keys = %needs_restart.join(", "),
-                "changed, but only a restart applies these; the rest is reloaded");
+                "these keys apply only after a restart; the rest is reloaded");
         }
         let changed = changed_sections(&current, &new.config);
         let aliases = new.smtp.as_ref().map(|s| s.policy.alias_count());
@@ -134,7 +136,7 @@ impl Reloader {
             config = %shown(file.as_deref()),
             changed = %if changed.is_empty() { "none".to_owned() } else { changed.join(", ") },
             secrets = new.secrets,
-            aliases = ?aliases,
+            aliases = %aliases.map_or("-".to_owned(), |n| n.to_string()),
             "reloaded"
         );
         *current = new.config;
