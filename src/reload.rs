@@ -114,7 +114,7 @@ impl Reloader {
         };
         let needs_restart = needs_restart(&self.inner.started, &new.config);
         if !needs_restart.is_empty() {
-            tracing::warn!(config = %shown(file.as_deref()), keys = %needs_restart.join(", "),
+            tracing::warn!(config = %shown(file.as_deref()), keys = %needs_restart.join(","),
                 "these keys apply only after a restart; the rest is reloaded");
         }
         let changed = changed_sections(&current, &new.config);
@@ -134,7 +134,7 @@ impl Reloader {
         }
         tracing::info!(
             config = %shown(file.as_deref()),
-            changed = %if changed.is_empty() { "none".to_owned() } else { changed.join(", ") },
+            changed = %if changed.is_empty() { "none".to_owned() } else { changed.join(",") },
             secrets = new.secrets,
             aliases = %aliases.map_or("-".to_owned(), |n| n.to_string()),
             "reloaded"
