@@ -388,6 +388,106 @@ fn a_changed_listen_address_is_named_as_needing_a_restart_and_the_rest_reloads()
     assert!(relay.is_running());
 }
 
+#[test]
+fn a_new_smarthost_and_route_take_the_next_delivery() {
+    let (a, b, c) = (Receiver::start(), Receiver::start(), Receiver::start());
+    let relay = relay_to(&a);
+    let addr = relay.addr();
+    let delivered_to = |r: &Receiver, id: &str| {
+        wait_until(Duration::from_secs(20), || {
+            r.messages()
+                .iter()
+                .any(|m| message_id(&m.data).as_deref() == Some(id))
+        })
+    };
+    assert!(
+        send_one(&addr, "bob@sender.example", "john@forward.example", "first").starts_with("250")
+    );
+    assert!(delivered_to(&a, "first"));
+
+    // Everything to b from now on, but home.example's second alias target to c.
+    edit_config(&relay, |cfg| {
+        cfg.replace(
+            &format!("smarthost = \"{}\"", a.addr()),
+            &format!(
+                "smarthost = \"{}\"\n[relay.routes]\n\"b.home.example\" = \"{}\"",
+                b.addr(),
+                c.addr()
+            ),
+        )
+    });
+    add_alias(
+        &relay,
+        "split@forward.example: x@home.example, y@b.home.example",
+    );
+    let log = reload(&relay);
+    assert!(
+        log.contains(RELOADED) && log.contains("changed=relay"),
+        "{log}"
+    );
+    // Right after: the next message goes the new ways, none of it to a.
+    assert!(
+        send_one(
+            &addr,
+            "bob@sender.example",
+            "split@forward.example",
+            "second"
+        )
+        .starts_with("250")
+    );
+    assert!(delivered_to(&b, "second") && delivered_to(&c, "second"));
+    assert!(
+        !a.messages()
+            .iter()
+            .any(|m| message_id(&m.data).as_deref() == Some("second"))
+    );
+    let to = |r: &Receiver| {
+        r.messages()
+            .into_iter()
+            .filter(|m| message_id(&m.data).as_deref() == Some("second"))
+            .flat_map(|m| m.rcpt_to)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(to(&b), ["x@home.example"]);
+    assert_eq!(to(&c), ["y@b.home.example"]);
+}
+
+#[test]
+fn outbound_tls_required_by_a_reload_holds_for_a_session_already_open() {
+    let receiver = Receiver::start(); // offers no STARTTLS
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        "[queue]\nretry_intervals = [\"1s\"]\nconnection_cache_time = \"60s\"\n",
+    );
+    let addr = relay.addr();
+    assert!(
+        send_one(&addr, "bob@sender.example", "john@forward.example", "plain").starts_with("250")
+    );
+    assert!(wait_until(Duration::from_secs(20), || receiver.count() == 1));
+    // Its session to the receiver now waits in the connection cache, without TLS.
+    edit_config(&relay, |c| c + "[tls]\nrequire_outbound = true\n");
+    let log = reload(&relay);
+    assert!(
+        log.contains(RELOADED) && log.contains("changed=tls"),
+        "{log}"
+    );
+    assert!(
+        send_one(
+            &addr,
+            "bob@sender.example",
+            "john@forward.example",
+            "needs-tls"
+        )
+        .starts_with("250")
+    );
+    let deferred = wait_until(Duration::from_secs(20), || {
+        relay.log().contains("did not offer STARTTLS")
+    });
+    assert!(deferred, "{}", relay.log());
+    assert_eq!(receiver.count(), 1, "delivered without TLS");
+}
+
 /// The certificate a new STARTTLS session on `c` is shown (its first one, DER).
 fn starttls_certificate(mut c: Client) -> Vec<u8> {
     assert!(c.cmd("STARTTLS").starts_with("220"));
