@@ -25,6 +25,12 @@ const REFUSED: &str = "reload refused";
 /// Sends SIGHUP to `pid` and waits until `log` shows the reload's outcome; returns what
 /// was logged from the signal on.
 fn hup(pid: u32, log: impl Fn() -> String) -> String {
+    // Whole lines only: a line being written may be read in part.
+    let log = || {
+        let mut text = log();
+        text.truncate(text.rfind('\n').map_or(0, |end| end + 1));
+        text
+    };
     let outcomes = |text: &str| text.matches(RELOADED).count() + text.matches(REFUSED).count();
     let before = log();
     let status = std::process::Command::new("kill")
