@@ -10,25 +10,51 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::mpsc;
 
+use crate::config::{self, Config, ConfigError};
 use crate::delivery::{FailureReason, FailureReport, OnFailure};
 use crate::dsn::{self, Action, DsnRequest};
 use crate::spool::{Envelope, Spool};
 use crate::srs::unix_now;
 use crate::trace::{Event, Kind, Tracer};
 
+/// What a DSN says of us, from the configuration.
+#[derive(Debug, Clone)]
+pub struct DsnSettings {
+    /// `server.hostname`.
+    pub reporting_mta: String,
+    /// `queue.max_lifetime`: a delayed DSN's `Will-Retry-Until` is this after arrival.
+    pub max_lifetime: Duration,
+}
+
+impl DsnSettings {
+    pub fn from_config(cfg: &Config) -> Result<DsnSettings, ConfigError> {
+        Ok(DsnSettings {
+            reporting_mta: cfg.server.hostname.clone(),
+            max_lifetime: config::duration("queue.max_lifetime", &cfg.queue.max_lifetime)?,
+        })
+    }
+}
+
 /// The `on_failure` hook: builds and spools the DSN, then hands it to `submit` (the
 /// delivery queue, which may not exist yet when the hook is made, hence the channel).
+/// Each DSN is made with the `settings` in force (a reload replaces them).
 pub fn dsn_on_failure(
     spool: Arc<Spool>,
-    reporting_mta: String,
-    max_lifetime: Duration,
+    settings: Arc<ArcSwap<DsnSettings>>,
     submit: mpsc::UnboundedSender<Envelope>,
     tracer: Tracer,
 ) -> OnFailure {
     Arc::new(move |report: FailureReport| {
-        match spool_dsn(&spool, &reporting_mta, max_lifetime, &report) {
+        let settings = settings.load();
+        match spool_dsn(
+            &spool,
+            &settings.reporting_mta,
+            settings.max_lifetime,
+            &report,
+        ) {
             Ok(Some(env)) => {
                 trace_dsn(&tracer, &report, &env);
                 if submit.send(env).is_err() {

@@ -22,8 +22,9 @@ pub async fn smtp_session<S: AsyncRead + AsyncWrite + Unpin>(
     tls: Option<String>,
     shutdown: watch::Receiver<bool>,
 ) -> bool {
+    let settings = server.settings();
     matches!(
-        crate::smtp::session::run(server, stream, peer, tls, shutdown).await,
+        crate::smtp::session::run(server, &settings, stream, peer, tls, shutdown).await,
         crate::smtp::session::End::StartTls(_)
     )
 }

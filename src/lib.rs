@@ -33,6 +33,8 @@ pub mod privileges;
 #[cfg(feature = "server")]
 pub mod relay;
 #[cfg(feature = "server")]
+pub mod reload;
+#[cfg(feature = "server")]
 pub mod sender_store;
 #[cfg(feature = "server")]
 pub mod smtp;

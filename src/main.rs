@@ -11,6 +11,7 @@ mod cli {
     pub mod explain;
     pub mod healthcheck;
     pub mod queue;
+    pub mod reload;
 }
 
 use srs_relay::config::{self, Config};
@@ -114,6 +115,13 @@ enum Command {
     Queue {
         #[command(subcommand)]
         command: QueueCommand,
+    },
+    /// Make the running relay read its configuration, aliases, secrets and certificate
+    /// again (as SIGHUP does); prints what changed, or exits 1 with why it was refused.
+    #[cfg(feature = "server")]
+    Reload {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
     /// Write a self-signed certificate and key (cert.pem, key.pem) for a first run.
     #[cfg(feature = "server")]
@@ -406,6 +414,8 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Trace { show, search } => trace(show, search),
         #[cfg(feature = "server")]
         Command::Queue { command } => queue(command),
+        #[cfg(feature = "server")]
+        Command::Reload { config } => cli::reload::run(&Config::load(config.as_deref())?),
         #[cfg(feature = "server")]
         Command::GenCert {
             hostname,

@@ -81,6 +81,11 @@ impl Policy {
             .any(|entry| crate::srs::domain_matches(domain, entry))
     }
 
+    /// How many aliases there are.
+    pub fn alias_count(&self) -> usize {
+        self.aliases.len()
+    }
+
     /// The user parts of the aliases, each once (`srs-relay explain` tries them on a hash
     /// made for another alias).
     pub fn alias_users(&self) -> Vec<String> {

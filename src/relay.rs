@@ -1,15 +1,18 @@
 //! The process lifecycle of the long-running commands: `srs-relay serve` wires
 //! configuration, codec, policy, spool, delivery, the SMTP listeners, the lookup
-//! services, the admin listener (metrics, health) and the queue alert together and
-//! shuts them down in order on SIGTERM/SIGINT; `srs-relay socketmap` runs the lookup
-//! services alone. Both start from `Basics` (codec and sender store).
+//! services, the admin listener (metrics, health) and the queue alert together, reloads
+//! on SIGHUP (see [`crate::reload`]) and shuts them down in order on SIGTERM/SIGINT;
+//! `srs-relay socketmap` runs the lookup services alone. Both start from `Basics` (codec
+//! and sender store).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState, Readiness};
@@ -19,6 +22,7 @@ use crate::delivery;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
 use crate::privileges;
+use crate::reload::{self, Parts, Reloader};
 use crate::secrets;
 use crate::sender_store::SenderStore;
 use crate::smtp::Server;
@@ -37,8 +41,7 @@ struct Basics {
 impl Basics {
     async fn open(cfg: &Config) -> Result<Basics, String> {
         let secrets = secrets::load_or_create(&cfg.secrets_path())?;
-        let srs = Srs::new(&secrets, cfg.srs.options().map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
+        let srs = reload::codec(cfg, &secrets)?;
         drop(secrets);
         let store = SenderStore::open(&cfg.srs.store, &cfg.base_dir)
             .await
@@ -48,8 +51,10 @@ impl Basics {
     }
 }
 
-/// Runs the lookup services alone (`srs-relay socketmap`) until SIGTERM or SIGINT.
+/// Runs the lookup services alone (`srs-relay socketmap`) until SIGTERM or SIGINT;
+/// SIGHUP reloads them.
 pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
+    let signals = Signals::install()?;
     let settings = socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     if settings.is_empty() {
         return Err(
@@ -65,7 +70,14 @@ pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
     }
     let (stop_tx, stop_rx) = watch::channel(false);
     let services = socketmap::start(settings, srs, store, stop_rx).await?;
-    wait_for_signal().await;
+    let reloader = Reloader::new(
+        cfg,
+        Parts {
+            lookups: Some(services.handle()),
+            ..Parts::default()
+        },
+    );
+    signals.until_stopped(&reloader).await;
     tracing::info!("shutting down the lookup services");
     let _ = stop_tx.send(true);
     services.stopped().await;
@@ -73,8 +85,9 @@ pub async fn serve_lookups(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the relay until SIGTERM or SIGINT.
+/// Runs the relay until SIGTERM or SIGINT; SIGHUP reloads it.
 pub async fn serve(cfg: Config) -> Result<(), String> {
+    let signals = Signals::install()?;
     let switch_to = privileges::plan(&cfg)?;
     let lookups = socketmap::Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let admin_listen = cfg.admin_listen().map_err(|e| e.to_string())?;
@@ -100,13 +113,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         "spool recovered"
     );
     let spool = Arc::new(spool);
-    let tls = match (&cfg.tls.cert, &cfg.tls.key) {
-        (Some(cert), Some(key)) => {
-            let config = crate::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))?;
-            Some(tokio_rustls::TlsAcceptor::from(config))
-        }
-        _ => None,
-    };
+    let tls = crate::tls::acceptor(&cfg)?;
+    // The admin listener keeps the certificate it started with (a reload renews SMTP's).
     let admin_tls = match (cfg.admin.tls, &tls) {
         (false, _) => None,
         (true, Some(acceptor)) => Some(acceptor.clone()),
@@ -141,13 +149,11 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let mut settings = delivery::DeliverySettings::from_config(&cfg).map_err(|e| e.to_string())?;
     settings.tracer = tracer.clone();
     let (dsn_tx, mut dsn_rx) = tokio::sync::mpsc::unbounded_channel();
-    let on_failure = crate::bounce::dsn_on_failure(
-        spool.clone(),
-        cfg.server.hostname.clone(),
-        settings.max_lifetime,
-        dsn_tx,
-        tracer.clone(),
-    );
+    let dsn_settings = Arc::new(ArcSwap::from_pointee(
+        crate::bounce::DsnSettings::from_config(&cfg).map_err(|e| e.to_string())?,
+    ));
+    let on_failure =
+        crate::bounce::dsn_on_failure(spool.clone(), dsn_settings.clone(), dsn_tx, tracer.clone());
     let queue = delivery::start(settings, spool.clone(), recovered.envelopes, on_failure);
     let dsn_queue = queue.clone();
     tokio::spawn(async move {
@@ -187,14 +193,6 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         }));
     }
 
-    let control = crate::control::start(
-        &crate::control::socket_path(&spool_dir),
-        crate::control::Targets {
-            queue: queue.clone(),
-        },
-        stop_rx.clone(),
-    )?;
-
     let alert_active = Arc::new(AtomicBool::new(false));
     let alert = tokio::spawn(alerts::watch_queue(
         alert_settings,
@@ -228,7 +226,26 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
         _ => None,
     };
 
-    wait_for_signal().await;
+    let reloader = Reloader::new(
+        cfg,
+        Parts {
+            smtp: Some(server.clone()),
+            delivery: Some(queue.clone()),
+            dsn: Some(dsn_settings),
+            lookups: lookups.as_ref().map(socketmap::Services::handle),
+        },
+    );
+    let control = crate::control::start(
+        &crate::control::socket_path(&spool_dir),
+        crate::control::Targets {
+            queue: queue.clone(),
+            reloader: reloader.clone(),
+        },
+        stop_rx.clone(),
+    )?;
+    signals.until_stopped(&reloader).await;
+    // The grace period as last reloaded.
+    let cfg = reloader.config().await;
     tracing::info!("shutting down: no new connections");
     let _ = stop_tx.send(true);
     for l in listeners {
@@ -299,12 +316,38 @@ async fn purge_expired_senders(store: SenderStore) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// The signals a long-running command answers, taken over at its start (before it
+/// listens: SIGHUP's default would end the process).
+struct Signals {
+    term: Signal,
+    interrupt: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, String> {
+        let take = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| format!("cannot handle {name}: {e}"))
+        };
+        Ok(Signals {
+            term: take(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: take(SignalKind::interrupt(), "SIGINT")?,
+            hangup: take(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    /// Reloads on each SIGHUP (the outcome is logged) until SIGTERM or SIGINT.
+    async fn until_stopped(mut self, reloader: &Reloader) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.interrupt.recv() => return,
+                _ = self.hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading");
+                    let _ = reloader.reload().await;
+                }
+            }
+        }
     }
 }
 

@@ -35,6 +35,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     Ok(Arc::new(config))
 }
 
+/// The STARTTLS acceptor `tls.cert` and `tls.key` describe; `None` (STARTTLS not
+/// offered) unless both are set.
+pub fn acceptor(cfg: &crate::config::Config) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    match (&cfg.tls.cert, &cfg.tls.key) {
+        (Some(cert), Some(key)) => {
+            let config = server_config(&cfg.resolve(cert), &cfg.resolve(key))?;
+            Ok(Some(tokio_rustls::TlsAcceptor::from(config)))
+        }
+        _ => Ok(None),
+    }
+}
+
 /// "TLSv1.3 TLS13_AES_256_GCM_SHA384": what Received headers and logs say of a session.
 pub fn describe(state: &CommonState) -> String {
     let version = match state.protocol_version() {

@@ -430,7 +430,7 @@ fuzz_target!(|data: &[u8]| {
     );
     if starttls {
         // Only offered in plain text, and the last reply is the go-ahead.
-        assert!(s.tls.is_none() && s.server.tls.is_some());
+        assert!(s.tls.is_none() && s.server.settings().tls.is_some());
         assert!(output.ends_with(b"220 2.0.0 Ready to start TLS\r\n"));
     }
     check_data(&w.rt, client, *cut);

@@ -195,10 +195,10 @@ fn act_on_spool(
     settings.tracer = tracer.clone();
     // Nothing delivers now: the DSNs wait in the spool for the relay.
     let (submit, _) = tokio::sync::mpsc::unbounded_channel();
+    let dsn = srs_relay::bounce::DsnSettings::from_config(cfg)?;
     let on_failure = srs_relay::bounce::dsn_on_failure(
         spool.clone(),
-        cfg.server.hostname.clone(),
-        settings.max_lifetime,
+        std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(dsn)),
         submit,
         tracer.clone(),
     );

@@ -45,6 +45,7 @@ impl Config {
             .and_then(Path::parent)
             .map(Path::to_path_buf)
             .unwrap_or_default();
+        cfg.file = path.map(Path::to_path_buf);
         cfg.validate()?;
         Ok(cfg)
     }

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use crate::srs::Options;
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub srs: SrsConfig,
@@ -24,9 +24,12 @@ pub struct Config {
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file it was loaded from, if any: what a reload reads again.
+    #[serde(skip)]
+    pub file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SrsConfig {
     /// `microsoft` or `classic`: the form written on forward (both are read on reverse).
@@ -76,7 +79,7 @@ impl Default for SrsConfig {
 }
 
 /// The SMTP listener and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// `host:port` entries to listen on.
@@ -149,7 +152,7 @@ impl Default for ServerConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SpoolConfig {
     /// Directory holding queued messages (created if missing).
@@ -164,7 +167,7 @@ impl Default for SpoolConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RelayConfig {
     /// Alias map: `john@forward.example: john@home.example, other@else.example`.
@@ -192,7 +195,7 @@ impl Default for RelayConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Waits between delivery attempts; the last one repeats.
@@ -229,7 +232,7 @@ impl Default for QueueConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TlsConfig {
     /// PEM certificate chain for STARTTLS; without cert and key, STARTTLS is not offered.
@@ -244,7 +247,7 @@ pub struct TlsConfig {
 
 /// Postfix's socketmap lookups (postsrsd 2.x's protocol); off while `listen` is empty.
 /// The lookup rules and limits here serve `[tcp_table]` too.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SocketmapConfig {
     /// `host:port` and `unix:/path` entries to serve the `forward` and `reverse` maps on.
@@ -280,7 +283,7 @@ impl Default for SocketmapConfig {
 }
 
 /// Postfix's tcp_table lookups on two ports, as postsrsd 1.x; off while both are empty.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct TcpTableConfig {
     /// `host:port` entries answering forward (sender) lookups.
@@ -290,7 +293,7 @@ pub struct TcpTableConfig {
 }
 
 /// The message trace (`srs-relay trace`): every event of every message, kept for a while.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceConfig {
     /// Record events at all.
@@ -328,7 +331,7 @@ impl Default for TraceConfig {
 }
 
 /// `[log]`: how the relay writes its log lines (always to stderr).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `text` (one readable line per event) or `json` (one JSON object per line, every
@@ -345,7 +348,7 @@ impl Default for LogConfig {
 }
 
 /// The admin HTTP listener: the dashboard and its API, `/metrics`, `/healthz`, `/readyz`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminConfig {
     /// `host:port` to listen on; empty turns it off.
@@ -367,7 +370,7 @@ impl Default for AdminConfig {
 }
 
 /// The queue alert: a log line, a gauge and a mail when the queue grows past a size.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsConfig {
     /// Raised when more messages than this are queued; cleared under 90% of it; 0: off.

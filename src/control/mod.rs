@@ -1,6 +1,6 @@
 //! The control socket of a running relay: `<spool.dir>/control`, a UNIX socket of mode
 //! 0600 in the spool directory (0700), so only the relay's user and root reach it.
-//! `srs-relay queue` talks to it. One request per connection: a JSON line in, a JSON
+//! `srs-relay queue` and `srs-relay reload` talk to it. One request per connection: a JSON line in, a JSON
 //! line back, then the relay closes the connection.
 
 mod client;

@@ -12,6 +12,8 @@ pub enum Request {
     List,
     /// `action` on the messages `select` names.
     Act { action: Action, select: Select },
+    /// Read the configuration again, as on SIGHUP.
+    Reload,
 }
 
 /// What the relay answers.
@@ -23,6 +25,10 @@ pub enum Reply {
     },
     Act {
         results: Vec<ActionResult>,
+    },
+    /// The reload is done: what it changed and what needs a restart.
+    Reload {
+        message: String,
     },
     /// The request could not be carried out, and why.
     Error {

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::protocol::{Reply, Request};
 use crate::delivery::QueueHandle;
+use crate::reload::Reloader;
 
 /// Longest request line.
 const MAX_REQUEST: u64 = 64 * 1024;
@@ -23,6 +24,7 @@ const MAX_AT_ONCE: usize = 8;
 #[derive(Clone)]
 pub struct Targets {
     pub queue: QueueHandle,
+    pub reloader: Reloader,
 }
 
 /// Binds the control socket at `path` (mode 0600; a socket left by an earlier run is
@@ -106,5 +108,14 @@ async fn carry_out(request: Request, targets: &Targets, by: &str) -> Reply {
             Some(results) => Reply::Act { results },
             None => stopped(),
         },
+        Request::Reload => {
+            tracing::info!(by, "reload asked on the control socket");
+            match targets.reloader.reload().await {
+                Ok(done) => Reply::Reload {
+                    message: done.to_string(),
+                },
+                Err(message) => Reply::Error { message },
+            }
+        }
     }
 }

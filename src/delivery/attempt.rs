@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -21,8 +23,9 @@ use crate::spool::{Envelope, RecipientState, Spool};
 
 /// What every attempt shares.
 pub(crate) struct Shared {
-    pub settings: DeliverySettings,
-    pub client: ClientSettings,
+    /// The settings in force: a reload replaces them; an attempt keeps the ones it
+    /// started with.
+    pub current: ArcSwap<Current>,
     pub spool: Arc<Spool>,
     pub on_failure: OnFailure,
     pub resolver: Arc<dyn Resolve>,
@@ -31,6 +34,52 @@ pub(crate) struct Shared {
     pub connections: Arc<ConnectionCache<Open>>,
     /// Becomes `true` on shutdown: start nothing new.
     pub stop: watch::Receiver<bool>,
+}
+
+/// The delivery settings and the client's, as one reload puts them in force.
+pub(crate) struct Current {
+    pub settings: DeliverySettings,
+    pub client: ClientSettings,
+    /// When these came in force: cached sessions opened before are not used again (they
+    /// may have been opened without the TLS that `tls.require_outbound` now asks for).
+    pub since: Instant,
+}
+
+impl Current {
+    pub(crate) fn new(settings: DeliverySettings, tls: tokio_rustls::TlsConnector) -> Current {
+        let client = ClientSettings {
+            ehlo_name: settings.ehlo_name.clone(),
+            connect_timeout: settings.connect_timeout,
+            command_timeout: settings.command_timeout,
+            data_done_timeout: settings.data_done_timeout,
+            require_tls: settings.require_tls,
+            tls,
+            tracer: settings.tracer.clone(),
+        };
+        Current {
+            settings,
+            client,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Shared {
+    /// Puts `settings` in force for the attempts that start from now on. What is built
+    /// once at start stays: the connection limits, the connection cache's times, the
+    /// tracer and the MX port.
+    pub(crate) fn reload(&self, mut settings: DeliverySettings) {
+        let old = self.current.load();
+        let was = &old.settings;
+        settings.max_concurrent_deliveries = was.max_concurrent_deliveries;
+        settings.max_per_destination = was.max_per_destination;
+        settings.connection_cache_time = was.connection_cache_time;
+        settings.connection_reuse_time = was.connection_reuse_time;
+        settings.tracer = was.tracer.clone();
+        settings.mx_port = was.mx_port;
+        let tls = old.client.tls.clone();
+        self.current.store(Arc::new(Current::new(settings, tls)));
+    }
 }
 
 /// The connection limits: one semaphore for all, one per destination.
@@ -77,12 +126,14 @@ type Body = Arc<OnceCell<Result<Arc<Message>, String>>>;
 
 /// Runs one attempt; returns the envelope if recipients are still pending.
 pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelope> {
+    let current = shared.current.load_full();
     let snapshot = Arc::new(env.clone());
     let body: Body = Arc::default();
     let mut groups = JoinSet::new();
-    for (dest, indices) in group(&env, &shared.settings) {
+    for (dest, indices) in group(&env, &current.settings) {
         groups.spawn(deliver_group(
             shared.clone(),
+            current.clone(),
             snapshot.clone(),
             dest,
             indices,
@@ -108,7 +159,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     }
     // Not attempted (nothing pending), but DSNs owed: only those are made.
     let concluded = if attempted {
-        conclude_attempt(&shared, &mut env, &outcomes)
+        conclude_attempt(&current.settings, &mut env, &outcomes)
     } else {
         Concluded::default()
     };
@@ -116,7 +167,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut env: Envelope) -> Option<Envelo
     let shared2 = shared.clone();
     let finish = tokio::task::spawn_blocking(move || {
         record(
-            &shared2.settings,
+            &current.settings,
             &shared2.spool,
             &shared2.on_failure,
             env,
@@ -180,6 +231,7 @@ async fn acquire(
 /// Delivers one destination's recipients; `None` if the queue stopped first.
 async fn deliver_group(
     shared: Arc<Shared>,
+    current: Arc<Current>,
     env: Arc<Envelope>,
     dest: Destination,
     indices: Vec<usize>,
@@ -191,7 +243,7 @@ async fn deliver_group(
     let _dest_permit = acquire(shared.limits.destination(&dest.key()), &mut stop).await?;
     let _global_permit = acquire(shared.limits.global.clone(), &mut stop).await?;
 
-    let outcomes = deliver_group_now(&shared, &env, &dest, &indices, &body).await;
+    let outcomes = deliver_group_now(&shared, &current, &env, &dest, &indices, &body).await;
     for o in &outcomes {
         log_outcome(&env.id, &env.recipients[o.index].address, o);
     }
@@ -200,6 +252,7 @@ async fn deliver_group(
 
 async fn deliver_group_now(
     shared: &Shared,
+    current: &Current,
     env: &Envelope,
     dest: &Destination,
     indices: &[usize],
@@ -218,7 +271,7 @@ async fn deliver_group_now(
             .collect()
     };
 
-    let targets = match dns::route(dest, &*shared.resolver, shared.settings.mx_port).await {
+    let targets = match dns::route(dest, &*shared.resolver, current.settings.mx_port).await {
         Route::Targets(t) => t,
         Route::Permanent(e) => return all(RcptResult::Failed(e), None),
         Route::Temporary(e) => return all(RcptResult::Deferred(e), None),
@@ -262,7 +315,7 @@ async fn deliver_group_now(
 
     let mut last = (String::new(), None);
     for target in &targets {
-        match deliver_at(target, shared, &tx).await {
+        match deliver_at(target, shared, current, &tx).await {
             HostOutcome::Done { results, dsn, tls } => {
                 let remote = Some(target.describe());
                 return indices
@@ -291,17 +344,28 @@ const MAX_CACHED_TRIES: usize = 3;
 
 /// Delivers `tx` to `target`, over an idle session from the cache if there is one, and
 /// gives the session back to the cache afterwards if it is fit for another transaction.
-async fn deliver_at(target: &Target, shared: &Shared, tx: &Transaction<'_>) -> HostOutcome {
+async fn deliver_at(
+    target: &Target,
+    shared: &Shared,
+    current: &Current,
+    tx: &Transaction<'_>,
+) -> HostOutcome {
     let cache = &shared.connections;
+    let client = &current.client;
     // A cached session the server has closed meanwhile fails before anything is decided
     // (TryNext, session lost): then it is dropped and the next one, or a new one, is used.
     for _ in 0..MAX_CACHED_TRIES {
         let Some(mut open) = cache.take(target) else {
             break;
         };
+        if open.opened < current.since {
+            // Opened under settings a reload has replaced.
+            open.quit().await;
+            continue;
+        }
         tracing::debug!(queue_id = %tx.id, remote = %target.describe(), uses = open.uses,
             "reusing connection");
-        match open.transaction(tx, shared.client.data_done_timeout).await {
+        match open.transaction(tx, client.data_done_timeout).await {
             // Lost (closed by the server while idle, 421): not this message's fault.
             (HostOutcome::TryNext(e), false) => {
                 tracing::debug!(queue_id = %tx.id, remote = %target.describe(), error = %e,
@@ -314,11 +378,11 @@ async fn deliver_at(target: &Target, shared: &Shared, tx: &Transaction<'_>) -> H
             }
         }
     }
-    let mut open = match client::connect(target, &shared.client, tx.id).await {
+    let mut open = match client::connect(target, client, tx.id).await {
         Ok(open) => open,
         Err(e) => return HostOutcome::TryNext(e),
     };
-    let (outcome, clean) = open.transaction(tx, shared.client.data_done_timeout).await;
+    let (outcome, clean) = open.transaction(tx, client.data_done_timeout).await;
     give_back(target, open, clean, cache).await;
     outcome
 }

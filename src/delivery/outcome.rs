@@ -3,7 +3,6 @@
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
-use super::attempt::Shared;
 use super::client::RcptResult;
 use super::{DeliverySettings, FailureReason, FailureReport, OnFailure};
 use crate::dsn::{Action, notify_allows};
@@ -27,7 +26,7 @@ pub(crate) struct Outcome {
 
 /// Applies an attempt's outcomes to `env` (see [`conclude`]) and logs what expired.
 pub(super) fn conclude_attempt(
-    shared: &Shared,
+    settings: &DeliverySettings,
     env: &mut Envelope,
     outcomes: &[Outcome],
 ) -> Concluded {
@@ -35,11 +34,11 @@ pub(super) fn conclude_attempt(
         env,
         outcomes,
         unix_now(),
-        &shared.settings.retry_intervals,
-        shared.settings.max_lifetime,
-        shared.settings.delay_warning,
+        &settings.retry_intervals,
+        settings.max_lifetime,
+        settings.delay_warning,
     );
-    trace_outcomes(&shared.settings.tracer, env, outcomes);
+    trace_outcomes(&settings.tracer, env, outcomes);
     for &i in &concluded.expired {
         let r = &env.recipients[i];
         tracing::info!(event = "failed", queue_id = %env.id, rcpt = %r.address,
@@ -52,7 +51,7 @@ pub(super) fn conclude_attempt(
             .reply(r.last_error.as_deref().unwrap_or(""));
         e.remote = r.remote.clone();
         e.attempt = Some(env.attempts);
-        shared.settings.tracer.record(e);
+        settings.tracer.record(e);
     }
     if !env.is_done() {
         tracing::debug!(queue_id = %env.id, attempts = env.attempts, next_attempt = env.next_attempt,

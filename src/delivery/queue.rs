@@ -10,8 +10,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::attempt::{self, Limits, Shared};
-use super::client::{ClientSettings, Open};
+use arc_swap::ArcSwap;
+
+use super::attempt::{self, Current, Limits, Shared};
+use super::client::Open;
 use super::connections::{ConnectionCache, run_expiry};
 use super::control::{self, Action, ActionResult, EntryState, Outcome, QueueEntry, Select};
 use super::dns::{Resolve, SystemResolver};
@@ -52,15 +54,6 @@ impl Queue {
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let s = &self.settings;
-        let client = ClientSettings {
-            ehlo_name: s.ehlo_name.clone(),
-            connect_timeout: s.connect_timeout,
-            command_timeout: s.command_timeout,
-            data_done_timeout: s.data_done_timeout,
-            require_tls: s.require_tls,
-            tls: opportunistic_tls(),
-            tracer: s.tracer.clone(),
-        };
         let limits = Limits::new(
             s.max_concurrent_deliveries.max(1),
             s.max_per_destination.max(1),
@@ -76,7 +69,7 @@ impl Queue {
             stop_rx.clone(),
         ));
         let shared = Arc::new(Shared {
-            client,
+            current: ArcSwap::from_pointee(Current::new(self.settings, opportunistic_tls())),
             limits,
             connections: connections.clone(),
             spool: self.spool,
@@ -85,11 +78,10 @@ impl Queue {
                 .resolver
                 .unwrap_or_else(|| Arc::new(SystemResolver::new())),
             stop: stop_rx.clone(),
-            settings: self.settings,
         });
         let queued = Arc::new(AtomicUsize::new(0));
         let mut scheduler = Scheduler {
-            shared,
+            shared: shared.clone(),
             waiting: HashMap::new(),
             held: HashMap::new(),
             after_attempt: HashMap::new(),
@@ -121,6 +113,7 @@ impl Queue {
                 expiry: Mutex::new(Some(expiry)),
                 connections,
                 queued,
+                shared,
             }),
         }
     }
@@ -168,9 +161,19 @@ struct Inner {
     expiry: Mutex<Option<JoinHandle<()>>>,
     connections: Arc<ConnectionCache<Open>>,
     queued: Arc<AtomicUsize>,
+    /// What attempts share, for [`QueueHandle::reload`].
+    shared: Arc<Shared>,
 }
 
 impl QueueHandle {
+    /// Puts `settings` in force for the attempts that start from now on (a reload):
+    /// routes, smarthost, outbound TLS, retry intervals, lifetime, timeouts, EHLO name.
+    /// The connection limits and the connection cache's times keep their start values.
+    /// Idle cached sessions are not used again.
+    pub fn reload(&self, settings: DeliverySettings) {
+        self.inner.shared.reload(settings);
+    }
+
     /// Hands over an envelope that is durably in the spool; it is tried when its
     /// `next_attempt` comes (at once if that is now or past). After shutdown this does
     /// nothing: the message stays in the spool for the next start.
@@ -446,7 +449,12 @@ impl Scheduler {
                 // In memory only: a restart tries every due message at once anyway.
                 env.next_attempt = now;
                 self.heap.push(Reverse((now, id.clone())));
-                control::log_and_trace(&self.shared.settings.tracer, action, env, &by);
+                control::log_and_trace(
+                    &self.shared.current.load().settings.tracer,
+                    action,
+                    env,
+                    &by,
+                );
                 Outcome::Done
             } else if let Some(env) = self.waiting.remove(&id).or_else(|| self.held.remove(&id)) {
                 self.spawn_action(action, env, by.clone(), Some(replies.clone()));
@@ -475,7 +483,7 @@ impl Scheduler {
             let done = tokio::task::spawn_blocking(move || {
                 let now = crate::srs::unix_now();
                 control::apply(
-                    &shared.settings,
+                    &shared.current.load().settings,
                     &shared.spool,
                     &shared.on_failure,
                     action,
@@ -536,7 +544,7 @@ impl Scheduler {
 
         // Stopping: attempts waiting for a slot return at once (untouched); give the
         // others the grace period.
-        let grace = self.shared.settings.shutdown_grace;
+        let grace = self.shared.current.load().settings.shutdown_grace;
         let running = self.attempts.len();
         if running > 0 {
             tracing::info!(running, grace = ?grace, "delivery queue stopping; waiting for attempts under way");

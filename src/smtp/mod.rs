@@ -1,6 +1,7 @@
 //! The inbound SMTP server: listeners, connection limits, STARTTLS, graceful shutdown.
 //! One task per connection runs a session; a session that asks for STARTTLS hands its
 //! socket back, is upgraded here, and runs again over TLS with a fresh state (RFC 3207).
+//! A reload replaces the [`Settings`]; each connection keeps the ones it started with.
 
 pub mod io;
 pub(crate) mod received;
@@ -9,12 +10,14 @@ pub(crate) mod session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{BounceSenders, Config, ConfigError, duration};
@@ -64,26 +67,60 @@ impl Limits {
 /// Called with each envelope once it is durably in the spool (wired to the delivery queue).
 pub type OnSpooled = Arc<dyn Fn(Envelope) + Send + Sync>;
 
-/// What every session shares.
-pub struct Server {
+/// What sessions work with from the configuration. A reload replaces it whole; each
+/// connection keeps the one it started with to its end (after STARTTLS too).
+pub struct Settings {
     pub limits: Limits,
     pub srs: Srs,
     pub policy: Policy,
-    pub spool: Arc<Spool>,
-    pub store: SenderStore,
     /// `srs.stored_for_relayed`.
     pub stored_for_relayed: bool,
     /// `srs.bounce_senders`.
     pub bounce_senders: BounceSenders,
+    /// STARTTLS, offered when set.
+    pub tls: Option<TlsAcceptor>,
+    /// `server.max_connections`.
+    pub max_connections: usize,
+    /// `server.max_connections_per_ip`.
+    pub max_per_ip: usize,
+    /// `server.max_refused_rcpts` and `server.refused_rcpts_window`.
+    pub refused_rcpts: (u32, Duration),
+}
+
+impl Settings {
+    /// The settings `cfg` describes, with the codec, policy and TLS acceptor made from it.
+    pub fn new(
+        cfg: &Config,
+        srs: Srs,
+        policy: Policy,
+        tls: Option<TlsAcceptor>,
+    ) -> Result<Settings, ConfigError> {
+        Ok(Settings {
+            limits: Limits::from_config(cfg)?,
+            srs,
+            policy,
+            stored_for_relayed: cfg.srs.stored_for_relayed,
+            bounce_senders: cfg.srs.bounce_senders()?,
+            tls,
+            max_connections: cfg.server.max_connections,
+            max_per_ip: cfg.server.max_connections_per_ip,
+            refused_rcpts: cfg.refused_rcpts()?,
+        })
+    }
+}
+
+/// What every session shares: the settings in force, and what lives across reloads.
+pub struct Server {
+    settings: ArcSwap<Settings>,
+    pub spool: Arc<Spool>,
+    pub store: SenderStore,
     /// Refused recipients per client address (`server.max_refused_rcpts`).
     pub refusals: Refusals,
-    pub tls: Option<TlsAcceptor>,
     pub on_spooled: OnSpooled,
     /// Where session events go (`[trace]`); disabled unless the caller sets one.
     pub(crate) tracer: crate::trace::Tracer,
-    max_connections: Arc<Semaphore>,
-    max_connections_total: usize,
-    max_per_ip: usize,
+    /// Sessions open now.
+    open: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -97,24 +134,16 @@ impl Server {
         tls: Option<TlsAcceptor>,
         on_spooled: OnSpooled,
     ) -> Result<Server, ConfigError> {
+        let settings = Settings::new(cfg, srs, policy, tls)?;
+        let (limit, window) = settings.refused_rcpts;
         Ok(Server {
-            limits: Limits::from_config(cfg)?,
-            srs,
-            policy,
+            settings: ArcSwap::from_pointee(settings),
             spool,
             store,
-            stored_for_relayed: cfg.srs.stored_for_relayed,
-            bounce_senders: cfg.srs.bounce_senders()?,
-            refusals: {
-                let (limit, window) = cfg.refused_rcpts()?;
-                Refusals::new(limit, window)
-            },
-            tls,
+            refusals: Refusals::new(limit, window),
             on_spooled,
             tracer: crate::trace::Tracer::disabled(),
-            max_connections: Arc::new(Semaphore::new(cfg.server.max_connections)),
-            max_connections_total: cfg.server.max_connections,
-            max_per_ip: cfg.server.max_connections_per_ip,
+            open: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         })
     }
@@ -125,9 +154,22 @@ impl Server {
         self
     }
 
+    /// The settings in force: what a connection starting now gets.
+    pub fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    /// Puts `settings` in force for the connections that start from now on; those open
+    /// keep theirs. The refused-recipient counts stay, under the new limit and window.
+    pub fn reload(&self, settings: Settings) {
+        let (limit, window) = settings.refused_rcpts;
+        self.refusals.set_limits(limit, window);
+        self.settings.store(Arc::new(settings));
+    }
+
     /// Sessions open now.
     pub fn active_connections(&self) -> usize {
-        self.max_connections_total - self.max_connections.available_permits()
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Accepts connections on `listener` until `shutdown` turns true.
@@ -160,14 +202,16 @@ impl Server {
                 .await;
             return;
         }
-        let Ok(_permit) = self.max_connections.clone().try_acquire_owned() else {
+        // This connection's settings, to its end, whatever a reload does meanwhile.
+        let settings = self.settings();
+        let Some(_slot) = Slot::take(&self.open, settings.max_connections) else {
             tracing::warn!(peer = %peer.ip(), "connection refused: too many connections");
             let _ = stream
                 .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
                 .await;
             return;
         };
-        let Some(_ip_slot) = IpSlot::take(&self, peer.ip()) else {
+        let Some(_ip_slot) = IpSlot::take(&self, peer.ip(), settings.max_per_ip) else {
             tracing::warn!(peer = %peer.ip(), "connection refused: too many connections from this address");
             let _ = stream
                 .write_all(b"421 4.7.0 Too many connections from your address, try again later\r\n")
@@ -175,22 +219,42 @@ impl Server {
             return;
         };
         tracing::info!(peer = %peer, "connection");
-        let plain = match session::run(&self, stream, peer, None, shutdown.clone()).await {
+        let plain = match session::run(&self, &settings, stream, peer, None, shutdown.clone()).await
+        {
             session::End::StartTls(stream) => stream,
             session::End::Closed => return,
         };
-        let Some(acceptor) = self.tls.clone() else {
+        let Some(acceptor) = settings.tls.clone() else {
             return;
         };
-        match tokio::time::timeout(self.limits.command_timeout, acceptor.accept(plain)).await {
+        match tokio::time::timeout(settings.limits.command_timeout, acceptor.accept(plain)).await {
             Ok(Ok(stream)) => {
                 let tls = crate::tls::describe(stream.get_ref().1);
                 tracing::info!(peer = %peer, tls = %tls, "tls established");
-                session::run(&self, stream, peer, Some(tls), shutdown).await;
+                session::run(&self, &settings, stream, peer, Some(tls), shutdown).await;
             }
             Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "tls handshake failed"),
             Err(_) => tracing::warn!(peer = %peer, "tls handshake timed out"),
         }
+    }
+}
+
+/// One of the open sessions counted against `server.max_connections`, given back on drop.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    fn take(open: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Slot(open))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -201,10 +265,10 @@ struct IpSlot<'a> {
 }
 
 impl<'a> IpSlot<'a> {
-    fn take(server: &'a Server, ip: IpAddr) -> Option<IpSlot<'a>> {
+    fn take(server: &'a Server, ip: IpAddr, max: usize) -> Option<IpSlot<'a>> {
         let mut map = server.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_insert(0);
-        if *n >= server.max_per_ip {
+        if *n >= max {
             return None;
         }
         *n += 1;

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// Addresses tracked at most (about 4.5 MiB of table).
@@ -58,10 +59,10 @@ struct Table {
 
 /// Refused-recipient counts per client address (see the module's documentation).
 pub struct Refusals {
-    /// 0: off.
-    limit: u32,
+    /// 0: off. A reload may change it ([`Refusals::set_limits`]).
+    limit: AtomicU32,
     /// Window and penalty, whole seconds (at least 1).
-    window: u32,
+    window: AtomicU32,
     cap: usize,
     epoch: Instant,
     table: Mutex<Table>,
@@ -75,10 +76,9 @@ impl Refusals {
     }
 
     fn with_cap(limit: u32, window: Duration, cap: usize) -> Refusals {
-        let secs = window.as_secs() + u64::from(window.subsec_nanos() > 0);
         Refusals {
-            limit,
-            window: u32::try_from(secs.max(1)).unwrap_or(u32::MAX),
+            limit: AtomicU32::new(limit),
+            window: AtomicU32::new(whole_seconds(window)),
             cap: cap.max(10),
             epoch: Instant::now(),
             table: Mutex::new(Table {
@@ -88,13 +88,27 @@ impl Refusals {
         }
     }
 
+    /// Counts on with a new limit and window (a reload); the counts so far are kept.
+    pub fn set_limits(&self, limit: u32, window: Duration) {
+        self.limit.store(limit, Ordering::Relaxed);
+        self.window.store(whole_seconds(window), Ordering::Relaxed);
+    }
+
     pub fn enabled(&self) -> bool {
-        self.limit > 0
+        self.limit() > 0
+    }
+
+    fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    fn window(&self) -> u32 {
+        self.window.load(Ordering::Relaxed)
     }
 
     /// The penalty a blocked address serves (one window).
     pub fn penalty(&self) -> Duration {
-        Duration::from_secs(u64::from(self.window))
+        Duration::from_secs(u64::from(self.window()))
     }
 
     /// Seconds since `epoch`, from 1 (0 marks "not blocked").
@@ -131,8 +145,8 @@ impl Refusals {
             return Verdict::Counted(0);
         }
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.window();
         if now >= table.next_prune {
-            let window = self.window;
             table.map.retain(|_, e| now < e.expires(window));
             table.next_prune = now.saturating_add(window);
         }
@@ -152,7 +166,7 @@ impl Refusals {
                 new: false,
             };
         }
-        if entry.until != 0 || now >= entry.start.saturating_add(self.window) {
+        if entry.until != 0 || now >= entry.start.saturating_add(window) {
             // The penalty or the window is over: a new window.
             *entry = Entry {
                 start: now,
@@ -161,8 +175,8 @@ impl Refusals {
             };
         }
         entry.count += 1;
-        if entry.count >= self.limit {
-            entry.until = now.saturating_add(self.window);
+        if entry.count >= self.limit() {
+            entry.until = now.saturating_add(window);
             return Verdict::Blocked {
                 count: entry.count,
                 new: true,
@@ -174,7 +188,7 @@ impl Refusals {
     /// Makes room: drops what expired, then, if still full, the tenth of the entries that
     /// expire first.
     fn evict(&self, map: &mut HashMap<u128, Entry>, now: u32) {
-        let window = self.window;
+        let window = self.window();
         map.retain(|_, e| now < e.expires(window));
         if map.len() < self.cap {
             return;
@@ -192,6 +206,12 @@ impl Refusals {
     fn len(&self) -> usize {
         self.table.lock().unwrap().map.len()
     }
+}
+
+/// `window` in whole seconds, rounded up, at least 1.
+fn whole_seconds(window: Duration) -> u32 {
+    let secs = window.as_secs() + u64::from(window.subsec_nanos() > 0);
+    u32::try_from(secs.max(1)).unwrap_or(u32::MAX)
 }
 
 /// What refusals are counted against: an IPv4 address (IPv4-mapped IPv6 included), or
@@ -339,9 +359,31 @@ mod tests {
     }
 
     #[test]
+    fn new_limits_apply_to_the_counts_so_far() {
+        let r = Refusals::new(5, Duration::from_secs(60));
+        let a = key(ip("192.0.2.1"));
+        assert_eq!(r.record_at(a, 1), Verdict::Counted(1));
+        assert_eq!(r.record_at(a, 2), Verdict::Counted(2));
+        // A reload lowers the limit: the third refusal reaches it.
+        r.set_limits(3, Duration::from_secs(10));
+        assert_eq!(
+            r.record_at(a, 3),
+            Verdict::Blocked {
+                count: 3,
+                new: true
+            }
+        );
+        assert_eq!(r.blocked_at(a, 12), Some(3));
+        assert_eq!(r.blocked_at(a, 13), None);
+        r.set_limits(0, Duration::from_secs(10));
+        assert!(!r.enabled());
+        assert_eq!(r.record_at(a, 20), Verdict::Counted(0));
+    }
+
+    #[test]
     fn windows_round_up_to_whole_seconds() {
-        assert_eq!(Refusals::new(1, Duration::from_millis(1500)).window, 2);
-        assert_eq!(Refusals::new(1, Duration::from_millis(1)).window, 1);
-        assert_eq!(Refusals::new(1, Duration::from_secs(600)).window, 600);
+        assert_eq!(Refusals::new(1, Duration::from_millis(1500)).window(), 2);
+        assert_eq!(Refusals::new(1, Duration::from_millis(1)).window(), 1);
+        assert_eq!(Refusals::new(1, Duration::from_secs(600)).window(), 600);
     }
 }

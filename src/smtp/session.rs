@@ -9,8 +9,8 @@ use smtp_proto::{MAIL_RET_FULL, MAIL_SMTPUTF8, Request};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
 
-use super::Server;
 use super::io::{self, Line};
+use super::{Server, Settings};
 use crate::trace::{Event, Kind};
 
 mod data;
@@ -50,6 +50,8 @@ struct Transaction {
 
 struct Session<'a, S> {
     srv: &'a Server,
+    /// The connection's settings, kept whatever a reload does meanwhile.
+    settings: &'a Settings,
     io: BufReader<S>,
     peer: SocketAddr,
     tls: Option<String>,
@@ -76,6 +78,7 @@ const LINGER_OCTETS: usize = 1024 * 1024;
 
 pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     srv: &Server,
+    settings: &Settings,
     stream: S,
     peer: SocketAddr,
     tls: Option<String>,
@@ -83,6 +86,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End<S> {
     let mut s = Session {
         srv,
+        settings,
         // tokio zero-fills it, so every idle session keeps all of it resident: 4 KiB
         // (Postfix's stream buffer) rather than 16 KiB cuts an idle session's memory
         // to a third; DATA reads in 4 KiB steps just as fast.
@@ -95,7 +99,7 @@ pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         errors: 0,
         out: Vec::with_capacity(512),
     };
-    let limits = &srv.limits;
+    let limits = &settings.limits;
     // After STARTTLS the session starts again: a second event, with the TLS in use.
     let mut connected = Event::new(Kind::Connection).remote(&peer.ip().to_string());
     connected.tls = s.tls.clone();
@@ -182,7 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             stream.write_all(out).await?;
             stream.flush().await
         };
-        match tokio::time::timeout(self.srv.limits.command_timeout, write).await {
+        match tokio::time::timeout(self.settings.limits.command_timeout, write).await {
             Ok(r) => r?,
             Err(_) => {
                 tracing::warn!(peer = %self.peer.ip(), "client does not read its replies; closing");
@@ -215,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     fn error(&mut self, text: &str) -> Next {
         self.reply(text);
         self.errors += 1;
-        if self.errors >= self.srv.limits.max_errors {
+        if self.errors >= self.settings.limits.max_errors {
             tracing::warn!(peer = %self.peer.ip(), errors = self.errors, "too many errors, closing");
             self.reply("421 4.7.0 Too many errors, closing connection");
             return Next::Close;
@@ -285,7 +289,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Request::StartTls => {
                 if self.tls.is_some() {
                     self.error("503 5.5.1 TLS already active")
-                } else if self.srv.tls.is_none() {
+                } else if self.settings.tls.is_none() {
                     self.error("454 4.7.0 TLS not available")
                 } else {
                     self.reply("220 2.0.0 Ready to start TLS");
@@ -298,18 +302,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     fn hello(&mut self, host: String, esmtp: bool) {
-        let hostname = &self.srv.limits.hostname;
+        let hostname = &self.settings.limits.hostname;
         if esmtp {
             let mut lines = vec![
                 format!("{hostname} Hello {host} [{}]", self.peer.ip()),
                 "PIPELINING".to_owned(),
-                format!("SIZE {}", self.srv.limits.max_message_size),
+                format!("SIZE {}", self.settings.limits.max_message_size),
                 "8BITMIME".to_owned(),
                 "SMTPUTF8".to_owned(),
                 "ENHANCEDSTATUSCODES".to_owned(),
                 "DSN".to_owned(),
             ];
-            if self.tls.is_none() && self.srv.tls.is_some() {
+            if self.tls.is_none() && self.settings.tls.is_some() {
                 lines.push("STARTTLS".to_owned());
             }
             let last = lines.len() - 1;
@@ -333,10 +337,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if self.tx.is_some() {
             return self.error("503 5.5.1 Sender already specified");
         }
-        if self.srv.limits.require_tls && self.tls.is_none() {
+        if self.settings.limits.require_tls && self.tls.is_none() {
             return self.error("530 5.7.0 Must issue a STARTTLS command first");
         }
-        if from.size > self.srv.limits.max_message_size {
+        if from.size > self.settings.limits.max_message_size {
             return self.error("552 5.3.4 Message size exceeds fixed maximum message size");
         }
         self.tx = Some(Transaction {

@@ -66,13 +66,18 @@ pub(super) fn connection<S: Blocking>(shared: &Shared, mut stream: S, protocol: 
     loop {
         let mut used = 0;
         let mut close = false;
-        while used < filled {
-            match answer_one(&shared.lookups, protocol, &buf[used..filled], &mut out) {
-                Step::More => break,
-                Step::Answered(n) => used += n,
-                Step::Close => {
-                    close = true;
-                    break;
+        {
+            // The codec and rules in force now (a reload may have replaced them since
+            // the last batch); not held across the read below.
+            let lookups = shared.lookups.load();
+            while used < filled {
+                match answer_one(&lookups, protocol, &buf[used..filled], &mut out) {
+                    Step::More => break,
+                    Step::Answered(n) => used += n,
+                    Step::Close => {
+                        close = true;
+                        break;
+                    }
                 }
             }
         }

@@ -1,6 +1,8 @@
 //! Answering one request: framing it in the connection's protocol (socketmap netstrings
 //! or tcp_table lines), deciding it, and encoding the answer.
 
+use std::sync::Arc;
+
 use super::lookup::{self, Answer, Map, Rules};
 use super::{netstring, tcp_table};
 use crate::srs::{Srs, unix_now};
@@ -12,7 +14,7 @@ pub const MAX_REQUEST: usize = 1024;
 /// What answering a request needs: the codec, the sender store and the lookup rules.
 pub(super) struct Lookups {
     pub(super) srs: Srs,
-    pub(super) stored: Box<dyn lookup::Stored + Send + Sync>,
+    pub(super) stored: Arc<dyn lookup::Stored + Send + Sync>,
     pub(super) rules: Rules,
 }
 
@@ -188,7 +190,7 @@ pub(crate) fn answer_all(input: &[u8], tcp_table: Option<Map>) -> (Vec<u8>, bool
         };
         Lookups {
             srs: Srs::new(&["fuzz secret"], options).expect("valid options"),
-            stored: Box::new(NoStore),
+            stored: Arc::new(NoStore),
             rules: Rules {
                 domain: "forward.example".into(),
                 exclude_domains: vec![".partner.example".into()],
@@ -236,7 +238,7 @@ mod tests {
         };
         Lookups {
             srs: Srs::new(&["tops3cr3t"], options).unwrap(),
-            stored: Box::new(NoStore),
+            stored: Arc::new(NoStore),
             rules: Rules {
                 domain: "example.com".into(),
                 exclude_domains: vec![],

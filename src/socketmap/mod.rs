@@ -32,5 +32,5 @@ pub use dispatch::MAX_REQUEST;
 #[cfg(feature = "fuzzing")]
 pub(crate) use dispatch::answer_all;
 pub use lookup::Map;
-pub use server::{Services, start};
+pub use server::{Handle, Services, start};
 pub use settings::Settings;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinHandle;
@@ -26,12 +27,40 @@ pub struct Services {
     unix_sockets: Vec<PathBuf>,
 }
 
+/// Reloads running services: see [`Services::handle`].
+#[derive(Clone)]
+pub struct Handle(Arc<Shared>);
+
+impl Handle {
+    /// Answers every request read from now on with `srs` and the rules of `settings`
+    /// (`srs.default_domain`, `socketmap.exclude_domains`), open connections included.
+    /// Listeners, timeouts and the connection limit keep their start values.
+    pub fn reload(&self, settings: &Settings, srs: Srs) {
+        self.0.lookups.store(Arc::new(Lookups {
+            stored: Arc::new(BlockingStore::new(self.0.store.clone(), &srs)),
+            srs,
+            rules: settings.rules.clone(),
+        }));
+    }
+}
+
 /// The sender store for lookups, which run on plain threads: each call is run on the
 /// runtime the services were started from.
 struct BlockingStore {
     store: SenderStore,
     runtime: tokio::runtime::Handle,
     ttl: Duration,
+}
+
+impl BlockingStore {
+    /// Called on the runtime: keeps entries as long as `srs` accepts addresses.
+    fn new(store: SenderStore, srs: &Srs) -> BlockingStore {
+        BlockingStore {
+            store,
+            runtime: tokio::runtime::Handle::current(),
+            ttl: entry_lifetime(srs.options().max_age_days),
+        }
+    }
 }
 
 impl lookup::Stored for BlockingStore {
@@ -52,7 +81,10 @@ impl lookup::Stored for BlockingStore {
 
 /// What every lookup connection shares.
 pub(super) struct Shared {
-    pub(super) lookups: Lookups,
+    /// Replaced whole by a reload; each batch of requests reads it once.
+    pub(super) lookups: ArcSwap<Lookups>,
+    /// The sender store, for the lookups a reload makes.
+    store: SenderStore,
     pub(super) idle_timeout: Duration,
     pub(super) request_timeout: Duration,
     connections: Arc<Semaphore>,
@@ -154,17 +186,13 @@ pub async fn start(
             tcp.push((bind_tcp(key, *a).await?, Protocol::TcpTable(map)));
         }
     }
-    let ttl = entry_lifetime(srs.options().max_age_days);
     let shared = Arc::new(Shared {
-        lookups: Lookups {
+        lookups: ArcSwap::from_pointee(Lookups {
+            stored: Arc::new(BlockingStore::new(store.clone(), &srs)),
             srs,
-            stored: Box::new(BlockingStore {
-                store,
-                runtime: tokio::runtime::Handle::current(),
-                ttl,
-            }),
             rules: settings.rules,
-        },
+        }),
+        store,
         idle_timeout: settings.idle_timeout,
         request_timeout: settings.request_timeout,
         connections: Arc::new(Semaphore::new(settings.max_connections)),
@@ -203,6 +231,11 @@ pub async fn start(
 }
 
 impl Services {
+    /// What reloads these services while they run (a clone lives past [`Services::stopped`]).
+    pub fn handle(&self) -> Handle {
+        Handle(self.shared.clone())
+    }
+
     /// Lookup connections open now.
     pub fn active_connections(&self) -> usize {
         self.shared.max_connections - self.shared.connections.available_permits()

@@ -103,6 +103,11 @@ impl Lookups {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// The service's process id (it must be running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn secrets(&self) -> PathBuf {
         self.dir.path().join("secrets")
     }

@@ -26,7 +26,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Next::Close;
         }
         let planned = self.plan(tx);
-        let limits = &self.srv.limits;
+        let limits = &self.settings.limits;
         let mut sink = SpoolSink {
             spool: &self.srv.spool,
             message: Some(Incoming::new()),
@@ -140,7 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let received = Trace {
             helo: &helo,
             ip: self.peer.ip(),
-            hostname: &self.srv.limits.hostname,
+            hostname: &self.settings.limits.hostname,
             esmtp: self.esmtp,
             smtputf8: tx.smtputf8,
             tls: self.tls.as_deref(),

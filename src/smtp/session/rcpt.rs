@@ -15,17 +15,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let Some(tx) = &self.tx else {
             return self.error("503 5.5.1 Need MAIL before RCPT");
         };
-        if tx.recipients.len() >= self.srv.limits.max_recipients {
+        if tx.recipients.len() >= self.settings.limits.max_recipients {
             // Not counted as an error: the client is expected to send the rest later.
             self.reply("452 4.5.3 Too many recipients");
             return Next::Continue;
         }
         let address = to.address;
-        let srs = &self.srv.srs;
+        let srs = &self.settings.srs;
         let ip = self.peer.ip();
-        let default_domain = &self.srv.limits.default_domain;
+        let default_domain = &self.settings.limits.default_domain;
         let mut bounce = false;
-        let rewritten = match self.srv.policy.recipient(&address, ip) {
+        let rewritten = match self.settings.policy.recipient(&address, ip) {
             policy::Recipient::Alias { alias, targets } => {
                 let sender = tx.sender.clone();
                 match srs.forward(&sender, &alias) {
@@ -36,7 +36,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
             policy::Recipient::Relay => {
                 let sender = tx.sender.clone();
-                let stored = self.srv.stored_for_relayed && !srs.is_exempt(&sender, default_domain);
+                let stored =
+                    self.settings.stored_for_relayed && !srs.is_exempt(&sender, default_domain);
                 if stored {
                     self.stored_sender().await
                 } else {
@@ -48,7 +49,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 .map(|s| (vec![address.clone()], s))
             }
             policy::Recipient::UnknownLocal
-                if self.srv.bounce_senders == BounceSenders::Null
+                if self.settings.bounce_senders == BounceSenders::Null
                     && !tx.sender.trim().is_empty()
                     && is_srs(srs, &address) =>
             {
@@ -135,7 +136,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         let ip = self.peer.ip();
         let refusals = &self.srv.refusals;
         if refusals.enabled()
-            && !self.srv.policy.is_trusted(ip)
+            && !self.settings.policy.is_trusted(ip)
             && let Verdict::Blocked { count, new } = refusals.record(ip)
         {
             if new {
@@ -166,13 +167,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Ok(s.clone());
         }
         let sender = tx.sender.clone();
-        let srv = self.srv;
-        let ttl = entry_lifetime(srv.srs.options().max_age_days);
+        let (srv, settings) = (self.srv, self.settings);
+        let ttl = entry_lifetime(settings.srs.options().max_age_days);
         let stored = async {
             let token = new_token()?;
             srv.store.put(&token, &sender, ttl).await?;
             Ok::<_, crate::sender_store::StoreError>(
-                srv.srs.stored_address(&token, &srv.limits.default_domain),
+                settings
+                    .srs
+                    .stored_address(&token, &settings.limits.default_domain),
             )
         }
         .await;
@@ -194,7 +197,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     /// Where mail to `address`, in one of our domains but no alias, goes: if it is an SRS
     /// address of ours, the address it decodes to (a stored one from the store).
     async fn bounce_target(&self, address: &str) -> Result<String, Refusal> {
-        let srs = &self.srv.srs;
+        let srs = &self.settings.srs;
         let unknown = || {
             Refusal::Permanent(format!(
                 "550 5.1.1 <{address}>: Recipient address rejected: unknown user"
@@ -238,7 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             };
             let ours = target
                 .rsplit_once('@')
-                .is_some_and(|(_, d)| self.srv.policy.is_local_domain(d));
+                .is_some_and(|(_, d)| self.settings.policy.is_local_domain(d));
             if !ours {
                 return Ok(target);
             }
