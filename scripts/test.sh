@@ -19,6 +19,8 @@ command -v unshare >/dev/null || missing+=(util-linux)
 # tests/packaging.rs checks the systemd unit with systemd-analyze (no running systemd needed).
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null || missing+=(mount)
+# tests/dashboard_browser.rs drives Debian's Chromium through chromedriver (WebDriver).
+command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"

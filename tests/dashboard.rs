@@ -54,7 +54,9 @@ impl Dashboard {
 
     /// Logs in with the password: the cookie header line and the CSRF token.
     fn login(&self) -> (String, String) {
-        let form = format!("password={}", self.password());
+        // Form encoding: base64's `+` and `/` escaped.
+        let password = self.password().replace('+', "%2B").replace('/', "%2F");
+        let form = format!("password={password}");
         let (status, head, _) = http(
             self.port,
             "POST",

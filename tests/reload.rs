@@ -624,14 +624,20 @@ fn srs_relay_reload_asks_the_running_relay_and_says_how_it_went() {
     add_alias(&relay, "cli@forward.example: cli@home.example");
     let o = run();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("reloaded"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("reloaded"),
+        "{o:?}"
+    );
     assert!(rcpt_reply(&addr, "cli@forward.example").starts_with("250"));
 
     add_alias(&relay, "no colon here");
     let o = run();
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.starts_with("srs-relay: reload refused: relay.aliases_file"), "{err}");
+    assert!(
+        err.starts_with("srs-relay: reload refused: relay.aliases_file"),
+        "{err}"
+    );
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(rcpt_reply(&addr, "cli@forward.example").starts_with("250"));
     assert!(relay.log().contains("reload asked on the control socket"));

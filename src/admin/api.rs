@@ -157,7 +157,7 @@ struct SearchQuery {
     since: Option<String>,
     until: Option<String>,
     limit: Option<u32>,
-    /// CSV only: `queue_id/recipient` keys of the selected rows, comma-separated.
+    /// CSV only: the selected rows, comma-separated `queue_id/recipient` keys.
     rows: Option<String>,
 }
 
@@ -243,12 +243,15 @@ async fn search_csv(State(s): State<Arc<AdminState>>, Query(q): Query<SearchQuer
     }
 }
 
-/// How the page names a row: `queue_id/recipient as given`.
+/// How the page names a row: `queue_id/recipient` (after expansion; as given if refused).
 fn row_key(r: &trace::Row) -> String {
     format!(
         "{}/{}",
         r.queue_id.as_deref().unwrap_or(""),
-        r.original_recipient.as_deref().unwrap_or("")
+        r.recipient
+            .as_deref()
+            .or(r.original_recipient.as_deref())
+            .unwrap_or("")
     )
 }
 

@@ -175,7 +175,7 @@ async function trace(params) {
   const r = await api("/api/trace?" + q.toString());
   const took = Math.round(performance.now() - started);
   const rows = r.rows;
-  const key = row => `${row.queue_id || ""}/${row.original_recipient || ""}`;
+  const key = row => `${row.queue_id || ""}/${row.recipient || row.original_recipient || ""}`;
   const selected = new Set();
   const exportSelected = el("button", { type: "button", id: "export-selected", disabled: true, onclick: () => {
     const s = new URLSearchParams(q);
