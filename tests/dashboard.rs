@@ -273,6 +273,45 @@ fn the_api_finds_traced_mail_and_acts_on_the_queue() {
     let (status, _, bad) = http(d.port, "GET", "/api/trace?status=nonsense", &d.bearer(), "");
     assert_eq!(status, 400, "{bad}");
 
+    // Reports: the alias's message, a bounce back to it (reversed), a forged one refused.
+    let srs_address = row["srs_sender"].as_str().unwrap().to_owned();
+    swaks_ok(&[
+        "--server",
+        &d.relay.addr(),
+        "--from",
+        "",
+        "--to",
+        &srs_address,
+    ]);
+    let forged = srs_address.replacen("+srs=", "+srs=x", 1);
+    let o = swaks(&["--server", &d.relay.addr(), "--from", "", "--to", &forged]);
+    assert!(!o.status.success());
+    let reports = || d.get_json("/api/reports?days=1");
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let r = reports();
+            r["srs"]["reversed"][0] == 1
+                && r["srs"]["refused"]["malformed"][0].as_i64().unwrap_or(0)
+                    + r["srs"]["refused"]["forged"][0].as_i64().unwrap_or(0)
+                    == 1
+        }),
+        "{}",
+        reports()
+    );
+    let r = reports();
+    let john = r["forwarding"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["alias"] == "john@forward.example")
+        .unwrap_or_else(|| panic!("{r}"));
+    assert_eq!(john["messages"], serde_json::json!([1]), "{r}");
+    assert_eq!(john["bounces"], serde_json::json!([1]), "{r}");
+    assert!(
+        r["tls"]["inbound_connections"]["plaintext"][0].as_i64() >= Some(3),
+        "{r}"
+    );
+
     // Overview counts what went through.
     let o = d.get_json("/api/overview");
     assert!(o["last_hour"]["received"].as_i64() >= Some(1), "{o}");

@@ -395,6 +395,16 @@ async fn the_dashboard_in_chromium() {
     wait_text(&c, &row, |t| !t.contains("held")).await;
     assert!(relay.log().contains("by=\"admin web 127.0.0.1\""));
 
+    // Reports: the aliases' messages, TLS of the inbound connections.
+    c.goto(&format!("{base}/#/reports?days=10")).await.unwrap();
+    let fwd = wait_text(&c, "#report-forwarding", |t| {
+        t.contains("team@forward.example")
+    })
+    .await;
+    assert!(fwd.contains("john@forward.example"), "{fwd}");
+    wait_text(&c, "#report-tls-in", |t| t.contains("plaintext")).await;
+    screenshot(&c, "reports").await;
+
     let errors = console_errors(&c, driver_port).await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     c.close().await.unwrap();

@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/api/message/{id}", get(message))
         .route("/api/queue", get(queue))
         .route("/api/queue/{action}", post(queue_action))
+        .route("/api/reports", get(super::reports::reports))
 }
 
 /// An error as JSON: `{"error": "..."}`.
@@ -35,7 +36,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 }
 
 /// Runs `f` on a read-only connection to the trace store, on a blocking thread.
-async fn with_store<T: Send + 'static>(
+pub(super) async fn with_store<T: Send + 'static>(
     s: &AdminState,
     f: impl FnOnce(&dyn TraceStore) -> Result<T, trace::StoreError> + Send + 'static,
 ) -> Result<T, Response> {

@@ -8,6 +8,7 @@ pub mod auth;
 mod health;
 mod listener;
 mod pages;
+mod reports;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

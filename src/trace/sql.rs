@@ -156,7 +156,8 @@ pub enum TallyKey {
     Nothing,
     /// The TLS description (inbound on `connection` events, outbound on delivery events).
     Tls,
-    /// The address as given at RCPT (the alias, or the SRS address of a bounce).
+    /// The address as given at RCPT (the alias, or the SRS address of a bounce); counts
+    /// messages (distinct queue ids), not events.
     OriginalRecipient,
     /// The JSON detail (the reason of a refusal).
     Detail,
@@ -181,8 +182,12 @@ pub fn tally(key: TallyKey, kinds: &[&str]) -> String {
         Some(c) => (c, ", 3"),
         None => ("NULL", ""),
     };
+    let count = match key {
+        TallyKey::OriginalRecipient => "COUNT(DISTINCT queue_id)",
+        _ => "COUNT(*)",
+    };
     format!(
-        "SELECT (time / $1) * $1, kind, {select}, COUNT(*) FROM trace_events \
+        "SELECT (time / $1) * $1, kind, {select}, {count} FROM trace_events \
          WHERE time >= $2 AND time < $3 AND kind IN ({kinds}) GROUP BY 1, 2{group} ORDER BY 1"
     )
 }

@@ -304,6 +304,39 @@ async function queue() {
     el("p", { class: "muted" }, "Rows over one hour old are highlighted."));
 }
 
+// ---- Reports ----
+
+async function reports(params) {
+  const days = params.get("days") || "10";
+  const r = await api("/api/reports?days=" + encodeURIComponent(days));
+  const daySel = el("select", { id: "report-days", onchange: ev => { location.hash = "#/reports?days=" + ev.target.value; } },
+    ["1", "10", "30", "90"].map(d => el("option", { value: d, selected: d === days }, `Last ${d} day${d === "1" ? "" : "s"}`)));
+  const dayHead = r.days.map(d => new Date(d).toISOString().slice(5, 10));
+  const sum = a => a.reduce((x, y) => x + y, 0);
+  // One row per name: its count each day, then the total.
+  const perDay = (id, first, series) => {
+    const names = Object.keys(series);
+    if (!names.length) return el("p", { class: "muted", id }, "Nothing in this period.");
+    return el("table", { id }, el("thead", {}, el("tr", {}, el("th", {}, first), dayHead.map(d => el("th", {}, d)), el("th", {}, "Total"))),
+      el("tbody", {}, names.map(n => el("tr", {}, el("td", { class: "addr" }, n), series[n].map(v => el("td", {}, v)), el("td", {}, sum(series[n]))))));
+  };
+  const fwd = r.forwarding.length
+    ? el("table", { id: "report-forwarding" },
+      el("thead", {}, el("tr", {}, ["Alias (recipient as given)", "Messages", "Bounces back", "Messages per day"].map(h => el("th", {}, h)))),
+      el("tbody", {}, r.forwarding.map(f => el("tr", {}, el("td", { class: "addr" }, f.alias), el("td", {}, f.total),
+        el("td", {}, f.bounces_total), el("td", {}, f.messages.join(" "))))))
+    : el("p", { class: "muted", id: "report-forwarding" }, "Nothing in this period.");
+  const srs = Object.assign({ "bounces reversed": r.srs.reversed }, Object.fromEntries(Object.entries(r.srs.refused).map(([k, v]) => [`refused: ${k.replace("_", " ")}`, v])));
+  main().replaceChildren(
+    el("h2", {}, "Reports"), el("div", { class: "toolbar" }, daySel),
+    el("h2", {}, "Forwarding"), fwd,
+    el("h2", {}, "SRS: bounces reversed and refused"), perDay("report-srs", "", srs),
+    el("h2", {}, "TLS: inbound connections"), perDay("report-tls-in", "Version", r.tls.inbound_connections),
+    el("h2", {}, "TLS: outbound deliveries (per recipient and attempt)"), perDay("report-tls-out", "Version", r.tls.outbound_deliveries),
+    el("h2", {}, "Mail loops: messages refused, and the hosts in their Received chains"),
+    perDay("report-loops", "", Object.assign({ "loops refused": r.loops.messages }, r.loops.hosts)));
+}
+
 // ---- Routing ----
 
 async function route() {
@@ -313,6 +346,7 @@ async function route() {
   try {
     if (page === "trace") await trace(new URLSearchParams(query || ""));
     else if (page === "queue") await queue();
+    else if (page === "reports") await reports(new URLSearchParams(query || ""));
     else await overview();
   } catch (e) {
     showError(e);

@@ -77,12 +77,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     Ok((vec![target], tx.sender.clone()))
                 }
                 Err(Refusal::Permanent(text)) => {
-                    let reason = if text.contains("unknown user") {
-                        "unknown user"
+                    if text.contains("unknown user") {
+                        self.trace_refused(&address, &text, "unknown user");
                     } else {
-                        "srs: forged, expired or malformed"
-                    };
-                    self.trace_refused(&address, &text, reason);
+                        self.trace_refused_srs(&address, &text);
+                    }
                     return self.refuse_rcpt(&text);
                 }
                 Err(Refusal::Temporary(text)) => Err(text),
@@ -119,13 +118,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     /// The trace event of a recipient refused at RCPT.
     fn trace_refused(&self, address: &str, text: &str, reason: &str) {
+        self.trace_refused_with(address, text, &[("stage", "rcpt"), ("reason", reason)]);
+    }
+
+    /// The trace event of a bounce to an SRS address refused at RCPT, with what was wrong
+    /// with it (`srs`: forged, expired, malformed or unknown_token; from the reply, which
+    /// says it in the codec's words).
+    fn trace_refused_srs(&self, address: &str, text: &str) {
+        let srs = if text.contains("unknown or expired SRS address") {
+            "unknown_token"
+        } else if text.contains("bad SRS hash") {
+            "forged"
+        } else if text.contains("expired") {
+            "expired"
+        } else {
+            "malformed"
+        };
+        let reason = "srs: forged, expired or malformed";
+        self.trace_refused_with(
+            address,
+            text,
+            &[("stage", "rcpt"), ("reason", reason), ("srs", srs)],
+        );
+    }
+
+    fn trace_refused_with(&self, address: &str, text: &str, detail: &[(&str, &str)]) {
         let sender = self.tx.as_ref().map_or("", |t| t.sender.as_str());
         let mut e = Event::new(Kind::Refused)
             .original_recipient(address)
             .sender(sender)
             .remote(&self.peer.ip().to_string())
             .reply(text)
-            .detail(&[("stage", "rcpt"), ("reason", reason)]);
+            .detail(detail);
         e.tls = self.tls.clone();
         self.srv.tracer.record(e);
     }
