@@ -25,6 +25,8 @@ pub mod delivery;
 #[cfg(feature = "server")]
 pub mod dsn;
 #[cfg(feature = "server")]
+pub mod explain;
+#[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod policy;

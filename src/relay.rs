@@ -138,6 +138,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     }
 
     tokio::spawn(purge_expired_senders(store.clone()));
+    // For the dashboard's Explain page (stored-form tokens).
+    let sender_store = store.clone();
 
     // The trace is written off the SMTP and delivery paths; see `trace::Tracer`. The same
     // events feed the metrics, which are kept when there is a listener to serve them.
@@ -215,6 +217,8 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
                     None
                 },
                 auth: Arc::new(admin::auth::Auth::new(admin_password, cfg.admin.tls)),
+                config_file: cfg.file.clone(),
+                sender_store: sender_store.clone(),
                 readiness: Readiness {
                     spool: spool.clone(),
                     listeners: cfg.server.listen.len(),

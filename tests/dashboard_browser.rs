@@ -405,6 +405,50 @@ async fn the_dashboard_in_chromium() {
     wait_text(&c, "#report-tls-in", |t| t.contains("plaintext")).await;
     screenshot(&c, "reports").await;
 
+    // Explain: an address this relay made, and one altered.
+    let made = Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args([
+            "forward",
+            "--config",
+            relay.config.to_str().unwrap(),
+            "--alias",
+            "john@forward.example",
+            "bob@example.org",
+        ])
+        .output()
+        .unwrap();
+    let made = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    c.goto(&format!("{base}/#/explain")).await.unwrap();
+    wait_css(&c, "#explain-address")
+        .await
+        .send_keys(&made)
+        .await
+        .unwrap();
+    c.find(Locator::Css("#explain"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&c, "#explain-verdict", |t| {
+        t.contains("goes to bob@example.org")
+    })
+    .await;
+    let text = wait_text(&c, "#explain-text", |t| {
+        t.contains("verifies under secret 1 (line 1")
+    })
+    .await;
+    assert!(!text.contains(SECRET), "no secret shown");
+    screenshot(&c, "explain").await;
+    let altered = made.replacen("+SRS=", "+SRS=A", 1);
+    c.goto(&format!(
+        "{base}/#/explain?address={}",
+        altered.replace('+', "%2B")
+    ))
+    .await
+    .unwrap();
+    wait_text(&c, "#explain-verdict", |t| t.starts_with("Refused")).await;
+
     let errors = console_errors(&c, driver_port).await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     c.close().await.unwrap();

@@ -28,6 +28,7 @@ pub fn routes() -> Router<Arc<AdminState>> {
         .route("/api/queue", get(queue))
         .route("/api/queue/{action}", post(queue_action))
         .route("/api/reports", get(super::reports::reports))
+        .route("/api/explain", post(explain))
 }
 
 /// An error as JSON: `{"error": "..."}`.
@@ -324,5 +325,54 @@ async fn queue_action(
             StatusCode::SERVICE_UNAVAILABLE,
             "the delivery queue is stopping",
         ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExplainBody {
+    address: String,
+}
+
+/// `POST /api/explain` with `{"address": "..."}`: what `srs-relay explain --json` says,
+/// with the text it prints under `text`. Reads the configuration and secrets file as
+/// they are on disk; names a secret by its line, never shows it.
+async fn explain(State(s): State<Arc<AdminState>>, Json(body): Json<ExplainBody>) -> Response {
+    let address = body.address.trim().to_owned();
+    if address.is_empty() || address.len() > 512 {
+        return error(StatusCode::BAD_REQUEST, "address: 1 to 512 characters");
+    }
+    let file = s.config_file.clone();
+    let store = s.sender_store.clone();
+    let runtime = tokio::runtime::Handle::current();
+    let done = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let cfg = crate::config::Config::load(file.as_deref()).map_err(|e| e.to_string())?;
+        let path = cfg.secrets_path();
+        let numbered = crate::secrets::read_numbered(&path).map_err(|e| e.to_string())?;
+        let secrets: Vec<&[u8]> = numbered.iter().map(|(_, s)| s.as_slice()).collect();
+        let options = cfg.srs.options().map_err(|e| e.to_string())?;
+        let srs = crate::srs::Srs::new(&secrets, options).map_err(|e| e.to_string())?;
+        let mut stored = |token: &str| {
+            runtime
+                .block_on(store.get(token))
+                .map_err(|e| e.to_string())
+        };
+        let e = crate::explain::explain(&cfg, &srs, &address, crate::srs::unix_now(), &mut stored)?;
+        let secret = |i: usize| {
+            format!(
+                "secret {} (line {} of {})",
+                i + 1,
+                numbered.get(i).map_or(0, |(line, _)| *line),
+                path.display()
+            )
+        };
+        let mut out = e.json(&secret);
+        out["text"] = e.text(&secret).into();
+        Ok(out)
+    })
+    .await;
+    match done {
+        Ok(Ok(v)) => Json(v).into_response(),
+        Ok(Err(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }

@@ -42,6 +42,10 @@ pub struct AdminState {
     /// Where the trace is, for the pages' searches; `None` when it is off.
     pub trace_store: Option<trace::Store>,
     pub auth: Arc<Auth>,
+    /// The configuration file `serve` was started with, read again by Explain.
+    pub config_file: Option<std::path::PathBuf>,
+    /// Where stored-form SRS addresses' senders are, for Explain.
+    pub sender_store: crate::sender_store::SenderStore,
 }
 
 /// The routes of the admin listener.

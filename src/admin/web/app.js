@@ -337,6 +337,34 @@ async function reports(params) {
     perDay("report-loops", "", Object.assign({ "loops refused": r.loops.messages }, r.loops.hosts)));
 }
 
+// ---- Explain ----
+
+function explainPage(params) {
+  const input = el("input", { id: "explain-address", name: "address", type: "text", size: 80,
+    placeholder: "john+SRS=…@forward.example or SRS0=…", value: params.get("address") || "" });
+  const result = el("div", { id: "explain-result" });
+  const form = el("form", { class: "search", id: "explain-form" }, el("label", {}, "SRS address", input),
+    el("button", { type: "submit", class: "primary", id: "explain" }, "Explain"));
+  form.addEventListener("submit", async ev => {
+    ev.preventDefault();
+    history.replaceState(null, "", "#/explain?" + new URLSearchParams({ address: input.value }).toString());
+    result.replaceChildren(el("p", { class: "muted" }, "…"));
+    try {
+      const r = await api("/api/explain", { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ address: input.value }) });
+      result.replaceChildren(
+        el("p", { id: "explain-verdict", class: r.accepted ? "" : "error" },
+          r.accepted ? `A bounce to this address goes to ${r.goes_to}.` : `Refused: ${r.reason}`),
+        el("pre", { id: "explain-text" }, r.text));
+    } catch (e) {
+      result.replaceChildren(el("p", { class: "error" }, e.message));
+    }
+  });
+  main().replaceChildren(el("h2", {}, "Explain an SRS address"),
+    el("p", { class: "muted" }, "What srs-relay explain says: each hop, whether its hash verifies and under which secret (by line), its age, and where a bounce goes or why it is refused."),
+    form, result);
+  if (input.value) form.requestSubmit();
+}
+
 // ---- Routing ----
 
 async function route() {
@@ -347,6 +375,7 @@ async function route() {
     if (page === "trace") await trace(new URLSearchParams(query || ""));
     else if (page === "queue") await queue();
     else if (page === "reports") await reports(new URLSearchParams(query || ""));
+    else if (page === "explain") explainPage(new URLSearchParams(query || ""));
     else await overview();
   } catch (e) {
     showError(e);
