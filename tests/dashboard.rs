@@ -362,3 +362,74 @@ fn the_api_finds_traced_mail_and_acts_on_the_queue() {
     );
     assert_eq!(status, 404);
 }
+
+#[test]
+fn over_https_the_cookie_is_secure_and_plain_http_gets_nothing() {
+    use std::io::{Read, Write};
+    let certs = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args([
+            "gen-cert",
+            "--hostname",
+            "relay.test",
+            "--dir",
+            certs.path().to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let port = free_port();
+    let relay = Relay::start_full(
+        "",
+        "",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{port}\"\ntls = true\n[tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+            certs.path().join("cert.pem").display(),
+            certs.path().join("key.pem").display()
+        ),
+    );
+    let password = std::fs::read_to_string(relay.dir.path().join("admin-credentials"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .replace('+', "%2B")
+        .replace('/', "%2F");
+    let https = |request: &str| -> String {
+        let config = tls_client_trusting_any(&[&rustls::version::TLS13, &rustls::version::TLS12]);
+        let name = rustls::pki_types::ServerName::try_from("relay.test").unwrap();
+        let conn = rustls::ClientConnection::new(config, name).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, tcp);
+        tls.write_all(request.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        let _ = tls.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let body = format!("password={password}");
+    let reply = https(&format!(
+        "POST /login HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(reply.starts_with("HTTP/1.1 303"), "{reply}");
+    let cookie = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    let health = https("GET /healthz HTTP/1.1\r\nHost: relay.test\r\nConnection: close\r\n\r\n");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    // Plain HTTP on the TLS port: no page, no answer in the clear.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{got:?}");
+}
