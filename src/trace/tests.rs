@@ -39,6 +39,21 @@ fn sqlite() -> (tempfile::TempDir, SqliteStore) {
     (dir, s)
 }
 
+#[test]
+fn the_sqlite_file_and_its_journal_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, mut s) = sqlite();
+    s.insert(&[received("Q1", "a@x.org", "a@x.org", "s")])
+        .unwrap();
+    for name in ["trace.sqlite", "trace.sqlite-wal", "trace.sqlite-shm"] {
+        let mode = std::fs::metadata(dir.path().join("t").join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+}
+
 fn postgres() -> (PostgresStore, pg_server::PgServer) {
     let pg = pg_server::PgServer::start();
     let s = PostgresStore::open(&PostgresUrl::parse(&pg.url()).unwrap()).unwrap();
