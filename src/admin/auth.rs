@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{ConnectInfo, Form, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -240,7 +240,7 @@ fn page(status: StatusCode, error: &str) -> Response {
         format!("<p class=\"error\" role=\"alert\">{error}</p>")
     };
     let html = include_str!("web/login.html").replace("{error}", &error);
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+    (status, super::pages::headers("text/html; charset=utf-8"), html).into_response()
 }
 
 #[cfg(test)]
