@@ -261,7 +261,7 @@ struct Scheduler {
     /// Actions asked for messages under an attempt: applied when it ends.
     after_attempt: HashMap<String, (Action, String)>,
     /// (next attempt, id) of every waiting envelope; entries whose id is not waiting
-    /// any more are skipped.
+    /// with that next attempt any more are skipped.
     heap: BinaryHeap<Reverse<(u64, String)>>,
     attempts: JoinSet<Option<Envelope>>,
     /// Queue id of each attempt task (or task applying a postmaster's action), and the
@@ -300,11 +300,17 @@ impl Scheduler {
         self.waiting.insert(env.id.clone(), env);
     }
 
+    /// Whether the heap entry (`at`, `id`) is the one of a waiting envelope now. Others are
+    /// stale: left by a message that was launched, acted on or retried since.
+    fn is_current(&self, at: u64, id: &str) -> bool {
+        self.waiting.get(id).is_some_and(|env| env.next_attempt == at)
+    }
+
     /// Time until the earliest waiting envelope is due.
     fn next_due(&mut self) -> Option<Duration> {
         loop {
             let Reverse((at, id)) = self.heap.peek()?;
-            if !self.waiting.contains_key(id) {
+            if !self.is_current(*at, id) {
                 self.heap.pop();
                 continue;
             }
@@ -321,9 +327,12 @@ impl Scheduler {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, id))) = self.heap.pop() else {
+            let Some(Reverse((at, id))) = self.heap.pop() else {
                 break;
             };
+            if !self.is_current(at, &id) {
+                continue;
+            }
             let Some(env) = self.waiting.remove(&id) else {
                 continue;
             };
