@@ -254,6 +254,9 @@ fn queue(command: QueueCommand) -> Result<(), Failure> {
         QueueCommand::Bounce(s) => (Action::Bounce, s),
     };
     let cfg = Config::load(select.config.as_deref())?;
+    // With the relay stopped the command acts on the spool itself: its log lines (one per
+    // action, as the relay's) go to stderr.
+    init_logging(&cfg.log.format);
     let which = match (select.all, select.domain) {
         (true, _) => Select::All,
         (false, Some(d)) => Select::Domain(d),

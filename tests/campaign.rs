@@ -12,34 +12,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use common::*;
 
 const CLIENTS: usize = 4;
 /// Messages per session before QUIT: sessions are also opened while the relay restarts.
 const PER_SESSION: usize = 5;
-
-/// xorshift64*: the campaign's moments come from a printed seed, so a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?}: not a number")),
-        Err(_) => default,
-    }
-}
 
 /// What one client saw, by message id.
 #[derive(Default)]
@@ -104,13 +83,7 @@ fn client(t: usize, addr: String, stop: Arc<AtomicBool>) -> Log {
 fn kill_9_under_load_loses_nothing_that_got_250() {
     let kills = env_u64("CAMPAIGN_KILLS", 12);
     let secs = env_u64("CAMPAIGN_SECS", 30);
-    let seed = env_u64(
-        "CAMPAIGN_SEED",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64,
-    ) | 1;
+    let seed = seed_from_env("CAMPAIGN_SEED");
     assert!(kills >= 1 && secs >= 1);
     eprintln!("campaign: CAMPAIGN_KILLS={kills} CAMPAIGN_SECS={secs} CAMPAIGN_SEED={seed}");
     let mut rng = Rng(seed);

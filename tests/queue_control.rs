@@ -280,9 +280,19 @@ fn with_the_relay_stopped_the_commands_work_on_the_spool() {
     let entries = list(&relay);
     assert_eq!(entries.len(), 3);
     assert!(entries.iter().all(|e| e["state"] == "waiting"));
+    // Each action is a log line here too: the command's own, on stderr.
+    let o = queue(&relay, &["hold", &held]);
+    assert!(o.status.success());
     assert_eq!(
-        queue_ok(&relay, &["hold", &held]).trim(),
+        String::from_utf8_lossy(&o.stdout).trim(),
         format!("{held}: held")
+    );
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        log.contains(&format!(
+            "event=\"queue_action\" queue_id={held} action=\"hold\" by=\"uid"
+        )) && log.contains("(relay stopped)"),
+        "{log}"
     );
     assert_eq!(
         queue_ok(&relay, &["bounce", &bounced]).trim(),

@@ -36,6 +36,44 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// xorshift64*: campaigns take their moments from a printed seed, so a run can be
+/// repeated.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (0 for `n` = 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+
+    /// True once in `n` times.
+    pub fn one_in(&mut self, n: u64) -> bool {
+        self.below(n) == 0
+    }
+}
+
+/// The number in the environment variable `name`, else `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?}: not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A seed from the environment variable `name`, else from the clock (never 0).
+pub fn seed_from_env(name: &str) -> u64 {
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    env_u64(name, clock) | 1
+}
+
 /// A running `srs-relay serve` with its own directory, config, secrets and aliases.
 pub struct Relay {
     pub dir: tempfile::TempDir,
@@ -121,26 +159,35 @@ impl Relay {
 
     /// Starts the relay and waits until it listens. Ports are picked free but not
     /// reserved: if another test took this one meanwhile, the relay is started again on
-    /// a new one.
+    /// a new one. If the spool is locked by `srs-relay queue` acting on it while the relay
+    /// was down, the relay exits; it is started again once the command is done (as
+    /// systemd's `Restart=on-failure` would).
     pub fn spawn(&mut self) {
-        for _ in 0..5 {
-            if self.spawn_once() {
-                return;
+        let (mut ports, mut locked) = (0, 0);
+        loop {
+            match self.spawn_once() {
+                Spawned::Up => return,
+                Spawned::PortTaken if ports < 4 => {
+                    ports += 1;
+                    let port = free_port();
+                    let cfg = std::fs::read_to_string(&self.config).unwrap();
+                    let cfg = cfg.replace(
+                        &format!("listen = [\"127.0.0.1:{}\"]", self.port),
+                        &format!("listen = [\"127.0.0.1:{port}\"]"),
+                    );
+                    std::fs::write(&self.config, cfg).unwrap();
+                    self.port = port;
+                }
+                Spawned::SpoolLocked if locked < 100 => {
+                    locked += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                _ => panic!("relay could not start; log:\n{}", self.log()),
             }
-            let port = free_port();
-            let cfg = std::fs::read_to_string(&self.config).unwrap();
-            let cfg = cfg.replace(
-                &format!("listen = [\"127.0.0.1:{}\"]", self.port),
-                &format!("listen = [\"127.0.0.1:{port}\"]"),
-            );
-            std::fs::write(&self.config, cfg).unwrap();
-            self.port = port;
         }
-        panic!("relay could not get a port; log:\n{}", self.log());
     }
 
-    /// True once the relay listens; false if its port was taken.
-    fn spawn_once(&mut self) -> bool {
+    fn spawn_once(&mut self) -> Spawned {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -177,14 +224,17 @@ impl Relay {
             exited || log.contains(&listening) || log.contains(&listening_json)
         });
         if exited && new_log(self).contains("Address already in use") {
-            return false;
+            return Spawned::PortTaken;
+        }
+        if exited && new_log(self).contains("is already open (locked)") {
+            return Spawned::SpoolLocked;
         }
         assert!(
             up && !exited,
             "relay did not start listening; log:\n{}",
             self.log()
         );
-        true
+        Spawned::Up
     }
 
     pub fn addr(&self) -> String {
@@ -262,6 +312,15 @@ impl Relay {
     }
 }
 
+/// How one start of the relay went.
+enum Spawned {
+    Up,
+    /// Its port was taken meanwhile.
+    PortTaken,
+    /// Another process (`srs-relay queue` with the relay stopped) had the spool.
+    SpoolLocked,
+}
+
 /// VmRSS of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -293,6 +352,10 @@ pub struct Received {
     /// DATA as it came over the wire: still dot-stuffed, with the final `.` line.
     pub raw: Vec<u8>,
     pub tls: bool,
+    /// When the receiver read the transaction's MAIL FROM.
+    pub mail_at: Instant,
+    /// When the receiver took the message (after the final dot, before its reply).
+    pub at: Instant,
 }
 
 /// How the receiver answers.
@@ -403,6 +466,8 @@ fn serve_one(
         data: Vec::new(),
         raw: Vec::new(),
         tls: false,
+        mail_at: Instant::now(),
+        at: Instant::now(),
     };
     let mut line = String::new();
     loop {
@@ -427,6 +492,8 @@ fn serve_one(
                 data: Vec::new(),
                 raw: Vec::new(),
                 tls: false,
+                mail_at: Instant::now(),
+                at: Instant::now(),
             };
             w.write_all(b"250 2.1.0 ok\r\n")?;
         } else if upper.starts_with("RCPT TO:") {
@@ -485,6 +552,7 @@ fn serve_one(
             };
             std::thread::sleep(delay);
             if reply.starts_with('2') {
+                cur.at = Instant::now();
                 got.lock().unwrap().push(cur.clone());
             }
             w.write_all(format!("{reply}\r\n").as_bytes())?;
