@@ -103,8 +103,7 @@ pub async fn serve(cfg: Config) -> Result<(), String> {
     let Basics { srs, store } = Basics::open(&cfg).await?;
     let policy = Policy::from_config(&cfg).map_err(|e| e.to_string())?;
     let spool_dir = cfg.resolve(&cfg.spool.dir);
-    let (spool, recovered) =
-        Spool::open(&spool_dir).map_err(|e| format!("spool.dir: {}: {e}", spool_dir.display()))?;
+    let (spool, recovered) = open_spool(&spool_dir).await?;
     tracing::info!(
         dir = %spool_dir.display(),
         queued = recovered.envelopes.len(),
@@ -305,6 +304,28 @@ async fn start_admin(
         .map_err(|e| format!("admin.listen: {addr}: {e}"))?;
     let router = admin::router(Arc::new(state));
     Ok(tokio::spawn(admin::serve(listener, router, stop)))
+}
+
+/// Opens the spool, waiting up to 30 s while another process holds it: an
+/// `srs-relay queue` command working on it while the relay was stopped.
+async fn open_spool(dir: &Path) -> Result<(Spool, crate::spool::Recovered), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut said = false;
+    loop {
+        match Spool::open(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                if !said {
+                    tracing::warn!(dir = %dir.display(),
+                        "the spool is locked by another process (an srs-relay queue command?); waiting up to 30 s");
+                    said = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => {
+                return other.map_err(|e| format!("spool.dir: {}: {e}", dir.display()));
+            }
+        }
+    }
 }
 
 /// Keeps the embedded store from growing: expired entries go once an hour.

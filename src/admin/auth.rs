@@ -240,7 +240,12 @@ fn page(status: StatusCode, error: &str) -> Response {
         format!("<p class=\"error\" role=\"alert\">{error}</p>")
     };
     let html = include_str!("web/login.html").replace("{error}", &error);
-    (status, super::pages::headers("text/html; charset=utf-8"), html).into_response()
+    (
+        status,
+        super::pages::headers("text/html; charset=utf-8"),
+        html,
+    )
+        .into_response()
 }
 
 #[cfg(test)]

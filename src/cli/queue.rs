@@ -227,6 +227,9 @@ fn act_on_spool(
             }
         }
     }
+    // The spool is the relay's again before the trace is waited for.
+    drop(on_failure);
+    drop(spool);
     tracer.settle(Duration::from_secs(2));
     Ok(results)
 }

@@ -303,7 +303,9 @@ impl Scheduler {
     /// Whether the heap entry (`at`, `id`) is the one of a waiting envelope now. Others are
     /// stale: left by a message that was launched, acted on or retried since.
     fn is_current(&self, at: u64, id: &str) -> bool {
-        self.waiting.get(id).is_some_and(|env| env.next_attempt == at)
+        self.waiting
+            .get(id)
+            .is_some_and(|env| env.next_attempt == at)
     }
 
     /// Time until the earliest waiting envelope is due.
