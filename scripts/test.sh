@@ -34,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "==> cargo test (library, CLI, relay end to end, bounce path, crash and fault campaigns, trace in SQLite and PostgreSQL, Mail::SRS, postsrsd and Postfix compatibility, doc-tests)"
+echo "==> cargo test (library, CLI, relay end to end, bounce path, crash and fault campaigns, queue control and reload, trace in SQLite and PostgreSQL, the dashboard in Chromium, Mail::SRS, postsrsd and Postfix compatibility, doc-tests)"
 cargo test --locked
 
 echo "==> codec alone: no default features (no tokio, rustls or server code)"
