@@ -82,12 +82,433 @@ fn a_dkim_signed_message_still_verifies_after_forwarding() {
     let relay = Relay::start_full(
         "",
         &format!("smarthost = \"{}\"\n", receiver.addr()),
-        "",
+        &dns.relay_config(),
     );
     let message = signed_message(&dns, &origin, "baseline");
     let out = send(&relay, &message);
     assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
     let got = delivered(&receiver, &relay, 1);
     let (ok, why) = dkim_verify(dns.port, &got.data);
-    assert!(ok, "DKIM broken by forwarding: {why}\n{}", String::from_utf8_lossy(&got.data));
+    assert!(
+        ok,
+        "DKIM broken by forwarding: {why}\n{}",
+        String::from_utf8_lossy(&got.data)
+    );
+}
+
+/// An RSA-2048 ARC key made by openssl in `dir`, and the TXT record `srs-relay arc-keygen
+/// --print-record` prints for it (checked against openssl's own public key). RSA because
+/// RFC 8617 names only rsa-sha256 for ARC, and dkimpy's arcverify knows no other.
+fn rsa_arc_key(
+    dir: &std::path::Path,
+    name: &str,
+    selector: &str,
+    domain: &str,
+) -> (std::path::PathBuf, (String, String)) {
+    let (key, p) = rsa_key(dir, name);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args([
+            "arc-keygen",
+            "--print-record",
+            "--out",
+            key.to_str().unwrap(),
+            "--selector",
+            selector,
+            "--domain",
+            domain,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let (name, rest) = line
+        .trim()
+        .split_once(". IN TXT ")
+        .expect("a TXT record line");
+    assert_eq!(name, format!("{selector}._domainkey.{domain}"));
+    let text = rest.trim_matches('"').to_owned();
+    assert_eq!(text, format!("v=DKIM1; k=rsa; p={p}"));
+    (key, (name.to_owned(), text))
+}
+
+/// `srs-relay arc-keygen` in `dir`: the key file and the TXT record it printed.
+fn arc_keygen(
+    dir: &std::path::Path,
+    name: &str,
+    selector: &str,
+    domain: &str,
+) -> (std::path::PathBuf, (String, String)) {
+    let key = dir.join(format!("{name}.key"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .args([
+            "arc-keygen",
+            "--out",
+            key.to_str().unwrap(),
+            "--selector",
+            selector,
+            "--domain",
+            domain,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    let (name, rest) = line
+        .trim()
+        .split_once(". IN TXT ")
+        .expect("a TXT record line");
+    assert_eq!(name, format!("{selector}._domainkey.{domain}"));
+    let text = rest.trim_matches('"').to_owned();
+    assert!(text.starts_with("v=DKIM1; k=ed25519; p="), "{text}");
+    (key, (name.to_owned(), text))
+}
+
+/// `[arc]` for a key made by [`arc_keygen`].
+fn arc_config(key: &std::path::Path, selector: &str, domain: &str) -> String {
+    format!(
+        "[arc]\nkey = \"{}\"\nselector = \"{selector}\"\ndomain = \"{domain}\"\n",
+        key.display()
+    )
+}
+
+/// The header fields of `message` named `name` (unfolded is not needed: whole lines).
+fn header_fields(message: &[u8], name: &str) -> Vec<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    let mut fields: Vec<String> = Vec::new();
+    for line in head.split("\r\n") {
+        if line.starts_with(' ') || line.starts_with('\t') {
+            if let Some(last) = fields.last_mut() {
+                last.push_str(line);
+            }
+            continue;
+        }
+        fields.push(line.to_owned());
+    }
+    fields
+        .into_iter()
+        .filter(|f| {
+            f.split_once(':')
+                .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+        })
+        .collect()
+}
+
+/// One relay sealing with an Ed25519 key from arc-keygen, delivering to a receiver.
+struct Sealing {
+    dns: Dns,
+    origin: Origin,
+    receiver: Receiver,
+    relay: Relay,
+    _tmp: tempfile::TempDir,
+}
+
+fn sealing(extra_records: &[(String, String)], extra_config: &str) -> Sealing {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = origin(tmp.path());
+    let (key, record) = rsa_arc_key(tmp.path(), "arc", "arc1", "forward.example");
+    let mut records = origin.records.clone();
+    records.push(record);
+    records.extend_from_slice(extra_records);
+    let dns = Dns::start(&records);
+    let receiver = Receiver::start();
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &format!(
+            "{}{}{extra_config}",
+            dns.relay_config(),
+            arc_config(&key, "arc1", "forward.example")
+        ),
+    );
+    Sealing {
+        dns,
+        origin,
+        receiver,
+        relay,
+        _tmp: tmp,
+    }
+}
+
+#[test]
+fn arriving_mail_is_verified_and_sealed_and_both_verify_with_dkimpy() {
+    let s = sealing(&[], "");
+    let message = signed_message(&s.dns, &s.origin, "sealed");
+    let out = send(&s.relay, &message);
+    assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+    let got = delivered(&s.receiver, &s.relay, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    // The ARC set and our results come first, then our Received, then the message as sent.
+    assert!(text.starts_with("ARC-Seal: i=1; a=rsa-sha256;"), "{text}");
+    assert!(text.contains("cv=none"), "{text}");
+    let results = header_fields(&got.data, "Authentication-Results");
+    assert_eq!(results.len(), 1, "{text}");
+    let r = &results[0];
+    assert!(r.starts_with("Authentication-Results: relay.test;"), "{r}");
+    for want in [
+        "spf=pass",
+        "smtp.mailfrom=alice@origin.test",
+        "dkim=pass",
+        "header.i=@origin.test",
+        "dmarc=pass",
+        "arc=none",
+    ] {
+        assert!(r.contains(want), "{want} not in {r}");
+    }
+    assert_eq!(
+        header_fields(&got.data, "ARC-Authentication-Results").len(),
+        1
+    );
+    assert_eq!(header_fields(&got.data, "ARC-Message-Signature").len(), 1);
+    let (ok, why) = dkim_verify(s.dns.port, &got.data);
+    assert!(ok, "the original DKIM signature broke: {why}\n{text}");
+    let (ok, why) = arc_verify(s.dns.port, &got.data);
+    assert!(ok, "dkimpy does not verify our seal: {why}\n{text}");
+    // Nothing but prepended fields: the message after them is what was sent.
+    // (swaks ends DATA with a CRLF of its own.)
+    let mut sent = message.clone();
+    sent.extend_from_slice(b"\r\n");
+    assert!(got.data.ends_with(&sent), "{text}");
+    let log = s.relay.log();
+    assert!(
+        log.contains("spf=pass dkim=pass dmarc=pass arc=none"),
+        "{log}"
+    );
+    assert!(log.contains("arc_sealed=1"), "{log}");
+}
+
+#[test]
+fn dkim_broken_upstream_is_reported_as_fail_under_a_valid_seal() {
+    let s = sealing(&[], "");
+    let signed = signed_message(&s.dns, &s.origin, "broken");
+    // A mailing list tags the signed Subject: the signature no longer verifies. (A
+    // changed body alone, with the signed headers intact, is `neutral (body hash did not
+    // verify)` in mail-auth's words.)
+    let message = String::from_utf8(signed.clone())
+        .unwrap()
+        .replace("Subject: broken", "Subject: [list] broken")
+        .into_bytes();
+    assert_ne!(message, signed);
+    send(&s.relay, &message);
+    let got = delivered(&s.receiver, &s.relay, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    let results = header_fields(&got.data, "Authentication-Results");
+    assert!(results[0].contains("dkim=fail"), "{text}");
+    // SPF still aligns with the header From: DMARC passes on it.
+    assert!(results[0].contains("spf=pass"), "{text}");
+    let (ok, _) = dkim_verify(s.dns.port, &got.data);
+    assert!(!ok, "dkimpy passes a broken signature?\n{text}");
+    let (ok, why) = arc_verify(s.dns.port, &got.data);
+    assert!(ok, "the seal must still verify: {why}\n{text}");
+    assert!(
+        header_fields(&got.data, "ARC-Authentication-Results")[0].contains("dkim=fail"),
+        "{text}"
+    );
+}
+
+#[test]
+fn results_from_outside_claiming_our_authserv_id_are_removed() {
+    let s = sealing(&[], "");
+    let signed = signed_message(&s.dns, &s.origin, "forged");
+    let mut message = b"Authentication-Results: relay.test; dkim=pass header.d=paypal.example\r\n\
+Authentication-Results: mx.upstream.example; spf=pass\r\n"
+        .to_vec();
+    message.extend_from_slice(&signed);
+    send(&s.relay, &message);
+    let got = delivered(&s.receiver, &s.relay, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    let results = header_fields(&got.data, "Authentication-Results");
+    assert_eq!(results.len(), 2, "{text}");
+    assert!(!text.contains("paypal"), "forged results kept:\n{text}");
+    assert!(
+        results.iter().any(|r| r.contains("mx.upstream.example")),
+        "{text}"
+    );
+    let (ok, why) = arc_verify(s.dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+    let (ok, why) = dkim_verify(s.dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+}
+
+#[test]
+fn a_second_relay_extends_the_chain_and_it_still_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = origin(tmp.path());
+    let (key1, record1) = rsa_arc_key(tmp.path(), "arc1", "arc1", "forward.example");
+    let (key2, record2) = rsa_arc_key(tmp.path(), "arc2", "arc2", "second.test");
+    let mut records = origin.records.clone();
+    records.push(record1);
+    records.push(record2);
+    // The first relay's SRS sender is at forward.example: SPF lets it send.
+    records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));
+    let dns = Dns::start(&records);
+    let receiver = Receiver::start();
+    let mut second = Relay::prepare_full(
+        "hostname = \"relay2.test\"\n",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &format!(
+            "{}{}",
+            dns.relay_config(),
+            arc_config(&key2, "arc2", "second.test")
+        ),
+    );
+    // The server section of the harness names relay.test: this one is relay2.test.
+    let cfg = std::fs::read_to_string(&second.config).unwrap();
+    std::fs::write(
+        &second.config,
+        cfg.replace("hostname = \"relay.test\"\n", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        second.dir.path().join("aliases"),
+        "john@home.example: final@dest.example\n",
+    )
+    .unwrap();
+    second.spawn();
+    let first = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", second.addr()),
+        &format!(
+            "{}{}",
+            dns.relay_config(),
+            arc_config(&key1, "arc1", "forward.example")
+        ),
+    );
+    let message = signed_message(&dns, &origin, "twohops");
+    send(&first, &message);
+    let got = delivered(&receiver, &second, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    assert_eq!(got.rcpt_to, ["final@dest.example"]);
+    assert!(text.starts_with("ARC-Seal: i=2; a=rsa-sha256;"), "{text}");
+    assert!(text.contains("cv=pass"), "{text}");
+    assert_eq!(header_fields(&got.data, "ARC-Seal").len(), 2, "{text}");
+    let ours = header_fields(&got.data, "Authentication-Results");
+    assert!(
+        ours[0].starts_with("Authentication-Results: relay2.test;"),
+        "{text}"
+    );
+    assert!(ours[0].contains("arc=pass"), "{text}");
+    let (ok, why) = arc_verify(dns.port, &got.data);
+    assert!(ok, "the chain of two does not verify: {why}\n{text}");
+    let (ok, why) = dkim_verify(dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+}
+
+#[test]
+fn with_dns_down_results_are_temperror_and_mail_still_flows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start();
+    // Nothing listens on this port: every query fails at once.
+    let dead = free_udp_port();
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &format!(
+            "[dns]\nservers = [\"127.0.0.1:{dead}\"]\ntimeout = \"1s\"\n[auth]\nverify = true\n"
+        ),
+    );
+    let (key, _) = rsa_key(tmp.path(), "origin");
+    let message = format!(
+        "From: Alice <alice@{ORIGIN}>\r\nTo: john@forward.example\r\nSubject: dns down\r\n\r\nbody\r\n"
+    );
+    // Signing asks no DNS.
+    let message = dkim_sign(dead, "sel", ORIGIN, &key, message.as_bytes());
+    let out = send(&relay, &message);
+    assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+    let got = delivered(&receiver, &relay, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    let r = &header_fields(&got.data, "Authentication-Results")[0];
+    assert!(r.contains("spf=temperror"), "{text}");
+    assert!(r.contains("dkim=temperror"), "{text}");
+    // Without a key nothing is sealed.
+    assert!(header_fields(&got.data, "ARC-Seal").is_empty(), "{text}");
+}
+
+#[test]
+fn dmarc_reject_action_reject_refuses_at_data() {
+    let s = sealing(&[], "[auth]\ndmarc_reject_action = \"reject\"\n");
+    let signed = signed_message(&s.dns, &s.origin, "spoofed");
+    let mut message = signed.clone();
+    message.extend_from_slice(b"tampered\r\n");
+    // SPF for another domain (none) and a broken signature: DMARC fails, p=reject.
+    let file = s.relay.dir.path().join("spoof.eml");
+    std::fs::write(&file, &message).unwrap();
+    let out = swaks(&[
+        "--server",
+        &s.relay.addr(),
+        "--from",
+        "someone@elsewhere.test",
+        "--to",
+        "john@forward.example",
+        "--data",
+        &format!("@{}", file.display()),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("550 5.7.1"), "{text}");
+    // An aligned, passing message still goes through.
+    let good = signed_message(&s.dns, &s.origin, "good");
+    let out = send(&s.relay, &good);
+    assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+    delivered(&s.receiver, &s.relay, 1);
+    assert_eq!(s.receiver.count(), 1);
+}
+
+/// An Ed25519 seal (arc-keygen's key): dkimpy knows no Ed25519 ARC, mail-auth does, so a
+/// second srs-relay checks the first one's seal.
+#[test]
+fn an_ed25519_seal_from_arc_keygen_is_checked_by_the_next_relay() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = origin(tmp.path());
+    let (key, record) = arc_keygen(tmp.path(), "ed", "ed1", "forward.example");
+    let mut records = origin.records.clone();
+    records.push(record);
+    records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));
+    let dns = Dns::start(&records);
+    let receiver = Receiver::start();
+    let mut second = Relay::prepare_full(
+        "hostname = \"relay2.test\"\n",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &format!("{}[auth]\nverify = true\n", dns.relay_config()),
+    );
+    let cfg = std::fs::read_to_string(&second.config).unwrap();
+    std::fs::write(
+        &second.config,
+        cfg.replace("hostname = \"relay.test\"\n", ""),
+    )
+    .unwrap();
+    std::fs::write(
+        second.dir.path().join("aliases"),
+        "john@home.example: final@dest.example\n",
+    )
+    .unwrap();
+    second.spawn();
+    let first = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", second.addr()),
+        &format!(
+            "{}{}",
+            dns.relay_config(),
+            arc_config(&key, "ed1", "forward.example")
+        ),
+    );
+    let message = signed_message(&dns, &origin, "ed25519");
+    send(&first, &message);
+    let got = delivered(&receiver, &second, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    assert!(text.contains("ARC-Seal: i=1; a=ed25519-sha256;"), "{text}");
+    let ours = header_fields(&got.data, "Authentication-Results");
+    assert!(
+        ours[0].starts_with("Authentication-Results: relay2.test;"),
+        "{text}"
+    );
+    assert!(ours[0].contains("arc=pass"), "{text}");
+    assert!(ours[0].contains("dkim=pass"), "{text}");
 }

@@ -94,26 +94,44 @@ impl Drop for Dns {
 pub fn rsa_key(dir: &Path, name: &str) -> (PathBuf, String) {
     let pem = dir.join(format!("{name}.pem"));
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+        ])
         .arg(&pem)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("openssl")
         .args(["pkey", "-pubout", "-outform", "DER", "-in"])
         .arg(&pem)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     (pem, base64(&out.stdout))
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -159,7 +177,13 @@ pub fn arc_verify(dns_port: u16, message: &[u8]) -> (bool, String) {
 }
 
 /// `message` DKIM-signed by dkimpy for `domain` with `selector` and the key in `key`.
-pub fn dkim_sign(dns_port: u16, selector: &str, domain: &str, key: &Path, message: &[u8]) -> Vec<u8> {
+pub fn dkim_sign(
+    dns_port: u16,
+    selector: &str,
+    domain: &str,
+    key: &Path,
+    message: &[u8],
+) -> Vec<u8> {
     let (ok, out) = dkimpy(
         dns_port,
         &["sign", selector, domain, key.to_str().unwrap()],

@@ -1,0 +1,425 @@
+//! DMARC-safe forwarding (issue 16): what arriving mail is checked for, and the ARC seal
+//! on what the relay forwards, with the mail-auth crate (Stalwart).
+//!
+//! # Where this runs
+//!
+//! DATA streams into the spool as it arrives (in memory up to 64 KiB, then an unnamed
+//! file). DKIM and ARC need the whole message, so the checks run after the final dot and
+//! before the `250`: on the message in memory, or read back once from its file. The
+//! results and the seal are *added* to the message before it is queued (an edit of the
+//! incoming message: [`Incoming::edit`](crate::spool::Incoming::edit)), not at delivery
+//! time: the queue file keeps holding the octets exactly as they are sent, so the seal is
+//! made once per message rather than once per attempt and envelope, covers the message
+//! as sent, and delivery, DSNs and the spool format stay as they were. The only other
+//! edit is the removal of `Authentication-Results` fields that claim our authserv-id
+//! (RFC 8601 §5); nothing a DKIM signature covers changes.
+//!
+//! DNS goes through hickory (the resolver delivery uses, `[dns]`), each query bounded by
+//! `dns.timeout`, the whole check by `auth.timeout`: a DNS failure is `temperror`, never
+//! an error of the session.
+
+mod headers;
+pub mod keys;
+
+use std::net::IpAddr;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use mail_auth::arc::ArcSealer;
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::Done;
+use mail_auth::dmarc::Policy;
+use mail_auth::dmarc::verify::DmarcParameters;
+use mail_auth::spf::verify::SpfParameters;
+use mail_auth::{
+    ArcOutput, AuthenticatedMessage, AuthenticationResults, DkimOutput, DkimResult, DmarcOutput,
+    DmarcResult, MessageAuthenticator, SpfOutput, SpfResult,
+};
+
+pub use headers::forged_results;
+pub use keys::SigningKey;
+
+use crate::config::{Config, ConfigError, DmarcRejectAction};
+
+/// Header fields the ARC-Message-Signature covers, when present (RFC 8617 §4.1.2 refers
+/// to DKIM's choice: those that make the message what it is).
+const SEALED_HEADERS: &[&str] = &[
+    "From",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Reply-To",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "DKIM-Signature",
+];
+
+/// The ARC sealer for the configured key.
+enum Sealer {
+    Ed25519(ArcSealer<Ed25519Key, Done>),
+    Rsa(ArcSealer<RsaKey<Sha256>, Done>),
+}
+
+/// The checks and the seal, as `[auth]`, `[arc]` and `[dns]` set them up.
+pub struct Authenticator {
+    resolver: MessageAuthenticator,
+    authserv_id: String,
+    /// Our name, for SPF's `%{r}` (`server.hostname`).
+    hostname: String,
+    timeout: Duration,
+    sealer: Option<Sealer>,
+    /// `auth.dmarc_reject_action`.
+    pub dmarc_reject_action: DmarcRejectAction,
+}
+
+/// What the checks of one message found, in short: for the log and the trace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub spf: String,
+    pub dkim: String,
+    pub dmarc: String,
+    /// The policy the header From domain publishes (`none`, `quarantine`, `reject`).
+    pub dmarc_policy: String,
+    pub arc: String,
+    /// The instance of our ARC set, if the message was sealed.
+    pub sealed: Option<u32>,
+}
+
+impl Summary {
+    /// `spf=pass dkim=pass dmarc=pass arc=none`.
+    pub fn line(&self) -> String {
+        format!(
+            "spf={} dkim={} dmarc={} arc={}",
+            self.spf, self.dkim, self.dmarc, self.arc
+        )
+    }
+
+    /// DMARC failed for a domain that asks for rejection.
+    pub fn dmarc_reject(&self) -> bool {
+        self.dmarc == "fail" && self.dmarc_policy == "reject"
+    }
+
+    /// As a JSON object, for the trace.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "spf": self.spf,
+            "dkim": self.dkim,
+            "dmarc": self.dmarc,
+            "dmarc_policy": self.dmarc_policy,
+            "arc": self.arc,
+            "arc_sealed": self.sealed,
+        })
+    }
+}
+
+/// The outcome of [`Authenticator::check`]: how the message is to be edited, and why.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// Header fields to put in front: `Authentication-Results`, then the ARC set.
+    pub prepend: String,
+    /// Octet ranges of the message to leave out (forged results fields).
+    pub remove: Vec<Range<u64>>,
+    pub summary: Summary,
+    /// How long the checks and the seal took.
+    pub elapsed: Duration,
+}
+
+impl Authenticator {
+    /// The authenticator the configuration asks for: `None` when neither `auth.verify`
+    /// nor `arc.key` is set. Reads the key file.
+    pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
+        let dmarc_reject_action = cfg.dmarc_reject_action()?;
+        let timeout = crate::config::duration("auth.timeout", &cfg.auth.timeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError::key("auth.timeout", "must be longer than zero"));
+        }
+        let dns = cfg.dns_settings()?;
+        let sealer = match &cfg.arc.key {
+            None => None,
+            Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
+        };
+        if !cfg.auth.verify && sealer.is_none() {
+            return Ok(None);
+        }
+        let resolver = crate::delivery::build_resolver(&dns)
+            .map_err(|e| ConfigError::key("dns.servers", e))?;
+        let authserv_id = match cfg.auth.authserv_id.trim() {
+            "" => cfg.server.hostname.trim().to_owned(),
+            id => id.to_owned(),
+        };
+        Ok(Some(Authenticator {
+            resolver: MessageAuthenticator(resolver),
+            authserv_id,
+            hostname: cfg.server.hostname.trim().to_owned(),
+            timeout,
+            sealer,
+            dmarc_reject_action,
+        }))
+    }
+
+    /// The authserv-id of our results.
+    pub fn authserv_id(&self) -> &str {
+        &self.authserv_id
+    }
+
+    /// Checks `message` (as received, our `Received:` first) that came from `ip`, which
+    /// said `helo` and `MAIL FROM:<mail_from>`: SPF, DKIM, ARC and DMARC; makes the
+    /// results header and, with a key, the ARC set; finds forged results to remove.
+    pub async fn check(&self, message: &[u8], ip: IpAddr, helo: &str, mail_from: &str) -> Checked {
+        let started = Instant::now();
+        let remove = forged_results(message, &self.authserv_id);
+        let Some(parsed) = AuthenticatedMessage::parse(message) else {
+            // Not a message mail-auth can read (no header section): nothing to say of it.
+            let summary = Summary {
+                spf: "none".into(),
+                dkim: "none".into(),
+                dmarc: "none".into(),
+                dmarc_policy: "none".into(),
+                arc: "none".into(),
+                sealed: None,
+            };
+            return Checked {
+                prepend: format!("Authentication-Results: {}; none\r\n", self.authserv_id),
+                remove,
+                summary,
+                elapsed: started.elapsed(),
+            };
+        };
+        let checks =
+            tokio::time::timeout(self.timeout, self.verify(&parsed, ip, helo, mail_from)).await;
+        let (prepend, summary) = match checks {
+            Ok(v) => self.results_and_seal(&parsed, ip, helo, mail_from, v),
+            Err(_) => {
+                tracing::warn!(timeout = ?self.timeout, "mail authentication timed out: temperror");
+                let summary = Summary {
+                    spf: "temperror".into(),
+                    dkim: "temperror".into(),
+                    dmarc: "temperror".into(),
+                    dmarc_policy: "none".into(),
+                    arc: "temperror".into(),
+                    sealed: None,
+                };
+                let header = format!(
+                    "Authentication-Results: {};\r\n\tspf=temperror;\r\n\tdkim=temperror;\r\n\
+                     \tarc=temperror;\r\n\tdmarc=temperror (verification timed out)\r\n",
+                    self.authserv_id
+                );
+                (header, summary)
+            }
+        };
+        Checked {
+            prepend,
+            remove,
+            summary,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    async fn verify<'x>(
+        &self,
+        message: &'x AuthenticatedMessage<'x>,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+    ) -> Verified<'x> {
+        let helo_domain = helo_domain(helo);
+        let spf = if mail_from.is_empty() {
+            self.resolver
+                .verify_spf(SpfParameters::verify_ehlo(ip, helo_domain, &self.hostname))
+                .await
+        } else {
+            self.resolver
+                .verify_spf(SpfParameters::verify_mail_from(
+                    ip,
+                    helo_domain,
+                    &self.hostname,
+                    mail_from,
+                ))
+                .await
+        };
+        let dkim = self.resolver.verify_dkim(message).await;
+        let arc = self.resolver.verify_arc(message).await;
+        let mail_from_domain = match mail_from.rsplit_once('@') {
+            Some((_, d)) => d,
+            None => helo_domain,
+        };
+        let dmarc = if message.from().is_empty() {
+            None
+        } else {
+            Some(
+                self.resolver
+                    .verify_dmarc(DmarcParameters::new(message, &dkim, mail_from_domain, &spf))
+                    .await,
+            )
+        };
+        Verified {
+            spf,
+            dkim,
+            arc,
+            dmarc,
+        }
+    }
+
+    /// The results header (and ARC set) from what [`Authenticator::verify`] found, with
+    /// the DMARC check that needs those results.
+    fn results_and_seal(
+        &self,
+        message: &AuthenticatedMessage<'_>,
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        v: Verified<'_>,
+    ) -> (String, Summary) {
+        let dmarc = &v.dmarc;
+        let header_from = message.from().to_owned();
+        let results = AuthenticationResults::new(&self.authserv_id)
+            .with_spf_mailfrom_result(&v.spf, ip, mail_from, helo_domain(helo))
+            .with_dkim_results(&v.dkim, &header_from)
+            .with_arc_result(&v.arc, ip);
+        let results = match &dmarc {
+            Some(d) => results.with_dmarc_result(d),
+            None => results,
+        };
+        let mut summary = Summary {
+            spf: spf_word(v.spf.result()).into(),
+            dkim: dkim_word(&v.dkim),
+            dmarc: dmarc
+                .as_ref()
+                .map_or("none".into(), |d| dmarc_word(&d.result()).into()),
+            dmarc_policy: match dmarc.as_ref().map(|d| d.policy()) {
+                Some(Policy::Reject) => "reject",
+                Some(Policy::Quarantine) => "quarantine",
+                _ => "none",
+            }
+            .into(),
+            arc: dkim_result_word(v.arc.result()).into(),
+            sealed: None,
+        };
+        let mut prepend = results.to_header();
+        if let Some(sealer) = &self.sealer {
+            if !v.arc.can_be_sealed() {
+                tracing::info!("not sealed: the ARC chain already failed (cv=fail)");
+            } else {
+                let sealed = match sealer {
+                    Sealer::Ed25519(s) => s
+                        .seal(message, &results, &v.arc)
+                        .map(|set| (set.seal.i, set.to_header())),
+                    Sealer::Rsa(s) => s
+                        .seal(message, &results, &v.arc)
+                        .map(|set| (set.seal.i, set.to_header())),
+                };
+                match sealed {
+                    Ok((i, set)) => {
+                        summary.sealed = Some(i);
+                        // The ARC set above the results: the newest trace fields first.
+                        prepend = set + &prepend;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "ARC seal failed; forwarded unsealed"),
+                }
+            }
+        }
+        (prepend, summary)
+    }
+}
+
+/// What the DNS-bound checks found.
+struct Verified<'x> {
+    spf: SpfOutput,
+    dkim: Vec<DkimOutput<'x>>,
+    arc: ArcOutput<'x>,
+    /// None without a header From.
+    dmarc: Option<DmarcOutput>,
+}
+
+/// The sealer of `arc.key` (at `path`) for `arc.domain` (or `srs.default_domain`) and
+/// `arc.selector`.
+fn sealer(cfg: &Config, path: &std::path::Path) -> Result<Sealer, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
+    let key = SigningKey::from_pem(&pem)
+        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
+    let selector = cfg.arc.selector.trim();
+    if selector.is_empty() {
+        return Err(ConfigError::key("arc.selector", "needed with arc.key"));
+    }
+    let domain = match cfg.arc.domain.trim() {
+        "" => cfg.srs.default_domain.as_deref().unwrap_or_default().trim(),
+        d => d,
+    };
+    if domain.is_empty() {
+        return Err(ConfigError::key(
+            "arc.domain",
+            "needed with arc.key (or srs.default_domain)",
+        ));
+    }
+    Ok(match key {
+        SigningKey::Ed25519(k) => Sealer::Ed25519(
+            ArcSealer::from_key(k)
+                .domain(domain)
+                .selector(selector)
+                .headers(SEALED_HEADERS.iter().copied()),
+        ),
+        SigningKey::Rsa(k) => Sealer::Rsa(
+            ArcSealer::from_key(k)
+                .domain(domain)
+                .selector(selector)
+                .headers(SEALED_HEADERS.iter().copied()),
+        ),
+    })
+}
+
+/// The domain of a HELO/EHLO argument (an address literal stays as it is).
+fn helo_domain(helo: &str) -> &str {
+    helo.trim().trim_end_matches('.')
+}
+
+fn spf_word(r: SpfResult) -> &'static str {
+    match r {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
+        SpfResult::None => "none",
+    }
+}
+
+fn dkim_result_word(r: &DkimResult) -> &'static str {
+    match r {
+        DkimResult::Pass => "pass",
+        DkimResult::Neutral(_) => "neutral",
+        DkimResult::Fail(_) => "fail",
+        DkimResult::PermError(_) => "permerror",
+        DkimResult::TempError(_) => "temperror",
+        DkimResult::None => "none",
+    }
+}
+
+/// The DKIM results of all signatures: `pass`, `fail`, or `pass,fail` for several.
+fn dkim_word(outputs: &[DkimOutput<'_>]) -> String {
+    if outputs.is_empty() {
+        return "none".into();
+    }
+    outputs
+        .iter()
+        .map(|o| dkim_result_word(o.result()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn dmarc_word(r: &DmarcResult) -> &'static str {
+    match r {
+        DmarcResult::Pass => "pass",
+        DmarcResult::Fail(_) => "fail",
+        DmarcResult::TempError(_) => "temperror",
+        DmarcResult::PermError(_) => "permerror",
+        DmarcResult::None => "none",
+    }
+}
