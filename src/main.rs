@@ -421,6 +421,7 @@ fn run(command: Command) -> Result<(), Failure> {
             {
                 srs_relay::policy::Policy::from_config(&cfg)?;
                 srs_relay::socketmap::Settings::from_config(&cfg)?;
+                srs_relay::auth::Authenticator::check_config(&cfg)?;
                 if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
                     srs_relay::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))
                         .map_err(Failure::Usage)?;

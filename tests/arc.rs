@@ -512,3 +512,90 @@ fn an_ed25519_seal_from_arc_keygen_is_checked_by_the_next_relay() {
     assert!(ours[0].contains("arc=pass"), "{text}");
     assert!(ours[0].contains("dkim=pass"), "{text}");
 }
+
+/// `rewrite-from`: a p=reject domain's message that fails DMARC arrives from the alias,
+/// DKIM-signed by us (dkimpy checks it), the original sender in Reply-To and
+/// X-Original-From, sealed.
+#[test]
+fn rewrite_from_makes_a_failing_p_reject_message_pass_as_ours() {
+    let s = sealing(&[], "[auth]\ndmarc_reject_action = \"rewrite-from\"\n");
+    let signed = signed_message(&s.dns, &s.origin, "rewritten");
+    let message = String::from_utf8(signed)
+        .unwrap()
+        .replace("Subject: rewritten", "Subject: [list] rewritten")
+        .into_bytes();
+    let file = s.relay.dir.path().join("list.eml");
+    std::fs::write(&file, &message).unwrap();
+    // From a list's own envelope sender: SPF says nothing for origin.test, DKIM fails.
+    let out = swaks_ok(&[
+        "--server",
+        &s.relay.addr(),
+        "--from",
+        "list-bounces@lists.test",
+        "--to",
+        "john@forward.example",
+        "--data",
+        &format!("@{}", file.display()),
+    ]);
+    assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+    let got = delivered(&s.receiver, &s.relay, 1);
+    let text = String::from_utf8_lossy(&got.data).into_owned();
+    let from = header_fields(&got.data, "From");
+    assert_eq!(from, ["From: \"Alice\" <john@forward.example>"], "{text}");
+    assert_eq!(
+        header_fields(&got.data, "Reply-To"),
+        ["Reply-To: <alice@origin.test>"]
+    );
+    assert_eq!(
+        header_fields(&got.data, "X-Original-From"),
+        ["X-Original-From: Alice <alice@origin.test>"]
+    );
+    let ours = &header_fields(&got.data, "DKIM-Signature")[0];
+    assert!(ours.contains("d=forward.example"), "{text}");
+    let (ok, why) = dkim_verify(s.dns.port, &got.data);
+    assert!(ok, "our DKIM signature does not verify: {why}\n{text}");
+    let (ok, why) = arc_verify(s.dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+    assert!(
+        header_fields(&got.data, "Authentication-Results")[0].contains("dmarc=fail"),
+        "{text}"
+    );
+    assert!(
+        s.relay.log().contains("from_rewritten=true"),
+        "{}",
+        s.relay.log()
+    );
+}
+
+#[test]
+fn check_config_names_the_arc_and_auth_keys_that_are_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secrets"), "s3cret-for-the-check\n").unwrap();
+    std::fs::write(
+        dir.path().join("bad.key"),
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let check = |extra: &str| {
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, format!("[srs]\nsecrets_file = \"secrets\"\ndefault_domain = \"forward.example\"\n[spool]\ndir = \"spool\"\n{extra}")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+            .args(["check-config", "--config", cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check("[arc]\nkey = \"bad.key\"\nselector = \"s\"\n");
+    assert!(!ok && err.contains("arc.key"), "{err}");
+    let (ok, err) = check("[auth]\ndmarc_reject_action = \"rewrite-from\"\n");
+    assert!(!ok && err.contains("auth.dmarc_reject_action"), "{err}");
+    let (ok, err) = check("[auth]\ndmarc_reject_action = \"bounce\"\n");
+    assert!(!ok && err.contains("auth.dmarc_reject_action"), "{err}");
+    let (ok, err) = check("[dns]\nservers = [\"not-an-ip\"]\n");
+    assert!(!ok && err.contains("dns.servers"), "{err}");
+    let (ok, err) = check("[dns]\nservers = [\"127.0.0.1:5353\", \"::1\"]\n");
+    assert!(ok, "{err}");
+}

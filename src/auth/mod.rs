@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::Done;
+use mail_auth::dkim::{DkimSigner, Done};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -60,10 +60,41 @@ const SEALED_HEADERS: &[&str] = &[
     "DKIM-Signature",
 ];
 
-/// The ARC sealer for the configured key.
+/// Header fields our DKIM signatures cover, when present.
+const SIGNED_HEADERS: &[&str] = &[
+    "From",
+    "Reply-To",
+    "To",
+    "Cc",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "X-Original-From",
+];
+
+/// The ARC sealer for the configured key, and a DKIM signer with the same key, domain
+/// and selector (for `rewrite-from`, and the relay's own mail).
 enum Sealer {
-    Ed25519(ArcSealer<Ed25519Key, Done>),
-    Rsa(ArcSealer<RsaKey<Sha256>, Done>),
+    Ed25519(Box<Signers<Ed25519Key>>),
+    Rsa(Box<Signers<RsaKey<Sha256>>>),
+}
+
+/// An ARC sealer and a DKIM signer with one key.
+type Signers<K> = (ArcSealer<K, Done>, DkimSigner<K, Done>);
+
+impl Sealer {
+    /// The `DKIM-Signature` field for `message` (whole, as it will be sent).
+    fn dkim_sign(&self, message: &[u8]) -> Result<String, mail_auth::Error> {
+        match self {
+            Sealer::Ed25519(b) => b.1.sign(message).map(|s| s.to_header()),
+            Sealer::Rsa(b) => b.1.sign(message).map(|s| s.to_header()),
+        }
+    }
 }
 
 /// The checks and the seal, as `[auth]`, `[arc]` and `[dns]` set them up.
@@ -89,6 +120,8 @@ pub struct Summary {
     pub arc: String,
     /// The instance of our ARC set, if the message was sealed.
     pub sealed: Option<u32>,
+    /// The header From was rewritten (`auth.dmarc_reject_action = "rewrite-from"`).
+    pub from_rewritten: bool,
 }
 
 impl Summary {
@@ -114,6 +147,7 @@ impl Summary {
             "dmarc_policy": self.dmarc_policy,
             "arc": self.arc,
             "arc_sealed": self.sealed,
+            "from_rewritten": self.from_rewritten,
         })
     }
 }
@@ -144,6 +178,12 @@ impl Authenticator {
             None => None,
             Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
         };
+        if dmarc_reject_action == DmarcRejectAction::RewriteFrom && sealer.is_none() {
+            return Err(ConfigError::key(
+                "auth.dmarc_reject_action",
+                "\"rewrite-from\" needs arc.key: the rewritten message is DKIM-signed with it",
+            ));
+        }
         if !cfg.auth.verify && sealer.is_none() {
             return Ok(None);
         }
@@ -163,6 +203,23 @@ impl Authenticator {
         }))
     }
 
+    /// Checks `[auth]` and `[arc]` as [`Authenticator::from_config`] does (the key file
+    /// read and parsed) without setting up a resolver: for `srs-relay check-config`.
+    pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
+        let action = cfg.dmarc_reject_action()?;
+        let sealer = match &cfg.arc.key {
+            None => None,
+            Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
+        };
+        if action == DmarcRejectAction::RewriteFrom && sealer.is_none() {
+            return Err(ConfigError::key(
+                "auth.dmarc_reject_action",
+                "\"rewrite-from\" needs arc.key: the rewritten message is DKIM-signed with it",
+            ));
+        }
+        Ok(())
+    }
+
     /// The authserv-id of our results.
     pub fn authserv_id(&self) -> &str {
         &self.authserv_id
@@ -171,9 +228,18 @@ impl Authenticator {
     /// Checks `message` (as received, our `Received:` first) that came from `ip`, which
     /// said `helo` and `MAIL FROM:<mail_from>`: SPF, DKIM, ARC and DMARC; makes the
     /// results header and, with a key, the ARC set; finds forged results to remove.
-    pub async fn check(&self, message: &[u8], ip: IpAddr, helo: &str, mail_from: &str) -> Checked {
+    /// `forwarder` is the address the message was sent to (the alias): the header From
+    /// of a `rewrite-from`.
+    pub async fn check(
+        &self,
+        message: &[u8],
+        ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        forwarder: &str,
+    ) -> Checked {
         let started = Instant::now();
-        let remove = forged_results(message, &self.authserv_id);
+        let mut remove = forged_results(message, &self.authserv_id);
         let Some(parsed) = AuthenticatedMessage::parse(message) else {
             // Not a message mail-auth can read (no header section): nothing to say of it.
             let summary = Summary {
@@ -183,6 +249,7 @@ impl Authenticator {
                 dmarc_policy: "none".into(),
                 arc: "none".into(),
                 sealed: None,
+                from_rewritten: false,
             };
             return Checked {
                 prepend: format!("Authentication-Results: {}; none\r\n", self.authserv_id),
@@ -194,7 +261,15 @@ impl Authenticator {
         let checks =
             tokio::time::timeout(self.timeout, self.verify(&parsed, ip, helo, mail_from)).await;
         let (prepend, summary) = match checks {
-            Ok(v) => self.results_and_seal(&parsed, ip, helo, mail_from, v),
+            Ok(v) => {
+                let arrival = Arrival {
+                    ip,
+                    helo,
+                    mail_from,
+                    forwarder,
+                };
+                self.results_and_seal(&parsed, &arrival, &mut remove, v)
+            }
             Err(_) => {
                 tracing::warn!(timeout = ?self.timeout, "mail authentication timed out: temperror");
                 let summary = Summary {
@@ -204,6 +279,7 @@ impl Authenticator {
                     dmarc_policy: "none".into(),
                     arc: "temperror".into(),
                     sealed: None,
+                    from_rewritten: false,
                 };
                 let header = format!(
                     "Authentication-Results: {};\r\n\tspf=temperror;\r\n\tdkim=temperror;\r\n\
@@ -271,11 +347,16 @@ impl Authenticator {
     fn results_and_seal(
         &self,
         message: &AuthenticatedMessage<'_>,
-        ip: IpAddr,
-        helo: &str,
-        mail_from: &str,
+        arrival: &Arrival<'_>,
+        remove: &mut Vec<Range<u64>>,
         v: Verified<'_>,
     ) -> (String, Summary) {
+        let Arrival {
+            ip,
+            helo,
+            mail_from,
+            forwarder,
+        } = *arrival;
         let dmarc = &v.dmarc;
         let header_from = message.from().to_owned();
         let results = AuthenticationResults::new(&self.authserv_id)
@@ -300,32 +381,138 @@ impl Authenticator {
             .into(),
             arc: dkim_result_word(v.arc.result()).into(),
             sealed: None,
+            from_rewritten: false,
         };
-        let mut prepend = results.to_header();
-        if let Some(sealer) = &self.sealer {
-            if !v.arc.can_be_sealed() {
-                tracing::info!("not sealed: the ARC chain already failed (cv=fail)");
-            } else {
-                let sealed = match sealer {
-                    Sealer::Ed25519(s) => s
-                        .seal(message, &results, &v.arc)
-                        .map(|set| (set.seal.i, set.to_header())),
-                    Sealer::Rsa(s) => s
-                        .seal(message, &results, &v.arc)
-                        .map(|set| (set.seal.i, set.to_header())),
-                };
-                match sealed {
-                    Ok((i, set)) => {
-                        summary.sealed = Some(i);
-                        // The ARC set above the results: the newest trace fields first.
-                        prepend = set + &prepend;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "ARC seal failed; forwarded unsealed"),
-                }
+        // rewrite-from: our From (and Reply-To, X-Original-From) and our DKIM signature in
+        // front of the message, its own From left out.
+        let mut ours = String::new();
+        let rewritten: Option<Vec<u8>> = match &self.sealer {
+            Some(sealer)
+                if summary.dmarc_reject()
+                    && self.dmarc_reject_action == DmarcRejectAction::RewriteFrom =>
+            {
+                self.rewrite_from(message.raw_message, forwarder, sealer, remove, &mut ours)
             }
+            _ => None,
+        };
+        summary.from_rewritten = rewritten.is_some();
+        let mut prepend = results.to_header() + &ours;
+        let Some(sealer) = &self.sealer else {
+            return (prepend, summary);
+        };
+        if !v.arc.can_be_sealed() {
+            tracing::info!("not sealed: the ARC chain already failed (cv=fail)");
+            return (prepend, summary);
+        }
+        // The seal covers the message as sent: the rewritten one, when it was.
+        let reparsed = rewritten.as_deref().and_then(AuthenticatedMessage::parse);
+        let sealed_message = reparsed.as_ref().unwrap_or(message);
+        let sealed = match sealer {
+            Sealer::Ed25519(b) => {
+                b.0.seal(sealed_message, &results, &v.arc)
+                    .map(|set| (set.seal.i, set.to_header()))
+            }
+            Sealer::Rsa(b) => {
+                b.0.seal(sealed_message, &results, &v.arc)
+                    .map(|set| (set.seal.i, set.to_header()))
+            }
+        };
+        match sealed {
+            Ok((i, set)) => {
+                summary.sealed = Some(i);
+                // The ARC set above the results: the newest trace fields first.
+                prepend = set + &prepend;
+            }
+            Err(e) => tracing::warn!(error = %e, "ARC seal failed; forwarded unsealed"),
         }
         (prepend, summary)
     }
+}
+
+impl Authenticator {
+    /// For `rewrite-from`: adds the header From's range to `remove`, our fields to
+    /// `ours` (DKIM-Signature, From, Reply-To unless the message has one,
+    /// X-Original-From), and returns the message as it will be sent from our fields on.
+    /// `None` (nothing changed) without a From to rewrite or a forwarding address.
+    fn rewrite_from(
+        &self,
+        raw: &[u8],
+        forwarder: &str,
+        sealer: &Sealer,
+        remove: &mut Vec<Range<u64>>,
+        ours: &mut String,
+    ) -> Option<Vec<u8>> {
+        if forwarder.is_empty() || !forwarder.contains('@') {
+            return None;
+        }
+        let fields = headers::fields(raw);
+        let named = |n: &'static str| {
+            fields
+                .iter()
+                .find(|(_, name)| name.trim_ascii().eq_ignore_ascii_case(n.as_bytes()))
+        };
+        let (from_range, from_name) = named("From")?.clone();
+        let has_reply_to = named("Reply-To").is_some();
+        let parsed = mail_parser::MessageParser::new().parse_headers(raw)?;
+        let original = parsed.from().and_then(|a| a.first())?;
+        let original_address = original.address()?.to_owned();
+        let display = original.name().unwrap_or(&original_address).to_owned();
+        let original_value =
+            String::from_utf8_lossy(&raw[from_range.start + from_name.len() + 1..from_range.end])
+                .trim()
+                .to_owned();
+        let mut fields_text = format!("From: {} <{forwarder}>\r\n", phrase(&display));
+        if !has_reply_to {
+            fields_text.push_str(&format!("Reply-To: <{original_address}>\r\n"));
+        }
+        fields_text.push_str(&format!("X-Original-From: {original_value}\r\n"));
+        remove.push(from_range.start as u64..from_range.end as u64);
+        remove.sort_by_key(|r| r.start);
+        let mut sent = fields_text.clone().into_bytes();
+        let mut at = 0usize;
+        for r in remove.iter() {
+            sent.extend_from_slice(&raw[at..r.start as usize]);
+            at = r.end as usize;
+        }
+        sent.extend_from_slice(&raw[at..]);
+        let signature = match sealer.dkim_sign(&sent) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "DKIM signing failed; From not rewritten");
+                remove.retain(|r| r.start != from_range.start as u64);
+                return None;
+            }
+        };
+        ours.push_str(&signature);
+        ours.push_str(&fields_text);
+        let mut whole = signature.into_bytes();
+        whole.extend_from_slice(&sent);
+        Some(whole)
+    }
+}
+
+/// A display name as an RFC 5322 phrase: a quoted string when it is printable ASCII,
+/// else an RFC 2047 encoded word (UTF-8, base64).
+fn phrase(name: &str) -> String {
+    let name: String = name.chars().filter(|c| !c.is_control()).collect();
+    if name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        format!(
+            "=?utf-8?b?{}?=",
+            data_encoding::BASE64.encode(name.as_bytes())
+        )
+    }
+}
+
+/// Where a message came from, as the session knows it.
+#[derive(Clone, Copy)]
+struct Arrival<'a> {
+    ip: IpAddr,
+    helo: &'a str,
+    mail_from: &'a str,
+    /// The address it was sent to.
+    forwarder: &'a str,
 }
 
 /// What the DNS-bound checks found.
@@ -358,19 +545,31 @@ fn sealer(cfg: &Config, path: &std::path::Path) -> Result<Sealer, ConfigError> {
             "needed with arc.key (or srs.default_domain)",
         ));
     }
-    Ok(match key {
-        SigningKey::Ed25519(k) => Sealer::Ed25519(
+    // The key once for each signer (neither lends it out).
+    let again = SigningKey::from_pem(&pem)
+        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
+    Ok(match (key, again) {
+        (SigningKey::Ed25519(k), SigningKey::Ed25519(d)) => Sealer::Ed25519(Box::new((
             ArcSealer::from_key(k)
                 .domain(domain)
                 .selector(selector)
                 .headers(SEALED_HEADERS.iter().copied()),
-        ),
-        SigningKey::Rsa(k) => Sealer::Rsa(
+            DkimSigner::from_key(d)
+                .domain(domain)
+                .selector(selector)
+                .headers(SIGNED_HEADERS.iter().copied()),
+        ))),
+        (SigningKey::Rsa(k), SigningKey::Rsa(d)) => Sealer::Rsa(Box::new((
             ArcSealer::from_key(k)
                 .domain(domain)
                 .selector(selector)
                 .headers(SEALED_HEADERS.iter().copied()),
-        ),
+            DkimSigner::from_key(d)
+                .domain(domain)
+                .selector(selector)
+                .headers(SIGNED_HEADERS.iter().copied()),
+        ))),
+        _ => return Err(ConfigError::key("arc.key", "read as two kinds of key")),
     })
 }
 

@@ -107,6 +107,9 @@ impl Config {
         }
         self.admin_listen()?;
         self.alerts_settings()?;
+        self.dns_settings()?;
+        self.dmarc_reject_action()?;
+        duration("auth.timeout", &self.auth.timeout)?;
         self.validate_lookups()
     }
 

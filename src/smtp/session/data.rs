@@ -131,8 +131,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .first()
             .map(|e| e.original_sender.clone())
             .unwrap_or_default();
+        // The address it was sent to: the From of a rewrite-from.
+        let forwarder = planned
+            .envelopes
+            .first()
+            .and_then(|e| e.recipients.first())
+            .map(|r| r.original.clone())
+            .unwrap_or_default();
         if let Some(bytes) = message.in_memory() {
-            let checked = authenticator.check(bytes, ip, &helo, &mail_from).await;
+            let checked = authenticator
+                .check(bytes, ip, &helo, &mail_from, &forwarder)
+                .await;
             return (message, Some(checked));
         }
         let spool = self.srv.spool.clone();
@@ -143,7 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         .await;
         match read {
             Ok((message, Ok(Some(bytes)))) => {
-                let checked = authenticator.check(&bytes, ip, &helo, &mail_from).await;
+                let checked = authenticator
+                    .check(&bytes, ip, &helo, &mail_from, &forwarder)
+                    .await;
                 (message, Some(checked))
             }
             Ok((message, Ok(None))) => (message, None),
@@ -281,6 +292,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 tls = ?env.client.tls,
                 auth = auth_line.as_deref(),
                 arc_sealed = auth.as_ref().and_then(|a| a.sealed),
+                from_rewritten = auth.as_ref().is_some_and(|a| a.from_rewritten),
                 "received"
             );
             self.trace_received(&env, &reversed, &message_id, &subject, auth.as_ref());
