@@ -27,6 +27,9 @@ pub struct DsnSettings {
     pub reporting_mta: String,
     /// `queue.max_lifetime`: a delayed DSN's `Will-Retry-Until` is this after arrival.
     pub max_lifetime: Duration,
+    /// With `arc.key` and `srs.default_domain`: DSNs come from `MAILER-DAEMON@` that
+    /// domain, DKIM-signed for it, so that they pass DMARC where they go.
+    pub signer: Option<Arc<crate::auth::OwnMailSigner>>,
 }
 
 impl DsnSettings {
@@ -34,6 +37,7 @@ impl DsnSettings {
         Ok(DsnSettings {
             reporting_mta: cfg.server.hostname.clone(),
             max_lifetime: config::duration("queue.max_lifetime", &cfg.queue.max_lifetime)?,
+            signer: crate::auth::OwnMailSigner::from_config(cfg)?.map(Arc::new),
         })
     }
 }
@@ -49,12 +53,7 @@ pub fn dsn_on_failure(
 ) -> OnFailure {
     Arc::new(move |report: FailureReport| {
         let settings = settings.load();
-        match spool_dsn(
-            &spool,
-            &settings.reporting_mta,
-            settings.max_lifetime,
-            &report,
-        ) {
+        match spool_dsn(&spool, &settings, &report) {
             Ok(Some(env)) => {
                 trace_dsn(&tracer, &report, &env);
                 if submit.send(env).is_err() {
@@ -85,10 +84,10 @@ fn trace_dsn(tracer: &Tracer, report: &FailureReport, dsn: &Envelope) {
 /// when it could not be spooled.
 fn spool_dsn(
     spool: &Spool,
-    reporting_mta: &str,
-    max_lifetime: Duration,
+    settings: &DsnSettings,
     report: &FailureReport,
 ) -> Result<Option<Envelope>, ()> {
+    let (reporting_mta, max_lifetime) = (settings.reporting_mta.as_str(), settings.max_lifetime);
     let env = &report.envelope;
     let action = match report.reason {
         FailureReason::Permanent | FailureReason::Expired => Action::Failed,
@@ -117,6 +116,7 @@ fn spool_dsn(
     let now = unix_now();
     let Some(message) = dsn::compose(&DsnRequest {
         reporting_mta,
+        from_domain: settings.signer.as_deref().map(|s| s.domain()),
         envelope: env,
         recipients: &reported,
         action,
@@ -125,6 +125,10 @@ fn spool_dsn(
         retry_until: Some(env.lifetime_start().saturating_add(max_lifetime.as_secs())),
     }) else {
         return Ok(None);
+    };
+    let message = match &settings.signer {
+        Some(signer) => signer.sign(message),
+        None => message,
     };
     let dsn_env = Envelope::from_null_sender(
         &env.original_sender,

@@ -599,3 +599,30 @@ fn check_config_names_the_arc_and_auth_keys_that_are_wrong() {
     let (ok, err) = check("[dns]\nservers = [\"127.0.0.1:5353\", \"::1\"]\n");
     assert!(ok, "{err}");
 }
+
+/// A DSN comes from MAILER-DAEMON@srs.default_domain, DKIM-signed for it with arc.key:
+/// dkimpy verifies it.
+#[test]
+fn dsns_are_dkim_signed_for_the_default_domain() {
+    let s = sealing(&[], "");
+    s.receiver
+        .script
+        .lock()
+        .unwrap()
+        .rcpt
+        .insert("john@home.example".into(), "550 5.1.1 No such user".into());
+    let message = signed_message(&s.dns, &s.origin, "refused");
+    send(&s.relay, &message);
+    let dsn = delivered(&s.receiver, &s.relay, 1);
+    assert_eq!(dsn.mail_from, "");
+    assert_eq!(dsn.rcpt_to, [format!("alice@{ORIGIN}")]);
+    let text = String::from_utf8_lossy(&dsn.data).into_owned();
+    assert_eq!(
+        header_fields(&dsn.data, "From"),
+        ["From: Mail Delivery System <MAILER-DAEMON@forward.example>"],
+        "{text}"
+    );
+    assert!(header_fields(&dsn.data, "DKIM-Signature")[0].contains("d=forward.example"), "{text}");
+    let (ok, why) = dkim_verify(s.dns.port, &dsn.data);
+    assert!(ok, "the DSN's signature does not verify: {why}\n{text}");
+}

@@ -505,6 +505,55 @@ fn phrase(name: &str) -> String {
     }
 }
 
+/// DKIM signatures on the relay's own mail (DSNs, delay warnings): `arc.key` and
+/// `arc.selector`, for `srs.default_domain`.
+pub struct OwnMailSigner {
+    sealer: Sealer,
+    domain: String,
+}
+
+impl std::fmt::Debug for OwnMailSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnMailSigner")
+            .field("domain", &self.domain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnMailSigner {
+    /// The signer the configuration asks for: `None` without `arc.key` or
+    /// `srs.default_domain`.
+    pub fn from_config(cfg: &Config) -> Result<Option<OwnMailSigner>, ConfigError> {
+        let (Some(path), Some(domain)) = (&cfg.arc.key, &cfg.srs.default_domain) else {
+            return Ok(None);
+        };
+        let domain = domain.trim().to_ascii_lowercase();
+        let sealer = make_sealer(cfg, &cfg.resolve(path), &domain)?;
+        Ok(Some(OwnMailSigner { sealer, domain }))
+    }
+
+    /// The domain signed for (`d=`), also the domain of the DSN's `From:`.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    /// `message` with a `DKIM-Signature` field in front; unsigned (and logged) if signing
+    /// fails.
+    pub fn sign(&self, message: Vec<u8>) -> Vec<u8> {
+        match self.sealer.dkim_sign(&message) {
+            Ok(field) => {
+                let mut out = field.into_bytes();
+                out.extend_from_slice(&message);
+                out
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "DKIM signing of our own message failed; sent unsigned");
+                message
+            }
+        }
+    }
+}
+
 /// Where a message came from, as the session knows it.
 #[derive(Clone, Copy)]
 struct Arrival<'a> {
@@ -527,14 +576,6 @@ struct Verified<'x> {
 /// The sealer of `arc.key` (at `path`) for `arc.domain` (or `srs.default_domain`) and
 /// `arc.selector`.
 fn sealer(cfg: &Config, path: &std::path::Path) -> Result<Sealer, ConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
-    let key = SigningKey::from_pem(&pem)
-        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
-    let selector = cfg.arc.selector.trim();
-    if selector.is_empty() {
-        return Err(ConfigError::key("arc.selector", "needed with arc.key"));
-    }
     let domain = match cfg.arc.domain.trim() {
         "" => cfg.srs.default_domain.as_deref().unwrap_or_default().trim(),
         d => d,
@@ -544,6 +585,19 @@ fn sealer(cfg: &Config, path: &std::path::Path) -> Result<Sealer, ConfigError> {
             "arc.domain",
             "needed with arc.key (or srs.default_domain)",
         ));
+    }
+    make_sealer(cfg, path, domain)
+}
+
+/// The signers of the key at `path` with `arc.selector`, for `domain`.
+fn make_sealer(cfg: &Config, path: &std::path::Path, domain: &str) -> Result<Sealer, ConfigError> {
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
+    let key = SigningKey::from_pem(&pem)
+        .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
+    let selector = cfg.arc.selector.trim();
+    if selector.is_empty() {
+        return Err(ConfigError::key("arc.selector", "needed with arc.key"));
     }
     // The key once for each signer (neither lends it out).
     let again = SigningKey::from_pem(&pem)

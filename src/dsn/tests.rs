@@ -74,6 +74,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
 fn request<'a>(env: &'a Envelope, rcpts: &'a [usize], action: Action) -> DsnRequest<'a> {
     DsnRequest {
         reporting_mta: MTA,
+        from_domain: None,
         envelope: env,
         recipients: rcpts,
         action,

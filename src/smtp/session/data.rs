@@ -101,7 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return self.error(text);
             }
             message.edit(checked.prepend.as_bytes(), checked.remove);
-            auth = Some(checked.summary);
+            auth = Some((checked.summary, checked.elapsed));
         }
         match self.spool(planned, message, headers, auth).await {
             Ok(ids) => {
@@ -263,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         planned: Planned,
         mut message: Incoming,
         (message_id, subject): (Option<String>, Option<String>),
-        auth: Option<Summary>,
+        auth: Option<(Summary, std::time::Duration)>,
     ) -> std::io::Result<Vec<String>> {
         let reversed = planned.reversed;
         let mut envelopes = planned.envelopes;
@@ -279,6 +279,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         .map_err(std::io::Error::other)?;
         result?;
         let ids = envelopes.iter().map(|e| e.id.clone()).collect();
+        let auth_us = auth.as_ref().map(|(_, t)| t.as_micros() as u64);
+        let auth = auth.map(|(s, _)| s);
         let auth_line = auth.as_ref().map(Summary::line);
         for env in envelopes {
             let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
@@ -293,6 +295,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 auth = auth_line.as_deref(),
                 arc_sealed = auth.as_ref().and_then(|a| a.sealed),
                 from_rewritten = auth.as_ref().is_some_and(|a| a.from_rewritten),
+                auth_us,
                 "received"
             );
             self.trace_received(&env, &reversed, &message_id, &subject, auth.as_ref());
