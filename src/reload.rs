@@ -302,7 +302,7 @@ fn needs_restart(started: &Config, new: &Config) -> Vec<&'static str> {
 
 /// The sections whose keys differ between `old` and `new`, for the log.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
-    let sections: [(&str, bool); 15] = [
+    let sections: [(&str, bool); 16] = [
         ("srs", old.srs != new.srs),
         ("server", old.server != new.server),
         ("spool", old.spool != new.spool),
@@ -318,6 +318,7 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("dns", old.dns != new.dns),
         ("auth", old.auth != new.auth),
         ("arc", old.arc != new.arc),
+        ("dsn", old.dsn != new.dsn),
     ];
     sections
         .into_iter()

@@ -605,12 +605,10 @@ fn check_config_names_the_arc_and_auth_keys_that_are_wrong() {
 #[test]
 fn dsns_are_dkim_signed_for_the_default_domain() {
     let s = sealing(&[], "");
-    s.receiver
-        .script
-        .lock()
-        .unwrap()
-        .rcpt
-        .insert("john@home.example".into(), "550 5.1.1 No such user".into());
+    s.receiver.script.lock().unwrap().rcpt.insert(
+        "john@home.example".into(),
+        "550 5.1.1 <john@home.example>: No such user".into(),
+    );
     let message = signed_message(&s.dns, &s.origin, "refused");
     send(&s.relay, &message);
     let dsn = delivered(&s.receiver, &s.relay, 1);
@@ -622,7 +620,64 @@ fn dsns_are_dkim_signed_for_the_default_domain() {
         ["From: Mail Delivery System <MAILER-DAEMON@forward.example>"],
         "{text}"
     );
-    assert!(header_fields(&dsn.data, "DKIM-Signature")[0].contains("d=forward.example"), "{text}");
+    assert!(
+        header_fields(&dsn.data, "DKIM-Signature")[0].contains("d=forward.example"),
+        "{text}"
+    );
     let (ok, why) = dkim_verify(s.dns.port, &dsn.data);
     assert!(ok, "the DSN's signature does not verify: {why}\n{text}");
+    // dsn.hide_forward_targets (default): the alias, never the address it forwards to.
+    assert!(
+        text.contains("Final-Recipient: rfc822; john@forward.example"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("home.example"),
+        "the forward target leaked:\n{text}"
+    );
+    // RET not given: headers only.
+    assert!(text.contains("text/rfc822-headers"), "{text}");
+    assert!(
+        !text.contains("this line and the headers are signed"),
+        "{text}"
+    );
+}
+
+/// No backscatter: a refused forward from a sender that was not authenticated at
+/// arrival brings no DSN (logged); with dsn.to_unauthenticated = "send" it does.
+#[test]
+fn a_refused_forward_from_an_unauthenticated_sender_brings_no_dsn() {
+    for (config, want) in [("", 0), ("[dsn]\nto_unauthenticated = \"send\"\n", 1)] {
+        let s = sealing(&[], config);
+        s.receiver
+            .script
+            .lock()
+            .unwrap()
+            .rcpt
+            .insert("john@home.example".into(), "550 5.1.1 No such user".into());
+        // A forged sender: elsewhere.test publishes nothing, nothing is signed.
+        let out = swaks_ok(&[
+            "--server",
+            &s.relay.addr(),
+            "--from",
+            "victim@elsewhere.test",
+            "--to",
+            "john@forward.example",
+            "--header",
+            "From: victim@elsewhere.test",
+        ]);
+        assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+        let log_says =
+            |what: &str| wait_until(Duration::from_secs(20), || s.relay.log().contains(what));
+        if want == 0 {
+            assert!(log_says("DSN dropped"), "{}", s.relay.log());
+            assert!(s.relay.log().contains("spf=none"), "{}", s.relay.log());
+        } else {
+            assert!(log_says("DSN queued"), "{}", s.relay.log());
+            delivered(&s.receiver, &s.relay, 1);
+        }
+        // Nothing else arrives (the refused forward was never delivered).
+        std::thread::sleep(Duration::from_millis(500));
+        assert_eq!(s.receiver.count(), want, "{}", s.relay.log());
+    }
 }

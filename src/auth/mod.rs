@@ -122,6 +122,9 @@ pub struct Summary {
     pub sealed: Option<u32>,
     /// The header From was rewritten (`auth.dmarc_reject_action = "rewrite-from"`).
     pub from_rewritten: bool,
+    /// SPF passed for MAIL FROM, or a DKIM signature aligned with the header From did:
+    /// the sender may get DSNs (no backscatter to forged senders).
+    pub sender_authenticated: bool,
 }
 
 impl Summary {
@@ -148,6 +151,7 @@ impl Summary {
             "arc": self.arc,
             "arc_sealed": self.sealed,
             "from_rewritten": self.from_rewritten,
+            "sender_authenticated": self.sender_authenticated,
         })
     }
 }
@@ -250,6 +254,7 @@ impl Authenticator {
                 arc: "none".into(),
                 sealed: None,
                 from_rewritten: false,
+                sender_authenticated: false,
             };
             return Checked {
                 prepend: format!("Authentication-Results: {}; none\r\n", self.authserv_id),
@@ -280,6 +285,7 @@ impl Authenticator {
                     arc: "temperror".into(),
                     sealed: None,
                     from_rewritten: false,
+                    sender_authenticated: false,
                 };
                 let header = format!(
                     "Authentication-Results: {};\r\n\tspf=temperror;\r\n\tdkim=temperror;\r\n\
@@ -382,6 +388,10 @@ impl Authenticator {
             arc: dkim_result_word(v.arc.result()).into(),
             sealed: None,
             from_rewritten: false,
+            sender_authenticated: (!mail_from.is_empty() && v.spf.result() == SpfResult::Pass)
+                || dmarc
+                    .as_ref()
+                    .is_some_and(|d| d.dkim_result() == &DmarcResult::Pass),
         };
         // rewrite-from: our From (and Reply-To, X-Original-From) and our DKIM signature in
         // front of the message, its own From left out.

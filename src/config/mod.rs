@@ -11,9 +11,9 @@ mod values;
 pub use error::ConfigError;
 pub use load::ENV_PREFIX;
 pub use sections::{
-    AdminConfig, AlertsConfig, ArcConfig, AuthConfig, Config, DnsConfig, LogConfig, QueueConfig,
-    RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig, SrsConfig, TcpTableConfig, TlsConfig,
-    TraceConfig,
+    AdminConfig, AlertsConfig, ArcConfig, AuthConfig, Config, DnsConfig, DsnConfig, LogConfig,
+    QueueConfig, RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig, SrsConfig,
+    TcpTableConfig, TlsConfig, TraceConfig,
 };
 pub use values::{
     BounceSenders, DmarcRejectAction, ListenAddr, delay_warning, duration, optional_duration,

@@ -24,6 +24,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub auth: AuthConfig,
     pub arc: ArcConfig,
+    pub dsn: DsnConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -440,6 +441,26 @@ impl Default for AuthConfig {
             authserv_id: String::new(),
             dmarc_reject_action: "seal".into(),
             timeout: "20s".into(),
+        }
+    }
+}
+
+/// `[dsn]`: who gets the relay's DSNs, and what they say.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsnConfig {
+    /// A DSN for a sender that was not authenticated at arrival (with `[auth]` on):
+    /// `drop` (logged; no backscatter to forged senders) or `send`.
+    pub to_unauthenticated: String,
+    /// A DSN for mail to an alias names the alias, not the address it forwards to.
+    pub hide_forward_targets: bool,
+}
+
+impl Default for DsnConfig {
+    fn default() -> Self {
+        DsnConfig {
+            to_unauthenticated: "drop".into(),
+            hide_forward_targets: true,
         }
     }
 }

@@ -68,6 +68,7 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }
 

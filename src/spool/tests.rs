@@ -53,6 +53,7 @@ fn sample(id: &str) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }
 

@@ -27,7 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if self.flush().await.is_err() {
             return Next::Close;
         }
-        let planned = self.plan(tx);
+        let mut planned = self.plan(tx);
         let limits = &self.settings.limits;
         let mut sink = SpoolSink {
             spool: &self.srv.spool,
@@ -101,6 +101,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return self.error(text);
             }
             message.edit(checked.prepend.as_bytes(), checked.remove);
+            for env in &mut planned.envelopes {
+                env.sender_authenticated = Some(checked.summary.sender_authenticated);
+            }
             auth = Some((checked.summary, checked.elapsed));
         }
         match self.spool(planned, message, headers, auth).await {
@@ -247,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 dsn_owed: Vec::new(),
                 held_since: None,
                 held_secs: 0,
+                sender_authenticated: None,
             })
             .collect();
         Planned {
