@@ -594,6 +594,8 @@ fn check_config_names_the_arc_and_auth_keys_that_are_wrong() {
     assert!(!ok && err.contains("auth.dmarc_reject_action"), "{err}");
     let (ok, err) = check("[auth]\ndmarc_reject_action = \"bounce\"\n");
     assert!(!ok && err.contains("auth.dmarc_reject_action"), "{err}");
+    let (ok, err) = check("[dsn]\nto_unauthenticated = \"maybe\"\n");
+    assert!(!ok && err.contains("dsn.to_unauthenticated"), "{err}");
     let (ok, err) = check("[dns]\nservers = [\"not-an-ip\"]\n");
     assert!(!ok && err.contains("dns.servers"), "{err}");
     let (ok, err) = check("[dns]\nservers = [\"127.0.0.1:5353\", \"::1\"]\n");

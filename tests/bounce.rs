@@ -650,7 +650,10 @@ fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
     assert!(!dsn.returned.contains("body"), "RET=HDRS returns no body");
     assert!(dsn.text.contains("john@forward.example"), "{}", dsn.text);
     let raw = String::from_utf8_lossy(&m.data);
-    assert!(!raw.contains("home.example"), "the forward target leaked: {raw}");
+    assert!(
+        !raw.contains("home.example"),
+        "the forward target leaked: {raw}"
+    );
     assert!(
         !raw.contains("+SRS="),
         "the SRS address is not the DSN's business"

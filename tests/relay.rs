@@ -333,7 +333,10 @@ fn temporary_failure_then_recovery_and_permanent_failure() {
     assert_eq!(dsn.mail_from, "");
     // It names the alias (dsn.hide_forward_targets), not b@home.example.
     let text = String::from_utf8_lossy(&dsn.data);
-    assert!(text.contains("Final-Recipient: rfc822; team@forward.example"), "{text}");
+    assert!(
+        text.contains("Final-Recipient: rfc822; team@forward.example"),
+        "{text}"
+    );
     assert!(!text.contains("b@home.example"), "{text}");
     assert!(
         wait_until(Duration::from_secs(10), || relay.log().contains("deferred")),

@@ -110,6 +110,15 @@ impl Config {
         self.dns_settings()?;
         self.dmarc_reject_action()?;
         duration("auth.timeout", &self.auth.timeout)?;
+        if !matches!(self.dsn.to_unauthenticated.trim(), "drop" | "send") {
+            return Err(ConfigError::key(
+                "dsn.to_unauthenticated",
+                format!(
+                    "{:?}: expected \"drop\" or \"send\"",
+                    self.dsn.to_unauthenticated
+                ),
+            ));
+        }
         self.validate_lookups()
     }
 
