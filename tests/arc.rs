@@ -289,29 +289,32 @@ fn arriving_mail_is_verified_and_sealed_and_both_verify_with_dkimpy() {
 fn dkim_broken_upstream_is_reported_as_fail_under_a_valid_seal() {
     let s = sealing(&[], "");
     let signed = signed_message(&s.dns, &s.origin, "broken");
-    // A mailing list tags the signed Subject: the signature no longer verifies. (A
-    // changed body alone, with the signed headers intact, is `neutral (body hash did not
-    // verify)` in mail-auth's words.)
-    let message = String::from_utf8(signed.clone())
+    // A mailing list tags the signed Subject; another adds a footer to the body.
+    let tagged = String::from_utf8(signed.clone())
         .unwrap()
         .replace("Subject: broken", "Subject: [list] broken")
         .into_bytes();
-    assert_ne!(message, signed);
-    send(&s.relay, &message);
-    let got = delivered(&s.receiver, &s.relay, 1);
-    let text = String::from_utf8_lossy(&got.data).into_owned();
-    let results = header_fields(&got.data, "Authentication-Results");
-    assert!(results[0].contains("dkim=fail"), "{text}");
-    // SPF still aligns with the header From: DMARC passes on it.
-    assert!(results[0].contains("spf=pass"), "{text}");
-    let (ok, _) = dkim_verify(s.dns.port, &got.data);
-    assert!(!ok, "dkimpy passes a broken signature?\n{text}");
-    let (ok, why) = arc_verify(s.dns.port, &got.data);
-    assert!(ok, "the seal must still verify: {why}\n{text}");
-    assert!(
-        header_fields(&got.data, "ARC-Authentication-Results")[0].contains("dkim=fail"),
-        "{text}"
-    );
+    let mut footer = signed.clone();
+    footer.extend_from_slice(b"-- \r\nThe list footer\r\n");
+    for (n, message) in [tagged, footer].iter().enumerate() {
+        assert_ne!(message, &signed);
+        send(&s.relay, message);
+        let got = delivered(&s.receiver, &s.relay, n + 1);
+        let text = String::from_utf8_lossy(&got.data).into_owned();
+        let results = header_fields(&got.data, "Authentication-Results");
+        assert!(results[0].contains("dkim=fail"), "{text}");
+        // SPF still aligns with the header From: DMARC passes on it.
+        assert!(results[0].contains("spf=pass"), "{text}");
+        assert!(results[0].contains("dmarc=pass"), "{text}");
+        let (ok, _) = dkim_verify(s.dns.port, &got.data);
+        assert!(!ok, "dkimpy passes a broken signature?\n{text}");
+        let (ok, why) = arc_verify(s.dns.port, &got.data);
+        assert!(ok, "the seal must still verify: {why}\n{text}");
+        assert!(
+            header_fields(&got.data, "ARC-Authentication-Results")[0].contains("dkim=fail"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
@@ -682,4 +685,80 @@ fn a_refused_forward_from_an_unauthenticated_sender_brings_no_dsn() {
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(s.receiver.count(), want, "{}", s.relay.log());
     }
+}
+
+/// A message past the 64 KiB kept in memory goes to a file while it arrives: it is read
+/// back for the checks, and the queue file is written edited; the results reach the
+/// trace.
+#[test]
+fn a_large_message_is_checked_and_sealed_from_its_file_and_traced() {
+    let s = sealing(&[], "");
+    let mut body = String::new();
+    for i in 0..4000 {
+        body.push_str(&format!(
+            "line {i:05} of a long message, long enough to spill\r\n"
+        ));
+    }
+    let message = format!(
+        "From: Alice <alice@{ORIGIN}>\r\nTo: john@forward.example\r\nSubject: large\r\n\
+         Date: Fri, 04 Dec 2026 10:00:00 +0000\r\nMessage-ID: <large@{ORIGIN}>\r\n\r\n{body}"
+    );
+    assert!(message.len() > 3 * 64 * 1024);
+    let signed = dkim_sign(s.dns.port, "sel", ORIGIN, &s.origin.key, message.as_bytes());
+    let forged = [
+        b"Authentication-Results: relay.test; dkim=pass\r\n".as_slice(),
+        &signed,
+    ]
+    .concat();
+    let out = send(&s.relay, &forged);
+    assert!(out.contains("250 2.0.0 OK queued as"), "{out}");
+    let got = delivered(&s.receiver, &s.relay, 1);
+    let text = String::from_utf8_lossy(&got.data[..2000]).into_owned();
+    assert_eq!(
+        header_fields(&got.data, "Authentication-Results").len(),
+        1,
+        "{text}"
+    );
+    assert!(
+        header_fields(&got.data, "Authentication-Results")[0].contains("dkim=pass"),
+        "{text}"
+    );
+    let (ok, why) = dkim_verify(s.dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+    let (ok, why) = arc_verify(s.dns.port, &got.data);
+    assert!(ok, "{why}\n{text}");
+    let mut sent = signed.clone();
+    sent.extend_from_slice(b"\r\n");
+    assert!(got.data.ends_with(&sent));
+    // The received event's detail holds the results.
+    let id = out
+        .split("queued as ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("a queue id")
+        .to_owned();
+    let traced = || {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+            .args([
+                "trace",
+                "show",
+                &id,
+                "--config",
+                s.relay.config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || traced()
+            .contains("sender_authenticated")),
+        "{}",
+        traced()
+    );
+    let t = traced();
+    assert!(
+        t.contains(r#""spf":"pass""#) && t.contains(r#""arc_sealed":1"#),
+        "{t}"
+    );
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use mail_auth::arc::ArcSealer;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
-use mail_auth::dkim::{DkimSigner, Done};
+use mail_auth::dkim::{DkimError, DkimSigner, Done};
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::spf::verify::SpfParameters;
@@ -325,7 +325,7 @@ impl Authenticator {
                 ))
                 .await
         };
-        let dkim = self.resolver.verify_dkim(message).await;
+        let dkim = body_hash_mismatch_is_fail(message, self.resolver.verify_dkim(message).await);
         let arc = self.resolver.verify_arc(message).await;
         let mail_from_domain = match mail_from.rsplit_once('@') {
             Some((_, d)) => d,
@@ -562,6 +562,38 @@ impl OwnMailSigner {
             }
         }
     }
+}
+
+/// A signature whose body hash does not match is `fail` (RFC 6376 §6.3: PERMFAIL "body
+/// hash did not verify"; dkimpy says the same), where mail-auth says `neutral`: the
+/// common breakage (a list footer) then reads as what it is.
+fn body_hash_mismatch_is_fail<'x>(
+    message: &'x AuthenticatedMessage<'x>,
+    outputs: Vec<DkimOutput<'x>>,
+) -> Vec<DkimOutput<'x>> {
+    outputs
+        .into_iter()
+        .map(|o| {
+            let mismatch = matches!(
+                o.result(),
+                DkimResult::Neutral(mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch))
+            );
+            let signature = o.signature().and_then(|sig| {
+                message
+                    .dkim_headers
+                    .iter()
+                    .find(|h| std::ptr::eq(&h.header, sig))
+                    .map(|h| &h.header)
+            });
+            match (mismatch, signature) {
+                (true, Some(sig)) => {
+                    DkimOutput::fail(mail_auth::Error::Dkim(DkimError::FailedBodyHashMatch))
+                        .with_signature(sig)
+                }
+                _ => o,
+            }
+        })
+        .collect()
 }
 
 /// Where a message came from, as the session knows it.
