@@ -762,3 +762,62 @@ fn a_large_message_is_checked_and_sealed_from_its_file_and_traced() {
         "{t}"
     );
 }
+
+/// `[arc]` and `[auth]` reload: a key added by SIGHUP seals the mail that comes after; a
+/// key that cannot be read is refused, naming arc.key, and the seal in force stays.
+#[test]
+fn sealing_is_turned_on_by_a_reload_and_a_bad_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = origin(tmp.path());
+    let (key, record) = rsa_arc_key(tmp.path(), "arc", "arc1", "forward.example");
+    let mut records = origin.records.clone();
+    records.push(record);
+    let dns = Dns::start(&records);
+    let receiver = Receiver::start();
+    let relay = Relay::start_full(
+        "",
+        &format!("smarthost = \"{}\"\n", receiver.addr()),
+        &dns.relay_config(),
+    );
+    let hup = |expect: &str| {
+        let before = relay.log().matches(expect).count();
+        let ok = std::process::Command::new("kill")
+            .args(["-HUP", &relay.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        assert!(
+            wait_until(Duration::from_secs(20), || relay
+                .log()
+                .matches(expect)
+                .count()
+                > before),
+            "{}",
+            relay.log()
+        );
+    };
+    send(&relay, &signed_message(&dns, &origin, "before"));
+    let got = delivered(&receiver, &relay, 1);
+    assert!(header_fields(&got.data, "ARC-Seal").is_empty());
+    assert!(header_fields(&got.data, "Authentication-Results").is_empty());
+
+    let base = std::fs::read_to_string(&relay.config).unwrap();
+    std::fs::write(
+        &relay.config,
+        format!("{base}{}", arc_config(&key, "arc1", "forward.example")),
+    )
+    .unwrap();
+    hup("reloaded config=");
+    send(&relay, &signed_message(&dns, &origin, "after"));
+    let got = delivered(&receiver, &relay, 2);
+    let (ok, why) = arc_verify(dns.port, &got.data);
+    assert!(ok, "{why}\n{}", String::from_utf8_lossy(&got.data));
+
+    std::fs::write(tmp.path().join("arc.pem"), "not a key").unwrap();
+    hup("reload refused");
+    assert!(relay.log().contains("arc.key"), "{}", relay.log());
+    send(&relay, &signed_message(&dns, &origin, "still"));
+    let got = delivered(&receiver, &relay, 3);
+    let (ok, why) = arc_verify(dns.port, &got.data);
+    assert!(ok, "{why}");
+}
