@@ -16,5 +16,6 @@ pub use sections::{
     TcpTableConfig, TlsConfig, TraceConfig,
 };
 pub use values::{
-    BounceSenders, DmarcRejectAction, ListenAddr, delay_warning, duration, optional_duration,
+    BounceSenders, DmarcRejectAction, DnsSettings, ListenAddr, delay_warning, duration,
+    optional_duration,
 };

@@ -46,6 +46,24 @@ pub fn optional_duration(
     Ok((!d.is_zero()).then_some(d))
 }
 
+/// `[dns]`: which name servers, and how long a query may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `dns.servers`; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<std::net::SocketAddr>,
+    /// `dns.timeout`: one query's wait for an answer.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
 /// `auth.dmarc_reject_action`: what becomes of mail whose DMARC fails with `p=reject`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DmarcRejectAction {
@@ -59,7 +77,7 @@ pub enum DmarcRejectAction {
 
 impl Config {
     /// `[dns]` parsed: the servers as socket addresses (port 53 unless given), the timeout.
-    pub fn dns_settings(&self) -> Result<crate::delivery::DnsSettings, ConfigError> {
+    pub fn dns_settings(&self) -> Result<DnsSettings, ConfigError> {
         let servers = self
             .dns
             .servers
@@ -83,7 +101,7 @@ impl Config {
         if timeout.is_zero() {
             return Err(ConfigError::key("dns.timeout", "must be longer than zero"));
         }
-        Ok(crate::delivery::DnsSettings { servers, timeout })
+        Ok(DnsSettings { servers, timeout })
     }
 
     /// `auth.dmarc_reject_action` parsed.

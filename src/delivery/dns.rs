@@ -46,23 +46,7 @@ pub trait Resolve: Send + Sync {
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
 }
 
-/// `[dns]`: which name servers, and how long a query may take.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
-    /// `dns.servers`; empty: the system's (`/etc/resolv.conf`).
-    pub servers: Vec<SocketAddr>,
-    /// `dns.timeout`: one query's wait for an answer.
-    pub timeout: std::time::Duration,
-}
-
-impl Default for DnsSettings {
-    fn default() -> Self {
-        DnsSettings {
-            servers: Vec::new(),
-            timeout: std::time::Duration::from_secs(5),
-        }
-    }
-}
+pub use crate::config::DnsSettings;
 
 /// A hickory resolver for `settings`: the configured servers (UDP, then TCP when an answer
 /// is truncated), or the system's. Each query waits at most `timeout` per try, two tries.
