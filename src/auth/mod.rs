@@ -718,3 +718,36 @@ fn dmarc_word(r: &DmarcResult) -> &'static str {
         DmarcResult::None => "none",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_become_quoted_strings_or_encoded_words() {
+        assert_eq!(phrase("Alice"), "\"Alice\"");
+        assert_eq!(phrase("A \"B\" \\ C"), "\"A \\\"B\\\" \\\\ C\"");
+        assert_eq!(phrase("Zoë"), "=?utf-8?b?Wm/Dqw==?=");
+        // No line break can be smuggled into the new From.
+        assert_eq!(phrase("Eve\r\nBcc: x@y"), "\"EveBcc: x@y\"");
+    }
+
+    #[test]
+    fn a_summary_reads_as_one_line_and_says_when_dmarc_asks_for_rejection() {
+        let mut s = Summary {
+            spf: "none".into(),
+            dkim: "fail".into(),
+            dmarc: "fail".into(),
+            dmarc_policy: "reject".into(),
+            arc: "none".into(),
+            sealed: Some(1),
+            from_rewritten: false,
+            sender_authenticated: false,
+        };
+        assert_eq!(s.line(), "spf=none dkim=fail dmarc=fail arc=none");
+        assert!(s.dmarc_reject());
+        s.dmarc_policy = "quarantine".into();
+        assert!(!s.dmarc_reject());
+        assert_eq!(s.to_json()["arc_sealed"], 1);
+    }
+}
