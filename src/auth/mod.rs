@@ -273,7 +273,18 @@ impl Authenticator {
                     mail_from,
                     forwarder,
                 };
-                self.results_and_seal(&parsed, &arrival, &mut remove, v)
+                let seal = || self.results_and_seal(&parsed, &arrival, &mut remove, v);
+                // RSA signatures (two per seal, a third for rewrite-from) take about a
+                // millisecond each: off the worker that drives other sessions' I/O, when
+                // the runtime has other workers to take it over.
+                let rsa = matches!(self.sealer, Some(Sealer::Rsa(_)));
+                let multi_thread = tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread;
+                if rsa && multi_thread {
+                    tokio::task::block_in_place(seal)
+                } else {
+                    seal()
+                }
             }
             Err(_) => {
                 tracing::warn!(timeout = ?self.timeout, "mail authentication timed out: temperror");
