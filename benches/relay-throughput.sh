@@ -6,6 +6,8 @@
 # Needs: postfix (for smtp-source, smtp-sink), python3. Installs nothing itself.
 # Usage: [BIN=...] [TRACE=on|off] benches/relay-throughput.sh [MESSAGES] [SESSIONS] [SIZE_BYTES]
 # TRACE (default on, as configured out of the box) switches the message trace.
+# AUTH=on: every message is checked (SPF, DKIM, ARC, DMARC for sender.bench, answered by a
+# dnsmasq on a loopback port) and sealed with an Ed25519 ARC key from `arc-keygen`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-5000}
@@ -60,6 +62,26 @@ max_per_destination = 20
 [trace]
 enabled = $([ "${TRACE:-on}" = off ] && echo false || echo true)
 TOML
+if [ "${AUTH:-off}" = on ]; then
+  command -v dnsmasq >/dev/null || { echo "missing dnsmasq (apt-get install dnsmasq)"; exit 1; }
+  record=$("$BIN" arc-keygen --out "$WORK/arc.key" --selector bench --domain relay.bench)
+  DNS_PORT=$(port)
+  dnsmasq --port="$DNS_PORT" --no-daemon --no-resolv --no-hosts --conf-file=/dev/null \
+    --listen-address=127.0.0.1 --bind-interfaces --local=/bench/ --user=root \
+    "--txt-record=sender.bench,v=spf1 ip4:127.0.0.1 -all" \
+    "--txt-record=_dmarc.sender.bench,v=DMARC1; p=reject" \
+    "--txt-record=bench._domainkey.relay.bench,$(echo "$record" | sed 's/.* IN TXT "\(.*\)"/\1/')" \
+    >/dev/null 2>&1 &
+  PIDS+=($!)
+  cat >>"$WORK/relay.toml" <<TOML
+[dns]
+servers = ["127.0.0.1:$DNS_PORT"]
+[arc]
+key = "arc.key"
+selector = "bench"
+TOML
+  sleep 0.5
+fi
 RUST_LOG=warn "$BIN" serve --config "$WORK/relay.toml" 2>"$WORK/relay.log" &
 RELAY=$!
 PIDS+=($RELAY)

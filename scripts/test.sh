@@ -21,6 +21,10 @@ command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v mount >/dev/null || missing+=(mount)
 # tests/dashboard_browser.rs drives Debian's Chromium through chromedriver (WebDriver).
 command -v chromedriver >/dev/null || missing+=(chromium chromium-driver)
+# tests/arc.rs: a real DNS server (dnsmasq on a loopback port, started by the tests) and
+# an independent DKIM/ARC implementation (dkimpy, with dnspython and PyNaCl for Ed25519).
+command -v dnsmasq >/dev/null || [ -x /usr/sbin/dnsmasq ] || missing+=(dnsmasq)
+/usr/bin/python3 -c 'import dkim, dns.resolver, nacl' 2>/dev/null || missing+=(python3-dkim python3-dnspython python3-nacl)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing test peers: ${missing[*]}"

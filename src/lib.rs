@@ -17,6 +17,8 @@ pub mod admin;
 #[cfg(feature = "server")]
 pub mod alerts;
 #[cfg(feature = "server")]
+pub mod auth;
+#[cfg(feature = "server")]
 pub mod bounce;
 #[cfg(feature = "server")]
 pub mod control;

@@ -83,6 +83,23 @@ enum Command {
     },
     /// Print a new random secret (256 bits) for a secrets file.
     Keygen,
+    /// Write a new Ed25519 ARC signing key (PEM, mode 0600) for `arc.key` and print the DNS
+    /// TXT record to publish; with --print-record, only print the record of an existing
+    /// key (Ed25519 or RSA) at --out.
+    #[cfg(feature = "server")]
+    ArcKeygen {
+        /// The key file to write (never overwritten) or, with --print-record, to read.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The selector (`arc.selector`): the record goes at <selector>._domainkey.<domain>.
+        #[arg(long)]
+        selector: String,
+        /// The signing domain (`arc.domain`).
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        print_record: bool,
+    },
     /// Validate the configuration; names the offending key on error.
     CheckConfig {
         #[arg(long, value_name = "FILE")]
@@ -359,6 +376,39 @@ fn run(command: Command) -> Result<(), Failure> {
             println!("{}", srs_relay::secrets::new_secret()?);
             Ok(())
         }
+        #[cfg(feature = "server")]
+        Command::ArcKeygen {
+            out,
+            selector,
+            domain,
+            print_record,
+        } => {
+            use srs_relay::auth::SigningKey;
+            if !print_record {
+                use std::io::Write;
+                use std::os::unix::fs::OpenOptionsExt;
+                let pem = SigningKey::generate_ed25519_pem().map_err(Failure::Usage)?;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&out)
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+                f.write_all(pem.as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+                eprintln!("wrote {}", out.display());
+            }
+            let pem = std::fs::read(&out)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+            let key = SigningKey::from_pem(&pem)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+            println!(
+                "{selector}._domainkey.{domain}. IN TXT \"{}\"",
+                key.dns_record()
+            );
+            Ok(())
+        }
         Command::CheckConfig { config } => {
             let cfg = Config::load(config.as_deref())?;
             let secrets = cfg.secrets_path();
@@ -374,6 +424,7 @@ fn run(command: Command) -> Result<(), Failure> {
             {
                 srs_relay::policy::Policy::from_config(&cfg)?;
                 srs_relay::socketmap::Settings::from_config(&cfg)?;
+                srs_relay::auth::Authenticator::check_config(&cfg)?;
                 if let (Some(cert), Some(key)) = (&cfg.tls.cert, &cfg.tls.key) {
                     srs_relay::tls::server_config(&cfg.resolve(cert), &cfg.resolve(key))
                         .map_err(Failure::Usage)?;

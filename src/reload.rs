@@ -285,6 +285,10 @@ pub const RESTART_ONLY: &[(&str, Differs)] = &[
     ("alerts.check_interval", |a, b| {
         a.alerts.check_interval != b.alerts.check_interval
     }),
+    // Delivery's resolver is made once. (Verification's, with `[auth]` and `[arc]`, is
+    // part of the SMTP settings and takes new servers at a reload.)
+    ("dns.servers", |a, b| a.dns.servers != b.dns.servers),
+    ("dns.timeout", |a, b| a.dns.timeout != b.dns.timeout),
 ];
 
 /// The restart-only keys whose value in `new` differs from `started`'s.
@@ -298,7 +302,7 @@ fn needs_restart(started: &Config, new: &Config) -> Vec<&'static str> {
 
 /// The sections whose keys differ between `old` and `new`, for the log.
 fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
-    let sections: [(&str, bool); 12] = [
+    let sections: [(&str, bool); 16] = [
         ("srs", old.srs != new.srs),
         ("server", old.server != new.server),
         ("spool", old.spool != new.spool),
@@ -311,6 +315,10 @@ fn changed_sections(old: &Config, new: &Config) -> Vec<&'static str> {
         ("log", old.log != new.log),
         ("admin", old.admin != new.admin),
         ("alerts", old.alerts != new.alerts),
+        ("dns", old.dns != new.dns),
+        ("auth", old.auth != new.auth),
+        ("arc", old.arc != new.arc),
+        ("dsn", old.dsn != new.dsn),
     ];
     sections
         .into_iter()

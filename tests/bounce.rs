@@ -560,7 +560,8 @@ fn notify_success_brings_a_relayed_notice_where_the_next_hop_has_no_dsn() {
     let r = &dsn.status[1];
     assert_eq!(field(r, "Action"), "relayed");
     assert_eq!(field(r, "Status"), "2.0.0");
-    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@home.example");
+    // dsn.hide_forward_targets (default): the alias, not where it forwards to.
+    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@forward.example");
     assert_eq!(
         field(r, "Original-Recipient"),
         "rfc822; john@forward.example"
@@ -631,13 +632,14 @@ fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
         field(r, "Original-Recipient"),
         "rfc822; john@forward.example"
     );
-    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@home.example");
+    // dsn.hide_forward_targets (default): the alias, in the receiver's reply too.
+    assert_eq!(field(r, "Final-Recipient"), "rfc822; john@forward.example");
     assert_eq!(field(r, "Action"), "failed");
     assert_eq!(field(r, "Status"), "5.1.1");
     assert_eq!(field(r, "Remote-MTA"), "dns; 127.0.0.1");
     assert_eq!(
         field(r, "Diagnostic-Code"),
-        "smtp; 550 5.1.1 <john@home.example>: Recipient address rejected: User unknown"
+        "smtp; 550 5.1.1 <john@forward.example>: Recipient address rejected: User unknown"
     );
     assert_eq!(dsn.returned_type, "text/rfc822-headers");
     assert!(
@@ -646,8 +648,12 @@ fn a_550_downstream_brings_our_dsn_to_the_original_sender() {
         dsn.returned
     );
     assert!(!dsn.returned.contains("body"), "RET=HDRS returns no body");
-    assert!(dsn.text.contains("john@home.example"), "{}", dsn.text);
+    assert!(dsn.text.contains("john@forward.example"), "{}", dsn.text);
     let raw = String::from_utf8_lossy(&m.data);
+    assert!(
+        !raw.contains("home.example"),
+        "the forward target leaked: {raw}"
+    );
     assert!(
         !raw.contains("+SRS="),
         "the SRS address is not the DSN's business"

@@ -487,6 +487,7 @@ fn envelope(sender: &str, rcpts: &[&str]) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }
 

@@ -331,7 +331,13 @@ fn temporary_failure_then_recovery_and_permanent_failure() {
         .find(|m| to(m) == "y@a.example")
         .unwrap();
     assert_eq!(dsn.mail_from, "");
-    assert!(String::from_utf8_lossy(&dsn.data).contains("Final-Recipient: rfc822; b@home.example"));
+    // It names the alias (dsn.hide_forward_targets), not b@home.example.
+    let text = String::from_utf8_lossy(&dsn.data);
+    assert!(
+        text.contains("Final-Recipient: rfc822; team@forward.example"),
+        "{text}"
+    );
+    assert!(!text.contains("b@home.example"), "{text}");
     assert!(
         wait_until(Duration::from_secs(10), || relay.log().contains("deferred")),
         "log:\n{}",

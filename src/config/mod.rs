@@ -11,7 +11,11 @@ mod values;
 pub use error::ConfigError;
 pub use load::ENV_PREFIX;
 pub use sections::{
-    AdminConfig, AlertsConfig, Config, LogConfig, QueueConfig, RelayConfig, ServerConfig,
-    SocketmapConfig, SpoolConfig, SrsConfig, TcpTableConfig, TlsConfig, TraceConfig,
+    AdminConfig, AlertsConfig, ArcConfig, AuthConfig, Config, DnsConfig, DsnConfig, LogConfig,
+    QueueConfig, RelayConfig, ServerConfig, SocketmapConfig, SpoolConfig, SrsConfig,
+    TcpTableConfig, TlsConfig, TraceConfig,
 };
-pub use values::{BounceSenders, ListenAddr, delay_warning, duration, optional_duration};
+pub use values::{
+    BounceSenders, DmarcRejectAction, DnsSettings, ListenAddr, delay_warning, duration,
+    optional_duration,
+};

@@ -21,6 +21,10 @@ pub struct Config {
     pub log: LogConfig,
     pub admin: AdminConfig,
     pub alerts: AlertsConfig,
+    pub dns: DnsConfig,
+    pub auth: AuthConfig,
+    pub arc: ArcConfig,
+    pub dsn: DsnConfig,
     /// Directory of the configuration file; relative paths in it are taken from here.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -389,6 +393,89 @@ impl Default for AlertsConfig {
             check_interval: "5s".into(),
         }
     }
+}
+
+/// `[dns]`: the resolver delivery (MX lookups) and mail authentication (SPF, DKIM, DMARC,
+/// ARC records) ask.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Name servers as `ip` or `ip:port` (UDP, TCP on truncation); empty: the system's
+    /// (`/etc/resolv.conf`).
+    pub servers: Vec<String>,
+    /// How long one query waits for an answer before it counts as failed (temperror).
+    pub timeout: String,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            servers: Vec::new(),
+            timeout: "5s".into(),
+        }
+    }
+}
+
+/// `[auth]`: what the relay checks when mail arrives (SPF, DKIM, DMARC, ARC) and what it
+/// does with mail that fails.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Verify arriving mail and add an `Authentication-Results` header. Always on when
+    /// `arc.key` is set (the seal carries the results).
+    pub verify: bool,
+    /// The authserv-id of the results headers; empty: `server.hostname`.
+    pub authserv_id: String,
+    /// Mail whose DMARC fails with `p=reject`: `seal` (forward it sealed: the receiver
+    /// decides with ARC), `rewrite-from` or `reject`.
+    pub dmarc_reject_action: String,
+    /// The whole verification of one message gives up after this long (every result
+    /// still missing is then `temperror`).
+    pub timeout: String,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            verify: false,
+            authserv_id: String::new(),
+            dmarc_reject_action: "seal".into(),
+            timeout: "20s".into(),
+        }
+    }
+}
+
+/// `[dsn]`: who gets the relay's DSNs, and what they say.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DsnConfig {
+    /// A DSN for a sender that was not authenticated at arrival (with `[auth]` on):
+    /// `drop` (logged; no backscatter to forged senders) or `send`.
+    pub to_unauthenticated: String,
+    /// A DSN for mail to an alias names the alias, not the address it forwards to.
+    pub hide_forward_targets: bool,
+}
+
+impl Default for DsnConfig {
+    fn default() -> Self {
+        DsnConfig {
+            to_unauthenticated: "drop".into(),
+            hide_forward_targets: true,
+        }
+    }
+}
+
+/// `[arc]`: the ARC seal (RFC 8617) put on every forwarded message.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArcConfig {
+    /// Private key, PEM (PKCS#8 Ed25519 or RSA, or PKCS#1 RSA), relative to this file;
+    /// none: no sealing. `srs-relay arc-keygen` makes one.
+    pub key: Option<PathBuf>,
+    /// The key's selector: its public key is at `<selector>._domainkey.<domain>`.
+    pub selector: String,
+    /// The signing domain (`d=`); empty: `srs.default_domain`.
+    pub domain: String,
 }
 
 #[cfg(test)]

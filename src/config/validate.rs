@@ -107,6 +107,18 @@ impl Config {
         }
         self.admin_listen()?;
         self.alerts_settings()?;
+        self.dns_settings()?;
+        self.dmarc_reject_action()?;
+        duration("auth.timeout", &self.auth.timeout)?;
+        if !matches!(self.dsn.to_unauthenticated.trim(), "drop" | "send") {
+            return Err(ConfigError::key(
+                "dsn.to_unauthenticated",
+                format!(
+                    "{:?}: expected \"drop\" or \"send\"",
+                    self.dsn.to_unauthenticated
+                ),
+            ));
+        }
         self.validate_lookups()
     }
 

@@ -46,7 +46,77 @@ pub fn optional_duration(
     Ok((!d.is_zero()).then_some(d))
 }
 
+/// `[dns]`: which name servers, and how long a query may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    /// `dns.servers`; empty: the system's (`/etc/resolv.conf`).
+    pub servers: Vec<std::net::SocketAddr>,
+    /// `dns.timeout`: one query's wait for an answer.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            servers: Vec::new(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+}
+
+/// `auth.dmarc_reject_action`: what becomes of mail whose DMARC fails with `p=reject`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DmarcRejectAction {
+    /// Forward it sealed; the receiver decides with ARC.
+    Seal,
+    /// Header From becomes the forwarding address, the message is signed by us.
+    RewriteFrom,
+    /// `550 5.7.1` at DATA.
+    Reject,
+}
+
 impl Config {
+    /// `[dns]` parsed: the servers as socket addresses (port 53 unless given), the timeout.
+    pub fn dns_settings(&self) -> Result<DnsSettings, ConfigError> {
+        let servers = self
+            .dns
+            .servers
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| std::net::SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| {
+                        ConfigError::key(
+                            "dns.servers",
+                            format!("{s:?}: expected an IP address, or ip:port ([ipv6]:port)"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = duration("dns.timeout", &self.dns.timeout)?;
+        if timeout.is_zero() {
+            return Err(ConfigError::key("dns.timeout", "must be longer than zero"));
+        }
+        Ok(DnsSettings { servers, timeout })
+    }
+
+    /// `auth.dmarc_reject_action` parsed.
+    pub fn dmarc_reject_action(&self) -> Result<DmarcRejectAction, ConfigError> {
+        match self.auth.dmarc_reject_action.trim() {
+            "seal" => Ok(DmarcRejectAction::Seal),
+            "rewrite-from" => Ok(DmarcRejectAction::RewriteFrom),
+            "reject" => Ok(DmarcRejectAction::Reject),
+            other => Err(ConfigError::key(
+                "auth.dmarc_reject_action",
+                format!("{other:?}: expected \"seal\", \"rewrite-from\" or \"reject\""),
+            )),
+        }
+    }
+
     /// A path from the file, taken relative to the file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {

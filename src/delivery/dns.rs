@@ -46,10 +46,46 @@ pub trait Resolve: Send + Sync {
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
 }
 
-/// The system's resolver (`/etc/resolv.conf`, `/etc/hosts`) through hickory-resolver,
-/// set up on first use.
+pub use crate::config::DnsSettings;
+
+/// A hickory resolver for `settings`: the configured servers (UDP, then TCP when an answer
+/// is truncated), or the system's. Each query waits at most `timeout` per try, two tries.
+pub fn build_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
+    use hickory_resolver::config::{NameServerConfig, ResolverConfig};
+    use hickory_resolver::net::runtime::TokioRuntimeProvider;
+    let mut builder = if settings.servers.is_empty() {
+        TokioResolver::builder_tokio()
+            .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+    } else {
+        let servers = settings
+            .servers
+            .iter()
+            .map(|addr| {
+                let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
+                for c in &mut ns.connections {
+                    c.port = addr.port();
+                }
+                ns
+            })
+            .collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_name_servers(servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts = builder.options_mut();
+    opts.timeout = settings.timeout;
+    opts.attempts = 2;
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
+}
+
+/// The resolver of `[dns]` (the system's by default) through hickory-resolver, set up on
+/// first use.
 #[derive(Default)]
 pub struct SystemResolver {
+    settings: DnsSettings,
     inner: OnceLock<Result<TokioResolver, String>>,
 }
 
@@ -58,13 +94,17 @@ impl SystemResolver {
         Self::default()
     }
 
+    /// The resolver `settings` describe.
+    pub fn with_settings(settings: DnsSettings) -> Self {
+        SystemResolver {
+            settings,
+            inner: OnceLock::new(),
+        }
+    }
+
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
         self.inner
-            .get_or_init(|| {
-                TokioResolver::builder_tokio()
-                    .and_then(|b| b.build())
-                    .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
-            })
+            .get_or_init(|| build_resolver(&self.settings))
             .as_ref()
             .map_err(|e| DnsError::Temporary(e.clone()))
     }

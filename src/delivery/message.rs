@@ -276,6 +276,7 @@ mod tests {
             dsn_owed: Vec::new(),
             held_since: None,
             held_secs: 0,
+            sender_authenticated: None,
         };
         spool.store(&env, &body).unwrap();
         let m = Message::load(spool, &env.id).await.unwrap();

@@ -67,7 +67,7 @@ use std::time::Duration;
 use crate::config::{self, Config, ConfigError};
 use crate::spool::Envelope;
 
-pub use dns::{BoxFuture, DnsError, Resolve, SystemResolver};
+pub use dns::{BoxFuture, DnsError, DnsSettings, Resolve, SystemResolver, build_resolver};
 pub use queue::{Queue, QueueHandle, start};
 pub use snapshot::{DestinationCount, QueueSnapshot};
 
@@ -112,6 +112,8 @@ pub struct DeliverySettings {
     pub shutdown_grace: Duration,
     /// Where delivery events go (`[trace]`); set by the caller, disabled by default.
     pub tracer: crate::trace::Tracer,
+    /// `[dns]`: the resolver of MX and address lookups.
+    pub dns: dns::DnsSettings,
 }
 
 impl DeliverySettings {
@@ -199,6 +201,7 @@ impl DeliverySettings {
             mx_port: 25,
             shutdown_grace: config::duration("server.shutdown_grace", &cfg.server.shutdown_grace)?,
             tracer: crate::trace::Tracer::disabled(),
+            dns: cfg.dns_settings()?,
         })
     }
 }

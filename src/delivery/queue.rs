@@ -54,6 +54,7 @@ impl Queue {
         let (snapshot_tx, snapshot_rx) = mpsc::unbounded_channel();
         let (control_tx, control_rx) = mpsc::unbounded_channel();
         let s = &self.settings;
+        let dns_settings = s.dns.clone();
         let limits = Limits::new(
             s.max_concurrent_deliveries.max(1),
             s.max_per_destination.max(1),
@@ -76,7 +77,7 @@ impl Queue {
             on_failure: self.on_failure,
             resolver: self
                 .resolver
-                .unwrap_or_else(|| Arc::new(SystemResolver::new())),
+                .unwrap_or_else(|| Arc::new(SystemResolver::with_settings(dns_settings))),
             stop: stop_rx.clone(),
         });
         let queued = Arc::new(AtomicUsize::new(0));

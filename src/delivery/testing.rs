@@ -24,5 +24,6 @@ pub(super) fn envelope(rcpts: &[&str]) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }

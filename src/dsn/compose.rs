@@ -16,6 +16,9 @@ use crate::time::rfc5322_date;
 pub struct DsnRequest<'a> {
     /// Our host name: `Reporting-MTA: dns; ...` and `From: MAILER-DAEMON@...`.
     pub reporting_mta: &'a str,
+    /// The domain of `From: MAILER-DAEMON@...` instead of `reporting_mta`: the domain
+    /// the DSN is DKIM-signed for, so that DMARC aligns.
+    pub from_domain: Option<&'a str>,
     pub envelope: &'a Envelope,
     /// Indices into `envelope.recipients` this DSN covers (from
     /// [`recipients_to_report`](super::recipients_to_report)).
@@ -76,10 +79,14 @@ pub fn compose(req: &DsnRequest) -> Option<Vec<u8>> {
     let boundary = boundary(env, req.now, &parts);
 
     let mut out = String::with_capacity(2048);
+    let from_domain = match req.from_domain.map(clean_token) {
+        Some(d) if !d.is_empty() => d,
+        _ => mta.clone(),
+    };
     push_field(
         &mut out,
         "From",
-        &format!("Mail Delivery System <MAILER-DAEMON@{mta}>"),
+        &format!("Mail Delivery System <MAILER-DAEMON@{from_domain}>"),
     );
     push_field(
         &mut out,

@@ -68,12 +68,14 @@ fn envelope(recipients: Vec<Recipient>) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }
 
 fn request<'a>(env: &'a Envelope, rcpts: &'a [usize], action: Action) -> DsnRequest<'a> {
     DsnRequest {
         reporting_mta: MTA,
+        from_domain: None,
         envelope: env,
         recipients: rcpts,
         action,

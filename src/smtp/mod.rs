@@ -85,6 +85,8 @@ pub struct Settings {
     pub max_per_ip: usize,
     /// `server.max_refused_rcpts` and `server.refused_rcpts_window`.
     pub refused_rcpts: (u32, Duration),
+    /// `[auth]` and `[arc]`: checks on arrival and the ARC seal; `None`: off.
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 impl Settings {
@@ -105,6 +107,7 @@ impl Settings {
             max_connections: cfg.server.max_connections,
             max_per_ip: cfg.server.max_connections_per_ip,
             refused_rcpts: cfg.refused_rcpts()?,
+            auth: crate::auth::Authenticator::from_config(cfg)?.map(Arc::new),
         })
     }
 }

@@ -47,6 +47,11 @@ pub struct Envelope {
     /// count from `arrival + held_secs`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub held_secs: u64,
+    /// Whether the sender was authenticated at arrival (SPF pass for MAIL FROM, or a DKIM
+    /// pass aligned with the header From); `None`: not checked (`[auth]` off). A DSN for
+    /// an unauthenticated sender is dropped unless `dsn.to_unauthenticated = "send"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_authenticated: Option<bool>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -146,6 +151,7 @@ impl Envelope {
             dsn_owed: Vec::new(),
             held_since: None,
             held_secs: 0,
+            sender_authenticated: None,
         }
     }
 

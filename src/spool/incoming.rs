@@ -23,6 +23,10 @@ pub struct Incoming {
     len: u64,
     /// Writing the file failed: the message cannot be stored, the rest is discarded.
     failed: Option<io::Error>,
+    /// For a message in a file, what [`Incoming::edit`] asked for: header fields to put
+    /// in front, and the ranges of the file to leave out (ascending, disjoint), applied
+    /// when the queue files are written.
+    pub(super) edit: Option<(Vec<u8>, Vec<std::ops::Range<u64>>)>,
 }
 
 impl Incoming {
@@ -97,6 +101,57 @@ impl Incoming {
     /// The octets still in memory: the whole message while it has no file.
     pub(super) fn buffered(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// The whole message when it is in memory (`None` once it went to a file).
+    pub fn in_memory(&self) -> Option<&[u8]> {
+        self.file.is_none().then_some(&self.buf[..])
+    }
+
+    /// The whole message read back from its file (`None` when it is in memory, or could
+    /// not be stored anyway). Blocking.
+    pub fn read_back(&mut self, spool: &Spool) -> io::Result<Option<Vec<u8>>> {
+        use std::io::{Read, Seek};
+        if self.file.is_none() || self.failed.is_some() {
+            return Ok(None);
+        }
+        self.write_out(spool);
+        if let Some(e) = self.failed.take() {
+            self.failed = Some(io::Error::new(e.kind(), e.to_string()));
+            return Err(e);
+        }
+        let Some(mut file) = self.file.as_ref() else {
+            return Ok(None);
+        };
+        file.seek(io::SeekFrom::Start(0))?;
+        let mut all = Vec::with_capacity(self.len as usize);
+        file.take(self.len).read_to_end(&mut all)?;
+        Ok(Some(all))
+    }
+
+    /// Puts `prepend` in front of the message and leaves the octet ranges `remove`
+    /// (ascending, disjoint, within the message) out of it: how header fields are added
+    /// and removed before the message is queued, so that the queue file still holds the
+    /// octets exactly as they will be sent. Call once, after the last [`Incoming::push`].
+    pub fn edit(&mut self, prepend: &[u8], remove: Vec<std::ops::Range<u64>>) {
+        if self.failed.is_some() || (prepend.is_empty() && remove.is_empty()) {
+            return;
+        }
+        let removed: u64 = remove.iter().map(|r| r.end - r.start).sum();
+        if self.file.is_none() {
+            let mut edited = Vec::with_capacity(prepend.len() + self.buf.len());
+            edited.extend_from_slice(prepend);
+            let mut at = 0usize;
+            for r in &remove {
+                edited.extend_from_slice(&self.buf[at..r.start as usize]);
+                at = r.end as usize;
+            }
+            edited.extend_from_slice(&self.buf[at..]);
+            self.buf = edited;
+        } else {
+            self.edit = Some((prepend.to_vec(), remove));
+        }
+        self.len = self.len + prepend.len() as u64 - removed;
     }
 
     pub(super) fn take_failure(&mut self) -> Option<io::Error> {

@@ -192,7 +192,7 @@ impl Spool {
         for env in envs {
             let result = match &incoming.file {
                 None => self.store(env, incoming.buffered()),
-                Some(file) => self.store_copy(env, file, incoming.len()),
+                Some(file) => self.store_copy(env, file, incoming.len(), incoming.edit.as_ref()),
             };
             if let Err(e) = result {
                 for id in stored {
@@ -205,17 +205,30 @@ impl Spool {
         Ok(())
     }
 
-    /// [`Spool::store`] of the first `len` octets of `message`, copied file to file.
-    fn store_copy(&self, env: &Envelope, message: &File, len: u64) -> io::Result<()> {
-        match self.store_copy_once(env, message, len) {
+    /// [`Spool::store`] of `message` copied file to file: `len` octets once edited
+    /// (`edit`: octets in front, ranges of the file left out; see [`Incoming::edit`](super::Incoming::edit)).
+    fn store_copy(
+        &self,
+        env: &Envelope,
+        message: &File,
+        len: u64,
+        edit: Option<&Edit>,
+    ) -> io::Result<()> {
+        match self.store_copy_once(env, message, len, edit) {
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && self.release_free_files() > 0 => {
-                self.store_copy_once(env, message, len)
+                self.store_copy_once(env, message, len, edit)
             }
             other => other,
         }
     }
 
-    fn store_copy_once(&self, env: &Envelope, message: &File, len: u64) -> io::Result<()> {
+    fn store_copy_once(
+        &self,
+        env: &Envelope,
+        message: &File,
+        len: u64,
+        edit: Option<&Edit>,
+    ) -> io::Result<()> {
         use std::io::{Read, Seek};
         check_id(&env.id)?;
         let header = encode_line(env, Some(len))?;
@@ -231,9 +244,30 @@ impl Spool {
         let result = (|| {
             file.write_all(&header)?;
             let mut src = message;
-            src.seek(io::SeekFrom::Start(0))?;
-            // std copies File to File inside the kernel (copy_file_range).
-            let copied = io::copy(&mut src.take(len), &mut file)?;
+            // The parts of the incoming file that are kept: all of it unless edited.
+            let (prefix, kept) = match edit {
+                None => (&[][..], std::iter::once(0..len).collect()),
+                Some((prefix, removed)) => {
+                    let mut kept = Vec::with_capacity(removed.len() + 1);
+                    let mut at = 0;
+                    for r in removed {
+                        kept.push(at..r.start);
+                        at = r.end;
+                    }
+                    // The end of the file: what is left once the prefix and the kept parts
+                    // before it are counted.
+                    let before: u64 = kept.iter().map(|k| k.end - k.start).sum();
+                    kept.push(at..at + (len - prefix.len() as u64 - before));
+                    (&prefix[..], kept)
+                }
+            };
+            file.write_all(prefix)?;
+            let mut copied = prefix.len() as u64;
+            for part in kept {
+                src.seek(io::SeekFrom::Start(part.start))?;
+                // std copies File to File inside the kernel (copy_file_range).
+                copied += io::copy(&mut src.take(part.end - part.start), &mut file)?;
+            }
             if copied != len {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -249,7 +283,12 @@ impl Spool {
         }
         self.commit(&env.id, &tmp, None)
     }
+}
 
+/// See [`Incoming::edit`](super::Incoming::edit).
+type Edit = (Vec<u8>, Vec<std::ops::Range<u64>>);
+
+impl Spool {
     /// A new file in `queue/` whose name is removed at once: it lives as long as the
     /// handle, and a crash leaves nothing of it.
     pub(super) fn unnamed_file(&self) -> io::Result<File> {

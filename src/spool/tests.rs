@@ -53,6 +53,7 @@ fn sample(id: &str) -> Envelope {
         dsn_owed: Vec::new(),
         held_since: None,
         held_secs: 0,
+        sender_authenticated: None,
     }
 }
 
@@ -923,5 +924,46 @@ fn crash_child(dir: &Path) {
             spool.remove(&id).unwrap();
         }
         i += 1;
+    }
+}
+
+/// `Incoming::edit` gives the same queue file whether the message stayed in memory or
+/// went to a file: the prefix in front, the removed ranges gone, the rest as received.
+#[test]
+fn edited_incoming_messages_are_stored_as_edited_in_memory_and_from_a_file() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (spool, _) = Spool::open(dir.path()).unwrap();
+    for size in [1000usize, 3 * SPILL_AT] {
+        let mut original = b"Received: x\r\nA-R: forged\r\n\tcont\r\nSubject: s\r\n\r\n".to_vec();
+        original.extend((0..size).map(|i| b'a' + (i % 26) as u8));
+        let mut m = Incoming::new();
+        for chunk in original.chunks(7000) {
+            m.push(chunk);
+            if m.wants_write() {
+                m.write_out(&spool);
+            }
+        }
+        assert_eq!(m.in_memory().is_some(), size == 1000);
+        let read = match m.in_memory() {
+            Some(b) => b.to_vec(),
+            None => m.read_back(&spool).unwrap().unwrap(),
+        };
+        assert_eq!(read, original);
+        let start = original.windows(4).position(|w| w == b"A-R:").unwrap() as u64;
+        let end = start + b"A-R: forged\r\n\tcont\r\n".len() as u64;
+        m.edit(b"New: 1\r\n", std::iter::once(start..end).collect());
+        let env = sample(&Spool::new_id());
+        spool
+            .store_incoming(std::slice::from_ref(&env), &mut m)
+            .unwrap();
+        let (mut file, len) = spool.open_message(&env.id).unwrap();
+        let mut stored = Vec::new();
+        file.read_to_end(&mut stored).unwrap();
+        let mut want = b"New: 1\r\n".to_vec();
+        want.extend_from_slice(&original[..start as usize]);
+        want.extend_from_slice(&original[end as usize..]);
+        assert_eq!(len, want.len() as u64);
+        assert_eq!(stored[stored.len() - want.len()..], want[..], "size {size}");
     }
 }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod mailauth;
 pub mod postgres;
 
 pub const SECRET: &str = "test-secret-for-the-suite";

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Next, Session, Transaction};
+use crate::auth::{Authenticator, Checked, Summary};
+use crate::config::DmarcRejectAction;
 use crate::smtp::io::{self, DataError, DataSink};
 use crate::smtp::received::Trace;
 use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Spool};
@@ -25,7 +27,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         if self.flush().await.is_err() {
             return Next::Close;
         }
-        let planned = self.plan(tx);
+        let mut planned = self.plan(tx);
         let limits = &self.settings.limits;
         let mut sink = SpoolSink {
             spool: &self.srv.spool,
@@ -77,12 +79,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return self.error(text);
         }
         let headers = sink.headers.fields();
-        let Some(message) = sink.message else {
+        let Some(mut message) = sink.message else {
             tracing::error!(peer = %self.peer.ip(), "message lost while being received; not accepted");
             self.reply("451 4.3.0 Local error in processing");
             return Next::Continue;
         };
-        match self.spool(planned, message, headers).await {
+        let mut auth = None;
+        if let Some(authenticator) = self.settings.auth.clone() {
+            let checked;
+            (message, checked) = self.authenticate(&authenticator, message, &planned).await;
+            let Some(checked) = checked else {
+                self.reply("451 4.3.0 Local error in processing");
+                return Next::Continue;
+            };
+            if checked.summary.dmarc_reject()
+                && authenticator.dmarc_reject_action == DmarcRejectAction::Reject
+            {
+                let text = "550 5.7.1 Message refused: DMARC fails for the header From domain, whose policy is reject";
+                tracing::info!(peer = %self.peer.ip(), auth = %checked.summary.line(), "message refused: DMARC policy reject");
+                self.trace_data_refused(&planned, &sink.headers, text, "dmarc");
+                return self.error(text);
+            }
+            message.edit(checked.prepend.as_bytes(), checked.remove);
+            for env in &mut planned.envelopes {
+                env.sender_authenticated = Some(checked.summary.sender_authenticated);
+            }
+            auth = Some((checked.summary, checked.elapsed));
+        }
+        match self.spool(planned, message, headers, auth).await {
             Ok(ids) => {
                 self.reply(&format!("250 2.0.0 OK queued as {}", ids.join(",")));
                 Next::Continue
@@ -91,6 +115,59 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 tracing::error!(peer = %self.peer.ip(), error = %e, "spool write failed; message not accepted");
                 self.reply("452 4.3.1 Insufficient system storage");
                 Next::Continue
+            }
+        }
+    }
+
+    /// Runs the checks of `authenticator` on the message (read back from its file when it
+    /// went to one). `None` when a message in a file cannot be read back.
+    async fn authenticate(
+        &self,
+        authenticator: &Authenticator,
+        mut message: Incoming,
+        planned: &Planned,
+    ) -> (Incoming, Option<Checked>) {
+        let ip = self.peer.ip();
+        let helo = self.helo.clone().unwrap_or_default();
+        let mail_from = planned
+            .envelopes
+            .first()
+            .map(|e| e.original_sender.clone())
+            .unwrap_or_default();
+        // The address it was sent to: the From of a rewrite-from.
+        let forwarder = planned
+            .envelopes
+            .first()
+            .and_then(|e| e.recipients.first())
+            .map(|r| r.original.clone())
+            .unwrap_or_default();
+        if let Some(bytes) = message.in_memory() {
+            let checked = authenticator
+                .check(bytes, ip, &helo, &mail_from, &forwarder)
+                .await;
+            return (message, Some(checked));
+        }
+        let spool = self.srv.spool.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let bytes = message.read_back(&spool);
+            (message, bytes)
+        })
+        .await;
+        match read {
+            Ok((message, Ok(Some(bytes)))) => {
+                let checked = authenticator
+                    .check(&bytes, ip, &helo, &mail_from, &forwarder)
+                    .await;
+                (message, Some(checked))
+            }
+            Ok((message, Ok(None))) => (message, None),
+            Ok((message, Err(e))) => {
+                tracing::error!(peer = %ip, error = %e, "message could not be read back for authentication; not accepted");
+                (message, None)
+            }
+            Err(e) => {
+                tracing::error!(peer = %ip, error = %e, "authentication task failed; not accepted");
+                (Incoming::new(), None)
             }
         }
     }
@@ -173,6 +250,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 dsn_owed: Vec::new(),
                 held_since: None,
                 held_secs: 0,
+                sender_authenticated: None,
             })
             .collect();
         Planned {
@@ -189,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         planned: Planned,
         mut message: Incoming,
         (message_id, subject): (Option<String>, Option<String>),
+        auth: Option<(Summary, std::time::Duration)>,
     ) -> std::io::Result<Vec<String>> {
         let reversed = planned.reversed;
         let mut envelopes = planned.envelopes;
@@ -204,6 +283,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         .map_err(std::io::Error::other)?;
         result?;
         let ids = envelopes.iter().map(|e| e.id.clone()).collect();
+        let auth_us = auth.as_ref().map(|(_, t)| t.as_micros() as u64);
+        let auth = auth.map(|(s, _)| s);
+        let auth_line = auth.as_ref().map(Summary::line);
         for env in envelopes {
             let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
             tracing::info!(
@@ -214,9 +296,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 sender = %env.sender,
                 rcpts = ?rcpts,
                 tls = ?env.client.tls,
+                auth = auth_line.as_deref(),
+                arc_sealed = auth.as_ref().and_then(|a| a.sealed),
+                from_rewritten = auth.as_ref().is_some_and(|a| a.from_rewritten),
+                auth_us,
                 "received"
             );
-            self.trace_received(&env, &reversed, &message_id, &subject);
+            self.trace_received(&env, &reversed, &message_id, &subject, auth.as_ref());
             (self.srv.on_spooled)(env);
         }
         Ok(ids)
@@ -232,6 +318,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         reversed: &[String],
         message_id: &Option<String>,
         subject: &Option<String>,
+        auth: Option<&Summary>,
     ) {
         let tracer = &self.srv.tracer;
         if !tracer.enabled() {
@@ -251,6 +338,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             e.size = Some(env.size);
             e.tls = env.client.tls.clone();
             e.status = bounce.then(|| "bounced".to_owned());
+            if let Some(a) = auth {
+                let mut detail = serde_json::Map::new();
+                detail.insert("auth".into(), a.to_json());
+                e = e.detail_json(detail);
+            }
             if bounce {
                 let mut b = e.clone();
                 b.kind = Kind::BounceReversed;

@@ -1,0 +1,136 @@
+//! The ARC/DKIM signing key: read from a PEM file (Ed25519 or RSA), made by
+//! `srs-relay arc-keygen` (Ed25519), and the DNS TXT record that publishes it.
+
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use rustls_pki_types::PrivateKeyDer;
+use rustls_pki_types::pem::PemObject;
+
+/// A private key the relay signs with.
+pub enum SigningKey {
+    Ed25519(Ed25519Key),
+    Rsa(RsaKey<Sha256>),
+}
+
+impl SigningKey {
+    /// The key in PEM text: PKCS#8 (`PRIVATE KEY`: Ed25519 as `openssl genpkey -algorithm
+    /// ed25519` or `arc-keygen` writes it, or RSA) or PKCS#1 (`RSA PRIVATE KEY`).
+    pub fn from_pem(pem: &[u8]) -> Result<SigningKey, String> {
+        let der = PrivateKeyDer::from_pem_slice(pem)
+            .map_err(|e| format!("not a PEM private key: {e}"))?;
+        if let PrivateKeyDer::Pkcs8(p) = &der
+            && let Ok(k) = Ed25519Key::from_pkcs8_maybe_unchecked_der(p.secret_pkcs8_der())
+        {
+            return Ok(SigningKey::Ed25519(k));
+        }
+        let rsa = RsaKey::<Sha256>::from_key_der(der)
+            .map_err(|e| format!("neither an Ed25519 nor a usable RSA key: {e}"))?;
+        // ring refuses to sign with less than 2048 bits: the public key says how many.
+        Ok(SigningKey::Rsa(rsa))
+    }
+
+    /// A new Ed25519 key as PEM (PKCS#8).
+    pub fn generate_ed25519_pem() -> Result<String, String> {
+        let der = Ed25519Key::generate_pkcs8().map_err(|e| e.to_string())?;
+        Ok(pem("PRIVATE KEY", &der))
+    }
+
+    /// The TXT record to publish at `<selector>._domainkey.<domain>`.
+    pub fn dns_record(&self) -> String {
+        match self {
+            SigningKey::Ed25519(k) => format!(
+                "v=DKIM1; k=ed25519; p={}",
+                data_encoding::BASE64.encode(&k.public_key())
+            ),
+            SigningKey::Rsa(k) => format!(
+                "v=DKIM1; k=rsa; p={}",
+                data_encoding::BASE64.encode(&rsa_spki(&k.public_key()))
+            ),
+        }
+    }
+
+    /// `ed25519` or `rsa`, for the log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SigningKey::Ed25519(_) => "ed25519",
+            SigningKey::Rsa(_) => "rsa",
+        }
+    }
+}
+
+/// PEM text of `der` with the `label`, 64 base64 characters a line.
+fn pem(label: &str, der: &[u8]) -> String {
+    let b64 = data_encoding::BASE64.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// An RSA public key (PKCS#1 `RSAPublicKey`, as ring gives it) wrapped in the
+/// `SubjectPublicKeyInfo` that DKIM records carry (RFC 6376 §3.6.1).
+fn rsa_spki(pkcs1: &[u8]) -> Vec<u8> {
+    // AlgorithmIdentifier: rsaEncryption (1.2.840.113549.1.1.1), NULL parameters.
+    const ALGORITHM: &[u8] = &[
+        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+    ];
+    let mut bits = vec![0u8]; // no unused bits
+    bits.extend_from_slice(pkcs1);
+    let mut body = ALGORITHM.to_vec();
+    body.extend(der_tlv(0x03, &bits));
+    der_tlv(0x30, &body)
+}
+
+fn der_tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = value.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend(bytes);
+    }
+    out.extend_from_slice(value);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_key_reads_back_and_has_a_record() {
+        let pem = SigningKey::generate_ed25519_pem().unwrap();
+        assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+        let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(key.kind(), "ed25519");
+        let record = key.dns_record();
+        let p = record.strip_prefix("v=DKIM1; k=ed25519; p=").unwrap();
+        assert_eq!(
+            data_encoding::BASE64.decode(p.as_bytes()).unwrap().len(),
+            32
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_key() {
+        assert!(SigningKey::from_pem(b"hello").is_err());
+        let pem = pem("PRIVATE KEY", b"not der at all");
+        assert!(SigningKey::from_pem(pem.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn long_der_lengths_use_the_long_form() {
+        assert_eq!(der_tlv(0x04, &[1; 3]), [0x04, 3, 1, 1, 1]);
+        let long = der_tlv(0x04, &[0; 300]);
+        assert_eq!(&long[..4], &[0x04, 0x82, 0x01, 0x2c]);
+        assert_eq!(long.len(), 304);
+    }
+}
