@@ -248,6 +248,7 @@ def main():
     ap.add_argument("--pause", type=float, default=0)
     ap.add_argument("--limit", type=float, default=600)
     ap.add_argument("--name", default="case")
+    ap.add_argument("--auth", action="store_true", help="mail authentication on ([auth] verify)")
     a = ap.parse_args()
     t_start = time.monotonic()
     deadline = t_start + a.limit
@@ -279,6 +280,15 @@ smarthost = "127.0.0.1:{sink_port}"
 [queue]
 retry_intervals = ["1s"]
 max_per_destination = 20
+""")
+        if a.auth:
+            # The checks on: each message whole in memory while it is checked. DNS to a
+            # closed loopback port: every lookup fails at once (temperror).
+            f.write(f"""[auth]
+verify = true
+[dns]
+servers = ["127.0.0.1:{free_port()}"]
+timeout = "200ms"
 """)
     body = make_body(a.size)
     sink_out = os.path.join(a.dir, "sink.out")

@@ -16,6 +16,7 @@
 #
 # Needs: postfix (smtp-sink), python3. Installs nothing. Bounded: LIMIT seconds per case.
 # Usage: [BIN=path/to/srs-relay] [CASES=a,a2,b] [PAUSE=2] [LIMIT=600] [TMPDIR=/var/tmp]
+#        [AUTH=on: mail authentication on, each message checked whole]
 #        benches/inbound-memory.sh
 #   BIN defaults to this checkout's release build (built first). To compare with the
 #   code before streaming DATA (commit cbf5afd):
@@ -71,6 +72,7 @@ for c in ${CASES//,/ }; do
     b)  args=(--sessions 1000 --size "$SMALL") ;;
     *)  echo "unknown case $c"; exit 1 ;;
   esac
+  [ "${AUTH:-off}" = on ] && args+=(--auth)
   timeout $((LIMIT + 60)) python3 benches/inbound-memory.py --bin "$BIN" --dir "$WORK/$c" \
       --name "$c" --limit "$LIMIT" "${args[@]}" | tee -a "$WORK/results" || status=1
   if grep -qiE 'panic' "$WORK/$c/relay.log" 2>/dev/null; then

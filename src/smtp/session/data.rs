@@ -13,6 +13,12 @@ use crate::spool::{ClientInfo, Envelope, Incoming, Recipient, RecipientState, Sp
 use crate::srs::unix_now;
 use crate::trace::{Event, HeaderCapture, Kind};
 
+/// KiB of messages read back from their files for the checks at once, over all sessions
+/// (DKIM and ARC need a message whole; mail-auth takes it as one slice).
+const READ_BACK_BUDGET_KIB: u32 = 64 * 1024;
+static READ_BACK_BUDGET: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(READ_BACK_BUDGET_KIB as usize);
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     pub(super) async fn data(&mut self) -> Next {
         let tx = match self.tx.take() {
@@ -120,7 +126,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     /// Runs the checks of `authenticator` on the message (read back from its file when it
-    /// went to one). `None` when a message in a file cannot be read back.
+    /// went to one, within [`READ_BACK_BUDGET`]). `None` when a message in a file cannot
+    /// be read back.
     async fn authenticate(
         &self,
         authenticator: &Authenticator,
@@ -147,6 +154,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 .await;
             return (message, Some(checked));
         }
+        // Held whole while it is checked: within a budget shared by all sessions, so
+        // memory stays bounded however many large messages arrive at once.
+        let kib = u32::try_from(message.len().div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, READ_BACK_BUDGET_KIB);
+        let Ok(_budget) = READ_BACK_BUDGET.acquire_many(kib).await else {
+            return (message, None);
+        };
         let spool = self.srv.spool.clone();
         let read = tokio::task::spawn_blocking(move || {
             let bytes = message.read_back(&spool);
