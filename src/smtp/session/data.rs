@@ -15,7 +15,7 @@ use crate::trace::{Event, HeaderCapture, Kind};
 
 /// KiB of messages read back from their files for the checks at once, over all sessions
 /// (DKIM and ARC need a message whole; mail-auth takes it as one slice).
-const READ_BACK_BUDGET_KIB: u32 = 64 * 1024;
+const READ_BACK_BUDGET_KIB: u32 = 16 * 1024;
 static READ_BACK_BUDGET: tokio::sync::Semaphore =
     tokio::sync::Semaphore::const_new(READ_BACK_BUDGET_KIB as usize);
 
