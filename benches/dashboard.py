@@ -99,6 +99,12 @@ def cmd_tab(a, token):
     if a.search_every:
         tasks.append([a.search_every, "/api/trace?since=1d&limit=1000", time.monotonic()])
     times, errors = [], 0
+    for _ in range(100):  # until the admin listener is up
+        try:
+            get(a.port, token, "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
     while not stop:
         for task in tasks:
             every, path, due = task
