@@ -26,6 +26,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+trap "exit 1" INT TERM
 cargo build --release --quiet --bin srs-relay --example trace_scale
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 FILL=$TARGET/release/examples/trace_scale
@@ -58,7 +59,7 @@ else
 fi
 # What autovacuum would have done by now: the planner's statistics, the visibility map.
 if [ "$STORE" = postgres ]; then
-  as_pg "$PG_BIN/psql" -h "$WORK" -p "$PG_PORT" -U postgres -qc "VACUUM ANALYZE trace_events" trace
+  as_pg "$PG_BIN/psql" -h "$WORK" -p "$PG_PORT" -U postgres -qc "VACUUM ANALYZE trace_events" -c CHECKPOINT trace
 fi
 
 ADMIN_PORT=$(port)

@@ -70,7 +70,7 @@ macro_rules! rare_kinds {
     };
 }
 
-/// The events a search by a rare status starts from ([`by_outcome`], [`REFUSED_ONLY`]):
+/// The events a search by a rare status starts from ([`by_outcome`], [`REFUSED_BY_OUTCOME`]):
 /// partial, so it costs nothing to write for the received and delivered events (most of
 /// them), and covers the columns [`by_outcome`] reads. Being partial also keeps SQLite,
 /// which has no statistics, from using it for the `r.kind IN ('received', 'refused')` of
@@ -146,7 +146,18 @@ pub const SEARCH_HEAD: &str = concat!(
     WHERE r.kind IN ('received', 'refused')"
 );
 
-/// The final status of a search row, for `--status` conditions.
+/// The kinds of `delivery_kinds!`: a row's status is the latest of them, `f.kind`.
+pub const DELIVERY_KINDS: &[&str] = &[
+    "delivered",
+    "deferred",
+    "failed",
+    "expired",
+    "held",
+    "released",
+    "deleted",
+];
+
+/// The final status of a search row (`queued`: received, no delivery event yet).
 pub const FINAL_STATUS: &str =
     "COALESCE(f.kind, CASE r.kind WHEN 'refused' THEN 'refused' ELSE 'queued' END)";
 
@@ -163,28 +174,31 @@ pub const CLOCK_SLACK_MS: i64 = 86_400_000;
 /// messages whose latest delivery event is of that kind, found from those events through
 /// [`OUTCOME_INDEX`] instead of by working out the final status of every message in the
 /// time range (one second per million messages when few match). Implied by
-/// `FINAL_STATUS = kind`, which the search keeps, so the rows are the same. `since`: the
+/// `f.kind = kind`, which the search keeps, so the rows are the same. `since`: the
 /// parameter holding the search's start less [`CLOCK_SLACK_MS`], if it has one.
 pub fn by_outcome(kind: &'static str, since: Option<&str>) -> String {
     let since = since
         .map(|n| format!(" AND s.time >= {n}"))
         .unwrap_or_default();
     format!(
-        " AND r.id IN (SELECT r2.id FROM trace_events s \
-        JOIN trace_events r2 ON r2.queue_id = s.queue_id AND r2.recipient = s.recipient \
-        WHERE s.kind = '{kind}' AND s.kind IN {}{since} \
-        AND r2.kind IN ('received', 'refused') \
-        AND NOT EXISTS (SELECT 1 FROM trace_events l \
-            WHERE l.queue_id = s.queue_id AND l.recipient = s.recipient AND l.id > s.id \
-            AND l.kind IN {}))",
+        " AND r.id IN (SELECT r2.id FROM trace_events r2 \
+        WHERE r2.kind IN ('received', 'refused') AND (r2.queue_id, r2.recipient) IN ( \
+            SELECT s.queue_id, s.recipient FROM trace_events s \
+            WHERE s.kind = '{kind}' AND s.kind IN {}{since} \
+            AND NOT EXISTS (SELECT 1 FROM trace_events l \
+                WHERE l.queue_id = s.queue_id AND l.recipient = s.recipient \
+                AND l.id > s.id AND l.kind IN {})))",
         rare_kinds!(),
         delivery_kinds!()
     )
 }
 
-/// A condition for a search by the status `refused`, implied by it (no delivery event is
-/// of that kind), so that it reads the refused events through [`OUTCOME_INDEX`].
-pub const REFUSED_ONLY: &str = concat!(" AND r.kind = 'refused' AND r.kind IN ", rare_kinds!());
+/// A search by the status `refused`: refused events without a delivery event.
+pub const REFUSED: &str = " AND r.kind = 'refused' AND f.id IS NULL";
+
+/// With [`REFUSED`] (implied by it), so that the search reads the refused events through
+/// [`OUTCOME_INDEX`].
+pub const REFUSED_BY_OUTCOME: &str = concat!(" AND r.kind IN ", rare_kinds!());
 
 /// Appended with the number of the limit parameter.
 pub const SEARCH_TAIL: &str = " ORDER BY r.time DESC, r.id DESC LIMIT ";
@@ -253,6 +267,18 @@ pub fn tally(key: TallyKey, kinds: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kind_lists_agree() {
+        let list = |kinds: &[&str]| {
+            let quoted: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
+            format!("({})", quoted.join(", "))
+        };
+        assert_eq!(delivery_kinds!(), list(super::DELIVERY_KINDS));
+        let mut rare = super::RARE_OUTCOMES.to_vec();
+        rare.push("refused");
+        assert_eq!(rare_kinds!(), list(&rare));
+    }
+
     #[test]
     fn insert_rows_numbers_every_parameter() {
         let two = super::insert_rows(2);
