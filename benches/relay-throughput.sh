@@ -25,7 +25,7 @@ done
 # BIN=path/to/srs-relay measures another build (an older commit's, say) the same way.
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
-  BIN=$PWD/target/release/srs-relay
+  BIN=${CARGO_TARGET_DIR:-$PWD/target}/release/srs-relay
 fi
 WORK=$(mktemp -d)
 PIDS=()
