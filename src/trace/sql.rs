@@ -55,6 +55,32 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS trace_events (
         detail TEXT
     )";
 
+/// The kinds of the events after a message's receipt that make its status, as an SQL list.
+macro_rules! delivery_kinds {
+    () => {
+        "('delivered', 'deferred', 'failed', 'expired', 'held', 'released', 'deleted')"
+    };
+}
+
+/// The kinds of [`OUTCOME_INDEX`], as an SQL list: delivery outcomes that are rare next to
+/// `received` and `delivered`, and `refused`.
+macro_rules! rare_kinds {
+    () => {
+        "('deferred', 'failed', 'expired', 'held', 'released', 'deleted', 'refused')"
+    };
+}
+
+/// The events a search by a rare status starts from ([`by_outcome`], [`REFUSED_BY_OUTCOME`]):
+/// partial, so it costs nothing to write for the received and delivered events (most of
+/// them), and covers the columns [`by_outcome`] reads. Being partial also keeps SQLite,
+/// which has no statistics, from using it for the `r.kind IN ('received', 'refused')` of
+/// every search (a `kind` index would: a search of everything then sorted every row).
+const OUTCOME_INDEX: &str = concat!(
+    "CREATE INDEX IF NOT EXISTS trace_outcome ON trace_events \
+    (kind, time, queue_id, recipient, id) WHERE kind IN ",
+    rare_kinds!()
+);
+
 const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS trace_time ON trace_events (time)",
     "CREATE INDEX IF NOT EXISTS trace_queue ON trace_events (queue_id, recipient)",
@@ -63,6 +89,7 @@ const INDEXES: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS trace_original ON trace_events (original_recipient, time)",
     "CREATE INDEX IF NOT EXISTS trace_sender ON trace_events (sender, time)",
     "CREATE INDEX IF NOT EXISTS trace_srs_sender ON trace_events (srs_sender, time)",
+    OUTCOME_INDEX,
 ];
 
 pub const INSERT: &str = "INSERT INTO trace_events (time, kind, queue_id, message_id, \
@@ -107,20 +134,71 @@ pub const PRUNE: &str = "DELETE FROM trace_events WHERE id IN \
 /// The head of a search: one row per message and recipient (its received or refused
 /// event) with the latest delivery event for it. The caller appends `AND` conditions on
 /// `r.` and `f.` columns, then [`SEARCH_TAIL`].
-pub const SEARCH_HEAD: &str = "SELECT r.time, r.kind, r.queue_id, r.message_id, r.sender, \
+pub const SEARCH_HEAD: &str = concat!(
+    "SELECT r.time, r.kind, r.queue_id, r.message_id, r.sender, \
     r.srs_sender, r.original_recipient, r.recipient, r.subject, r.size, r.status, r.reply, \
     f.kind, f.time, f.remote, f.reply, f.attempt \
     FROM trace_events r \
     LEFT JOIN trace_events f ON f.id = (SELECT e.id FROM trace_events e \
-        WHERE e.queue_id = r.queue_id AND e.recipient = r.recipient \
-        AND e.kind IN ('delivered', 'deferred', 'failed', 'expired', 'held', 'released', \
-            'deleted') \
-        ORDER BY e.id DESC LIMIT 1) \
-    WHERE r.kind IN ('received', 'refused')";
+        WHERE e.queue_id = r.queue_id AND e.recipient = r.recipient AND e.kind IN ",
+    delivery_kinds!(),
+    " ORDER BY e.id DESC LIMIT 1) \
+    WHERE r.kind IN ('received', 'refused')"
+);
 
-/// The final status of a search row, for `--status` conditions.
+/// The kinds of `delivery_kinds!`: a row's status is the latest of them, `f.kind`.
+pub const DELIVERY_KINDS: &[&str] = &[
+    "delivered",
+    "deferred",
+    "failed",
+    "expired",
+    "held",
+    "released",
+    "deleted",
+];
+
+/// The final status of a search row (`queued`: received, no delivery event yet).
 pub const FINAL_STATUS: &str =
     "COALESCE(f.kind, CASE r.kind WHEN 'refused' THEN 'refused' ELSE 'queued' END)";
+
+/// The delivery kinds [`by_outcome`] takes (those of [`OUTCOME_INDEX`]).
+pub const RARE_OUTCOMES: &[&str] = &[
+    "deferred", "failed", "expired", "held", "released", "deleted",
+];
+
+/// How much older than its message a delivery event may be (a clock set back between the
+/// two): [`by_outcome`] looks this far before the search's start.
+pub const CLOCK_SLACK_MS: i64 = 86_400_000;
+
+/// A condition for a search by a rare final status `kind` (one of [`RARE_OUTCOMES`]): the
+/// messages whose latest delivery event is of that kind, found from those events through
+/// [`OUTCOME_INDEX`] instead of by working out the final status of every message in the
+/// time range (one second per million messages when few match). Implied by
+/// `f.kind = kind`, which the search keeps, so the rows are the same. `since`: the
+/// parameter holding the search's start less [`CLOCK_SLACK_MS`], if it has one.
+pub fn by_outcome(kind: &'static str, since: Option<&str>) -> String {
+    let since = since
+        .map(|n| format!(" AND s.time >= {n}"))
+        .unwrap_or_default();
+    format!(
+        " AND r.id IN (SELECT r2.id FROM trace_events r2 \
+        WHERE r2.kind IN ('received', 'refused') AND (r2.queue_id, r2.recipient) IN ( \
+            SELECT s.queue_id, s.recipient FROM trace_events s \
+            WHERE s.kind = '{kind}' AND s.kind IN {}{since} \
+            AND NOT EXISTS (SELECT 1 FROM trace_events l \
+                WHERE l.queue_id = s.queue_id AND l.recipient = s.recipient \
+                AND l.id > s.id AND l.kind IN {})))",
+        rare_kinds!(),
+        delivery_kinds!()
+    )
+}
+
+/// A search by the status `refused`: refused events without a delivery event.
+pub const REFUSED: &str = " AND r.kind = 'refused' AND f.id IS NULL";
+
+/// With [`REFUSED`] (implied by it), so that the search reads the refused events through
+/// [`OUTCOME_INDEX`].
+pub const REFUSED_BY_OUTCOME: &str = concat!(" AND r.kind IN ", rare_kinds!());
 
 /// Appended with the number of the limit parameter.
 pub const SEARCH_TAIL: &str = " ORDER BY r.time DESC, r.id DESC LIMIT ";
@@ -194,6 +272,18 @@ pub fn tally(key: TallyKey, kinds: &[&str]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_kind_lists_agree() {
+        let list = |kinds: &[&str]| {
+            let quoted: Vec<String> = kinds.iter().map(|k| format!("'{k}'")).collect();
+            format!("({})", quoted.join(", "))
+        };
+        assert_eq!(delivery_kinds!(), list(super::DELIVERY_KINDS));
+        let mut rare = super::RARE_OUTCOMES.to_vec();
+        rare.push("refused");
+        assert_eq!(rare_kinds!(), list(&rare));
+    }
+
     #[test]
     fn insert_rows_numbers_every_parameter() {
         let two = super::insert_rows(2);

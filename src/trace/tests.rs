@@ -82,6 +82,11 @@ on_both_stores!(
     postgres_search_gives_each_recipient_its_final_status
 );
 on_both_stores!(
+    a_status_search_finds_what_the_whole_search_says,
+    sqlite_a_status_search_finds_what_the_whole_search_says,
+    postgres_a_status_search_finds_what_the_whole_search_says
+);
+on_both_stores!(
     show_follows_the_message_id_and_prune_forgets,
     sqlite_show_follows_the_message_id_and_prune_forgets,
     postgres_show_follows_the_message_id_and_prune_forgets
@@ -351,6 +356,94 @@ fn search_gives_each_recipient_its_final_status(s: &mut dyn TraceStore) {
     assert_eq!(row.attempts, Some(2));
     assert_eq!(row.reply.as_deref(), Some("250 ok"));
     assert_eq!(row.subject.as_deref(), Some("Lunch on Friday"));
+}
+
+/// A search by status (which for the rare ones starts from their events: `sql::by_outcome`)
+/// gives exactly the rows of that status a search without one gives, in the same order.
+fn a_status_search_finds_what_the_whole_search_says(s: &mut dyn TraceStore) {
+    let start = now_ms() - 86_400_000;
+    let at = |mut e: Event, t: i64| {
+        e.time = t;
+        e
+    };
+    let mut events = Vec::new();
+    for i in 0..240i64 {
+        let id = format!("Q{i}");
+        let rcpt = format!("r{}@home{}.example", i % 7, i % 2);
+        let t = start + i * 1000;
+        events.push(at(received(&id, &rcpt, "a@fwd.example", "s"), t));
+        let then: &[Kind] = match i % 12 {
+            0 => &[],
+            1 => &[Kind::Deferred],
+            2 => &[Kind::Deferred, Kind::Deferred],
+            3 => &[Kind::Deferred, Kind::Delivered],
+            4 => &[Kind::Delivered],
+            5 => &[Kind::Failed],
+            6 => &[Kind::Deferred, Kind::Failed],
+            7 => &[Kind::Deferred, Kind::Expired],
+            8 => &[Kind::Held],
+            9 => &[Kind::Held, Kind::Released],
+            10 => &[Kind::Held, Kind::Released, Kind::Delivered],
+            _ => &[Kind::Deferred, Kind::Deleted],
+        };
+        for (n, kind) in then.iter().enumerate() {
+            let e = outcome(*kind, &id, &rcpt, n as u32 + 1, "reply");
+            events.push(at(e, t + 100 + n as i64));
+        }
+        // Kinds that are not delivery events change nothing.
+        if i % 5 == 0 {
+            events.push(at(
+                Event::new(Kind::DsnSent).queue_id(&id).recipient(&rcpt),
+                t + 50,
+            ));
+        }
+        if i % 13 == 0 {
+            let refused = Event::new(Kind::Refused)
+                .sender("eve@bad.example")
+                .original_recipient(&format!("x{i}@fwd.example"))
+                .reply("550 5.7.1 bad hash");
+            events.push(at(refused, t + 1));
+        }
+    }
+    // The clock set back an hour between a message and its deferral.
+    let late = start + 300_000;
+    events.push(at(
+        received("QC", "c@home0.example", "c@fwd.example", "s"),
+        late,
+    ));
+    events.push(at(
+        outcome(Kind::Deferred, "QC", "c@home0.example", 1, "451"),
+        late - 3_600_000,
+    ));
+    s.insert(&events).unwrap();
+
+    let all = |f: Filter| s.search(&Filter { limit: 1000, ..f }).unwrap();
+    for since in [None, Some(start + 120_000), Some(late)] {
+        for recipient in [None, Some("*@home0.example"), Some("r3@home1.example")] {
+            let whole = all(Filter {
+                since,
+                recipient: recipient.map(Into::into),
+                ..filter()
+            });
+            for status in STATUSES.iter().filter(|s| **s != "bounced") {
+                let found = all(Filter {
+                    since,
+                    recipient: recipient.map(Into::into),
+                    status: Some((*status).into()),
+                    ..filter()
+                });
+                let want: Vec<Row> = whole
+                    .iter()
+                    .filter(|r| r.status == *status)
+                    .cloned()
+                    .collect();
+                assert_eq!(found, want, "{status}, since {since:?}, {recipient:?}");
+                if since.is_none() && recipient.is_none() {
+                    assert!(!found.is_empty(), "{status}");
+                }
+            }
+        }
+    }
 }
 
 fn show_follows_the_message_id_and_prune_forgets(s: &mut dyn TraceStore) {
