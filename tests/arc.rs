@@ -341,27 +341,19 @@ Authentication-Results: mx.upstream.example; spf=pass\r\n"
     assert!(ok, "{why}\n{text}");
 }
 
-#[test]
-fn a_second_relay_extends_the_chain_and_it_still_verifies() {
-    let tmp = tempfile::tempdir().unwrap();
-    let origin = origin(tmp.path());
-    let (key1, record1) = rsa_arc_key(tmp.path(), "arc1", "arc1", "forward.example");
-    let (key2, record2) = rsa_arc_key(tmp.path(), "arc2", "arc2", "second.test");
-    let mut records = origin.records.clone();
-    records.push(record1);
-    records.push(record2);
-    // The first relay's SRS sender is at forward.example: SPF lets it send.
-    records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));
-    let dns = Dns::start(&records);
-    let receiver = Receiver::start();
+/// Two relays in a row: `first` (config `first_extra`) forwards john@forward.example to
+/// john@home.example through `second` (relay2.test, config `second_extra`), which
+/// forwards it to final@dest.example at `receiver`. Both use `dns`.
+fn two_relays(
+    dns: &Dns,
+    receiver: &Receiver,
+    second_extra: &str,
+    first_extra: &str,
+) -> (Relay, Relay) {
     let mut second = Relay::prepare_full(
         "hostname = \"relay2.test\"\n",
         &format!("smarthost = \"{}\"\n", receiver.addr()),
-        &format!(
-            "{}{}",
-            dns.relay_config(),
-            arc_config(&key2, "arc2", "second.test")
-        ),
+        &format!("{}{second_extra}", dns.relay_config()),
     );
     // The server section of the harness names relay.test: this one is relay2.test.
     let cfg = std::fs::read_to_string(&second.config).unwrap();
@@ -379,11 +371,29 @@ fn a_second_relay_extends_the_chain_and_it_still_verifies() {
     let first = Relay::start_full(
         "",
         &format!("smarthost = \"{}\"\n", second.addr()),
-        &format!(
-            "{}{}",
-            dns.relay_config(),
-            arc_config(&key1, "arc1", "forward.example")
-        ),
+        &format!("{}{first_extra}", dns.relay_config()),
+    );
+    (first, second)
+}
+
+#[test]
+fn a_second_relay_extends_the_chain_and_it_still_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let origin = origin(tmp.path());
+    let (key1, record1) = rsa_arc_key(tmp.path(), "arc1", "arc1", "forward.example");
+    let (key2, record2) = rsa_arc_key(tmp.path(), "arc2", "arc2", "second.test");
+    let mut records = origin.records.clone();
+    records.push(record1);
+    records.push(record2);
+    // The first relay's SRS sender is at forward.example: SPF lets it send.
+    records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));
+    let dns = Dns::start(&records);
+    let receiver = Receiver::start();
+    let (first, second) = two_relays(
+        &dns,
+        &receiver,
+        &arc_config(&key2, "arc2", "second.test"),
+        &arc_config(&key1, "arc1", "forward.example"),
     );
     let message = signed_message(&dns, &origin, "twohops");
     send(&first, &message);
@@ -476,31 +486,11 @@ fn an_ed25519_seal_from_arc_keygen_is_checked_by_the_next_relay() {
     records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));
     let dns = Dns::start(&records);
     let receiver = Receiver::start();
-    let mut second = Relay::prepare_full(
-        "hostname = \"relay2.test\"\n",
-        &format!("smarthost = \"{}\"\n", receiver.addr()),
-        &format!("{}[auth]\nverify = true\n", dns.relay_config()),
-    );
-    let cfg = std::fs::read_to_string(&second.config).unwrap();
-    std::fs::write(
-        &second.config,
-        cfg.replace("hostname = \"relay.test\"\n", ""),
-    )
-    .unwrap();
-    std::fs::write(
-        second.dir.path().join("aliases"),
-        "john@home.example: final@dest.example\n",
-    )
-    .unwrap();
-    second.spawn();
-    let first = Relay::start_full(
-        "",
-        &format!("smarthost = \"{}\"\n", second.addr()),
-        &format!(
-            "{}{}",
-            dns.relay_config(),
-            arc_config(&key, "ed1", "forward.example")
-        ),
+    let (first, second) = two_relays(
+        &dns,
+        &receiver,
+        "[auth]\nverify = true\n",
+        &arc_config(&key, "ed1", "forward.example"),
     );
     let message = signed_message(&dns, &origin, "ed25519");
     send(&first, &message);

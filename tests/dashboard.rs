@@ -95,20 +95,7 @@ impl Dashboard {
 }
 
 fn send(relay: &Relay, to: &str, subject: &str) -> String {
-    let out = swaks_ok(&[
-        "--server",
-        &relay.addr(),
-        "--from",
-        "bob@example.org",
-        "--to",
-        to,
-        "--header",
-        &format!("Subject: {subject}"),
-    ]);
-    out.lines()
-        .find_map(|l| l.split("queued as ").nth(1))
-        .map(|id| id.trim().to_owned())
-        .unwrap()
+    send_queued(relay, "bob@example.org", to, subject)
 }
 
 #[test]

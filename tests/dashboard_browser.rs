@@ -108,6 +108,21 @@ async fn wait_css(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{css}: {e}"))
 }
 
+/// Clicks the element at `css`.
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Types `text` into the element at `css`, once it is there.
+async fn type_into(c: &Client, css: &str, text: &str) {
+    wait_css(c, css).await.send_keys(text).await.unwrap();
+}
+
 /// Waits until the page's text at `css` satisfies `f`.
 async fn wait_text(c: &Client, css: &str, f: impl Fn(&str) -> bool) -> String {
     let end = Instant::now() + Duration::from_secs(20);
@@ -150,20 +165,7 @@ fn downloaded(dir: &Path, before: usize) -> PathBuf {
 }
 
 fn send(relay: &Relay, to: &str, subject: &str) -> String {
-    let out = swaks_ok(&[
-        "--server",
-        &relay.addr(),
-        "--from",
-        "alice@example.org",
-        "--to",
-        to,
-        "--header",
-        &format!("Subject: {subject}"),
-    ]);
-    out.lines()
-        .find_map(|l| l.split("queued as ").nth(1))
-        .map(|id| id.trim().to_owned())
-        .unwrap()
+    send_queued(relay, "alice@example.org", to, subject)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,17 +213,8 @@ async fn the_dashboard_in_chromium() {
     // Not logged in: the login page. A wrong password is refused.
     c.goto(&format!("{base}/")).await.unwrap();
     assert!(c.current_url().await.unwrap().path().ends_with("/login"));
-    wait_css(&c, "#password")
-        .await
-        .send_keys("not the password")
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "#password", "not the password").await;
+    click(&c, "#login").await;
     wait_text(&c, ".error", |t| t.contains("Wrong password")).await;
     screenshot(&c, "login").await;
     // The refusal is the one console message (the 401 itself); the rest must be clean.
@@ -230,17 +223,8 @@ async fn the_dashboard_in_chromium() {
         errors.len() == 1 && errors[0].contains("/login") && errors[0].contains("401"),
         "{errors:#?}"
     );
-    wait_css(&c, "#password")
-        .await
-        .send_keys(&password)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "#password", &password).await;
+    click(&c, "#login").await;
 
     // Overview: counts, the queue and the alert banner (3 queued, alert at 2).
     wait_css(&c, "#queue-messages").await;
@@ -283,12 +267,7 @@ async fn the_dashboard_in_chromium() {
         "the form shows the search from the URL"
     );
     // Details: every event, the SRS address, the next hop and its reply.
-    c.find(Locator::Css("#trace-table tbody tr.row"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#trace-table tbody tr.row").await;
     let details = wait_text(&c, "#message-details", |t| t.contains("delivered")).await;
     assert!(details.contains(&delivered), "{details}");
     assert!(details.contains("+srs="), "{details}");
@@ -296,12 +275,7 @@ async fn the_dashboard_in_chromium() {
     screenshot(&c, "trace").await;
 
     // CSV, all rows: the columns of `srs-relay trace --csv`.
-    c.find(Locator::Css("#export-all"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#export-all").await;
     let all = downloaded(downloads.path(), 0);
     let text = std::fs::read_to_string(&all).unwrap();
     let mut lines = text.lines();
@@ -317,20 +291,8 @@ async fn the_dashboard_in_chromium() {
     // All of the last hour, one row selected: only that one exported.
     c.goto(&format!("{base}/#/trace?range=1h")).await.unwrap();
     wait_text(&c, "#result-count", |t| t.starts_with("7 rows")).await;
-    c.find(Locator::Css(
-        "#trace-table tbody tr.row input[type=checkbox]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
-    c.find(Locator::Css("#export-selected"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#trace-table tbody tr.row input[type=checkbox]").await;
+    click(&c, "#export-selected").await;
     let selected = downloaded(downloads.path(), 1);
     let text = std::fs::read_to_string(&selected).unwrap();
     assert_eq!(
@@ -339,12 +301,7 @@ async fn the_dashboard_in_chromium() {
         "header and the selected row:\n{text}"
     );
     // Sorting by a column header.
-    c.find(Locator::Css("th[data-key=subject]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "th[data-key=subject]").await;
     let first = wait_text(&c, "#trace-table tbody tr.row", |t| !t.is_empty()).await;
     assert!(
         first.contains("Browser test delivered"),
@@ -356,12 +313,7 @@ async fn the_dashboard_in_chromium() {
     let id = &queued[0];
     let checkbox = format!("input[data-id='{id}']");
     wait_css(&c, &checkbox).await.click().await.unwrap();
-    c.find(Locator::Css("#queue-hold"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#queue-hold").await;
     c.accept_alert().await.unwrap();
     let row = format!("#queue-table tr[data-queue-id='{id}']");
     wait_text(&c, &row, |t| t.contains("held")).await;
@@ -385,12 +337,7 @@ async fn the_dashboard_in_chromium() {
             .any(|e| e["id"] == *id && e["state"] == "held")
     );
     wait_css(&c, &checkbox).await.click().await.unwrap();
-    c.find(Locator::Css("#queue-release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "#queue-release").await;
     c.accept_alert().await.unwrap();
     wait_text(&c, &row, |t| !t.contains("held")).await;
     assert!(relay.log().contains("by=\"admin web 127.0.0.1\""));
@@ -419,17 +366,8 @@ async fn the_dashboard_in_chromium() {
         .unwrap();
     let made = String::from_utf8(made.stdout).unwrap().trim().to_owned();
     c.goto(&format!("{base}/#/explain")).await.unwrap();
-    wait_css(&c, "#explain-address")
-        .await
-        .send_keys(&made)
-        .await
-        .unwrap();
-    c.find(Locator::Css("#explain"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "#explain-address", &made).await;
+    click(&c, "#explain").await;
     wait_text(&c, "#explain-verdict", |t| {
         t.contains("goes to bob@example.org")
     })

@@ -42,20 +42,7 @@ fn entry<'a>(entries: &'a [serde_json::Value], id: &str) -> Option<&'a serde_jso
 
 /// Sends one message from `from` to the alias and returns its queue id.
 fn send(relay: &Relay, from: &str, subject: &str) -> String {
-    let out = swaks_ok(&[
-        "--server",
-        &relay.addr(),
-        "--from",
-        from,
-        "--to",
-        "john@forward.example",
-        "--header",
-        &format!("Subject: {subject}"),
-    ]);
-    out.lines()
-        .find_map(|l| l.split("queued as ").nth(1))
-        .map(|id| id.trim().to_owned())
-        .unwrap_or_else(|| panic!("no queue id in:\n{out}"))
+    send_queued(relay, from, "john@forward.example", subject)
 }
 
 fn delivered_to(receiver: &Receiver, from_contains: &str) -> usize {

@@ -168,26 +168,33 @@ pub struct Checked {
     pub elapsed: Duration,
 }
 
+/// `auth.dmarc_reject_action` and the sealer of `arc.key` (its file read and parsed), and
+/// the rule that binds them: "rewrite-from" needs a key.
+fn action_and_sealer(cfg: &Config) -> Result<(DmarcRejectAction, Option<Sealer>), ConfigError> {
+    let action = cfg.dmarc_reject_action()?;
+    let sealer = match &cfg.arc.key {
+        None => None,
+        Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
+    };
+    if action == DmarcRejectAction::RewriteFrom && sealer.is_none() {
+        return Err(ConfigError::key(
+            "auth.dmarc_reject_action",
+            "\"rewrite-from\" needs arc.key: the rewritten message is DKIM-signed with it",
+        ));
+    }
+    Ok((action, sealer))
+}
+
 impl Authenticator {
     /// The authenticator the configuration asks for: `None` when neither `auth.verify`
     /// nor `arc.key` is set. Reads the key file.
     pub fn from_config(cfg: &Config) -> Result<Option<Authenticator>, ConfigError> {
-        let dmarc_reject_action = cfg.dmarc_reject_action()?;
+        let (dmarc_reject_action, sealer) = action_and_sealer(cfg)?;
         let timeout = crate::config::duration("auth.timeout", &cfg.auth.timeout)?;
         if timeout.is_zero() {
             return Err(ConfigError::key("auth.timeout", "must be longer than zero"));
         }
         let dns = cfg.dns_settings()?;
-        let sealer = match &cfg.arc.key {
-            None => None,
-            Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
-        };
-        if dmarc_reject_action == DmarcRejectAction::RewriteFrom && sealer.is_none() {
-            return Err(ConfigError::key(
-                "auth.dmarc_reject_action",
-                "\"rewrite-from\" needs arc.key: the rewritten message is DKIM-signed with it",
-            ));
-        }
         if !cfg.auth.verify && sealer.is_none() {
             return Ok(None);
         }
@@ -210,18 +217,7 @@ impl Authenticator {
     /// Checks `[auth]` and `[arc]` as [`Authenticator::from_config`] does (the key file
     /// read and parsed) without setting up a resolver: for `srs-relay check-config`.
     pub fn check_config(cfg: &Config) -> Result<(), ConfigError> {
-        let action = cfg.dmarc_reject_action()?;
-        let sealer = match &cfg.arc.key {
-            None => None,
-            Some(path) => Some(sealer(cfg, &cfg.resolve(path))?),
-        };
-        if action == DmarcRejectAction::RewriteFrom && sealer.is_none() {
-            return Err(ConfigError::key(
-                "auth.dmarc_reject_action",
-                "\"rewrite-from\" needs arc.key: the rewritten message is DKIM-signed with it",
-            ));
-        }
-        Ok(())
+        action_and_sealer(cfg).map(|_| ())
     }
 
     /// The authserv-id of our results.

@@ -3,7 +3,7 @@
 
 use super::event::{Event, Kind};
 use super::query::Row;
-use super::store::StoreError;
+use super::store::{StoreError, Tally};
 
 /// One result row of a store. Integers are 64-bit in both schemas.
 pub(super) trait Columns {
@@ -77,6 +77,16 @@ pub(super) fn event(r: &impl Columns) -> Result<Event, StoreError> {
         size: r.int(13)?.map(|s| s.max(0) as u64),
         status: r.text(14)?,
         detail: r.text(15)?,
+    })
+}
+
+/// A row of `sql::tally`: bucket, kind, key, count.
+pub(super) fn tally(r: &impl Columns) -> Result<Tally, StoreError> {
+    Ok(Tally {
+        bucket: r.int(0)?.unwrap_or(0),
+        kind: r.text(1)?.unwrap_or_default(),
+        key: r.text(2)?,
+        count: r.int(3)?.unwrap_or(0),
     })
 }
 

@@ -181,15 +181,6 @@ impl TraceStore for PostgresStore {
         let rows = self
             .client()
             .query(&sql::tally(key, kinds), &[&bucket.max(1), &since, &until])?;
-        rows.iter()
-            .map(|r| {
-                Ok(Tally {
-                    bucket: r.try_get(0)?,
-                    kind: r.try_get(1)?,
-                    key: r.try_get(2)?,
-                    count: r.try_get(3)?,
-                })
-            })
-            .collect()
+        rows.iter().map(columns::tally).collect()
     }
 }

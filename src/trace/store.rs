@@ -208,14 +208,11 @@ impl TraceStore for SqliteStore {
         kinds: &[&str],
     ) -> Result<Vec<Tally>, StoreError> {
         let mut stmt = self.conn.prepare(&sql::tally(key, kinds))?;
-        let rows = stmt.query_map(rusqlite::params![bucket.max(1), since, until], |r| {
-            Ok(Tally {
-                bucket: r.get(0)?,
-                kind: r.get(1)?,
-                key: r.get(2)?,
-                count: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut rows = stmt.query(rusqlite::params![bucket.max(1), since, until])?;
+        let mut found = Vec::new();
+        while let Some(r) = rows.next()? {
+            found.push(columns::tally(r)?);
+        }
+        Ok(found)
     }
 }

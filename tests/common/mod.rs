@@ -922,3 +922,23 @@ pub fn http(
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, head, String::from_utf8_lossy(&body).into_owned())
 }
+
+/// Sends one message with swaks from `from` to `to` with `subject`; returns the queue id
+/// of the relay's `250`.
+#[allow(dead_code)]
+pub fn send_queued(relay: &Relay, from: &str, to: &str, subject: &str) -> String {
+    let out = swaks_ok(&[
+        "--server",
+        &relay.addr(),
+        "--from",
+        from,
+        "--to",
+        to,
+        "--header",
+        &format!("Subject: {subject}"),
+    ]);
+    out.lines()
+        .find_map(|l| l.split("queued as ").nth(1))
+        .map(|id| id.trim().to_owned())
+        .unwrap_or_else(|| panic!("no queue id in:\n{out}"))
+}
