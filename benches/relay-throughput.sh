@@ -75,7 +75,8 @@ if [ "${AUTH:-off}" = on ]; then
   record=$("$BIN" arc-keygen --out "$WORK/arc.key" --selector bench --domain relay.bench)
   DNS_PORT=$(port)
   dnsmasq --port="$DNS_PORT" --no-daemon --no-resolv --no-hosts --conf-file=/dev/null \
-    --listen-address=127.0.0.1 --bind-interfaces --local=/bench/ --user=root \
+    --listen-address=127.0.0.1 --bind-interfaces --auth-server=ns.bench,127.0.0.1 --auth-zone=bench --auth-ttl=300 \
+    --auth-soa=1,hostmaster.bench,1200,180,1209600 --user=root \
     "--txt-record=sender.bench,v=spf1 ip4:127.0.0.1 -all" \
     "--txt-record=_dmarc.sender.bench,v=DMARC1; p=reject" \
     "--txt-record=bench._domainkey.relay.bench,$(echo "$record" | sed 's/.* IN TXT "\(.*\)"/\1/')" \

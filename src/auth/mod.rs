@@ -18,6 +18,7 @@
 //! `dns.timeout`, the whole check by `auth.timeout`: a DNS failure is `temperror`, never
 //! an error of the session.
 
+mod cache;
 mod headers;
 pub mod keys;
 
@@ -100,6 +101,7 @@ impl Sealer {
 /// The checks and the seal, as `[auth]`, `[arc]` and `[dns]` set them up.
 pub struct Authenticator {
     resolver: MessageAuthenticator,
+    cache: cache::DnsCache,
     authserv_id: String,
     /// Our name, for SPF's `%{r}` (`server.hostname`).
     hostname: String,
@@ -206,6 +208,7 @@ impl Authenticator {
         };
         Ok(Some(Authenticator {
             resolver: MessageAuthenticator(resolver),
+            cache: cache::DnsCache::new(),
             authserv_id,
             hostname: cfg.server.hostname.trim().to_owned(),
             timeout,
@@ -311,7 +314,7 @@ impl Authenticator {
     }
 
     async fn verify<'x>(
-        &self,
+        &'x self,
         message: &'x AuthenticatedMessage<'x>,
         ip: IpAddr,
         helo: &str,
@@ -320,20 +323,24 @@ impl Authenticator {
         let helo_domain = helo_domain(helo);
         let spf = if mail_from.is_empty() {
             self.resolver
-                .verify_spf(SpfParameters::verify_ehlo(ip, helo_domain, &self.hostname))
+                .verify_spf(self.cache.params(SpfParameters::verify_ehlo(
+                    ip,
+                    helo_domain,
+                    &self.hostname,
+                )))
                 .await
         } else {
             self.resolver
-                .verify_spf(SpfParameters::verify_mail_from(
+                .verify_spf(self.cache.params(SpfParameters::verify_mail_from(
                     ip,
                     helo_domain,
                     &self.hostname,
                     mail_from,
-                ))
+                )))
                 .await
         };
-        let dkim = body_hash_mismatch_is_fail(message, self.resolver.verify_dkim(message).await);
-        let arc = self.resolver.verify_arc(message).await;
+        let dkim = body_hash_mismatch_is_fail(message, self.resolver.verify_dkim(self.cache.params(message)).await);
+        let arc = self.resolver.verify_arc(self.cache.params(message)).await;
         let mail_from_domain = match mail_from.rsplit_once('@') {
             Some((_, d)) => d,
             None => helo_domain,
@@ -343,7 +350,12 @@ impl Authenticator {
         } else {
             Some(
                 self.resolver
-                    .verify_dmarc(DmarcParameters::new(message, &dkim, mail_from_domain, &spf))
+                    .verify_dmarc(self.cache.params(DmarcParameters::new(
+                        message,
+                        &dkim,
+                        mail_from_domain,
+                        &spf,
+                    )))
                     .await,
             )
         };
