@@ -9,7 +9,8 @@ Run through benches/compare-postfix.sh (which builds srs-relay and checks the to
      through sender_canonical_maps = tcp:...  (and recipient_canonical_maps for bounces).
   B: srs-relay relaying to smtp-sink (trusted network, classic SRS form, same secret).
      With AUTH=on, srs-relay also checks every message on arrival (SPF, DKIM, ARC, DMARC
-     for sender.bench, whose SPF and DMARC records a dnsmasq on a loopback port serves)
+     for sender.bench, whose SPF and DMARC records a dnsmasq on a loopback port serves as
+     the authoritative server of `bench`: 300 s TTLs, an SOA on NXDOMAIN, as real zones)
      and seals it with ARC (an Ed25519 key from `srs-relay arc-keygen`); Postfix does
      neither. smtp-source's messages carry no DKIM signature: no RSA verification is
      counted (see README for its cost).
@@ -326,7 +327,7 @@ class SrsRelay(Side):
             return ""
         work = self.work
         out = subprocess.run(
-            [BIN, "arc-keygen", "--out", f"{work}/arc.key", "--selector", "bench",
+            [BIN, "arc-keygen", "--algorithm", "ed25519", "--out", f"{work}/arc.key", "--selector", "bench",
              "--domain", SRS_DOMAIN],
             check=True, capture_output=True, text=True,
         ).stdout

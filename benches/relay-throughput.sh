@@ -12,7 +12,8 @@
 # (benches/dashboard.py tab): `tab` reads /api/overview at once and every 30 s, as the
 # page does; `busy` the overview and a 1,000-row trace search of the last day every 2 s.
 # AUTH=on: every message is checked (SPF, DKIM, ARC, DMARC for sender.bench, answered by a
-# dnsmasq on a loopback port) and sealed with an Ed25519 ARC key from `arc-keygen`.
+# dnsmasq on a loopback port) and sealed with an Ed25519 ARC key from `arc-keygen`
+# (ARC_ALGORITHM=rsa: an RSA-2048 key).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MESSAGES=${1:-5000}
@@ -72,14 +73,14 @@ listen = "127.0.0.1:$ADMIN_PORT"
 TOML
 if [ "${AUTH:-off}" = on ]; then
   command -v dnsmasq >/dev/null || { echo "missing dnsmasq (apt-get install dnsmasq)"; exit 1; }
-  record=$("$BIN" arc-keygen --out "$WORK/arc.key" --selector bench --domain relay.bench)
+  record=$("$BIN" arc-keygen --algorithm "${ARC_ALGORITHM:-ed25519}" --out "$WORK/arc.key" --selector bench --domain relay.bench)
   DNS_PORT=$(port)
   dnsmasq --port="$DNS_PORT" --no-daemon --no-resolv --no-hosts --conf-file=/dev/null \
     --listen-address=127.0.0.1 --bind-interfaces --auth-server=ns.bench,127.0.0.1 --auth-zone=bench --auth-ttl=300 \
     --auth-soa=1,hostmaster.bench,1200,180,1209600 --user=root \
     "--txt-record=sender.bench,v=spf1 ip4:127.0.0.1 -all" \
     "--txt-record=_dmarc.sender.bench,v=DMARC1; p=reject" \
-    "--txt-record=bench._domainkey.relay.bench,$(echo "$record" | sed 's/.* IN TXT "\(.*\)"/\1/')" \
+    "--txt-record=bench._domainkey.relay.bench,$(echo "$record" | sed 's/.* IN TXT "\(.*\)"/\1/; s/" "//g')" \
     >/dev/null 2>&1 &
   PIDS+=($!)
   cat >>"$WORK/relay.toml" <<TOML

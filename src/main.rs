@@ -83,7 +83,7 @@ enum Command {
     },
     /// Print a new random secret (256 bits) for a secrets file.
     Keygen,
-    /// Write a new Ed25519 ARC signing key (PEM, mode 0600) for `arc.key` and print the DNS
+    /// Write a new ARC/DKIM signing key (PEM, mode 0600) for `arc.key` and print the DNS
     /// TXT record to publish; with --print-record, only print the record of an existing
     /// key (Ed25519 or RSA) at --out.
     #[cfg(feature = "server")]
@@ -97,6 +97,13 @@ enum Command {
         /// The signing domain (`arc.domain`).
         #[arg(long)]
         domain: String,
+        /// rsa (what Gmail, Microsoft and RFC 8617 verify; made by openssl) or ed25519
+        /// (faster; verified by srs-relay and mail-auth, not by the big providers).
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+        /// The size of an RSA key.
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
         #[arg(long)]
         print_record: bool,
     },
@@ -381,13 +388,19 @@ fn run(command: Command) -> Result<(), Failure> {
             out,
             selector,
             domain,
+            algorithm,
+            bits,
             print_record,
         } => {
             use srs_relay::auth::SigningKey;
             if !print_record {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
-                let pem = SigningKey::generate_ed25519_pem().map_err(Failure::Usage)?;
+                let pem = match algorithm.as_str() {
+                    "ed25519" => SigningKey::generate_ed25519_pem(),
+                    _ => SigningKey::generate_rsa_pem(bits),
+                }
+                .map_err(Failure::Usage)?;
                 let mut f = std::fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
@@ -404,8 +417,8 @@ fn run(command: Command) -> Result<(), Failure> {
             let key = SigningKey::from_pem(&pem)
                 .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
             println!(
-                "{selector}._domainkey.{domain}. IN TXT \"{}\"",
-                key.dns_record()
+                "{selector}._domainkey.{domain}. IN TXT {}",
+                srs_relay::auth::keys::zone_strings(&key.dns_record())
             );
             Ok(())
         }

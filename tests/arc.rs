@@ -124,28 +124,41 @@ fn rsa_arc_key(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = String::from_utf8(out.stdout).unwrap();
-    let (name, rest) = line
-        .trim()
-        .split_once(". IN TXT ")
-        .expect("a TXT record line");
+    let (name, text) = txt_record_line(&out.stdout);
     assert_eq!(name, format!("{selector}._domainkey.{domain}"));
-    let text = rest.trim_matches('"').to_owned();
     assert_eq!(text, format!("v=DKIM1; k=rsa; p={p}"));
     (key, (name.to_owned(), text))
 }
 
-/// `srs-relay arc-keygen` in `dir`: the key file and the TXT record it printed.
+/// The owner name and the TXT data (its strings joined) of the zone-file line
+/// `srs-relay arc-keygen` prints: `NAME. IN TXT "..." "..."`.
+fn txt_record_line(stdout: &[u8]) -> (String, String) {
+    let line = std::str::from_utf8(stdout).unwrap().trim();
+    let (name, rest) = line.split_once(". IN TXT ").expect("a TXT record line");
+    let strings = rest
+        .strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .expect("quoted strings");
+    let parts: Vec<&str> = strings.split("\" \"").collect();
+    assert!(parts.iter().all(|p| p.len() <= 255), "{line}");
+    (name.to_owned(), parts.concat())
+}
+
+/// `srs-relay arc-keygen --algorithm ALGORITHM` in `dir`: the key file and the TXT record
+/// it printed.
 fn arc_keygen(
     dir: &std::path::Path,
     name: &str,
     selector: &str,
     domain: &str,
+    algorithm: &str,
 ) -> (std::path::PathBuf, (String, String)) {
     let key = dir.join(format!("{name}.key"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
         .args([
             "arc-keygen",
+            "--algorithm",
+            algorithm,
             "--out",
             key.to_str().unwrap(),
             "--selector",
@@ -160,14 +173,12 @@ fn arc_keygen(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let line = String::from_utf8(out.stdout).unwrap();
-    let (name, rest) = line
-        .trim()
-        .split_once(". IN TXT ")
-        .expect("a TXT record line");
+    let (name, text) = txt_record_line(&out.stdout);
     assert_eq!(name, format!("{selector}._domainkey.{domain}"));
-    let text = rest.trim_matches('"').to_owned();
-    assert!(text.starts_with("v=DKIM1; k=ed25519; p="), "{text}");
+    assert!(
+        text.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
+        "{text}"
+    );
     (key, (name.to_owned(), text))
 }
 
@@ -381,7 +392,8 @@ fn a_second_relay_extends_the_chain_and_it_still_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let origin = origin(tmp.path());
     let (key1, record1) = rsa_arc_key(tmp.path(), "arc1", "arc1", "forward.example");
-    let (key2, record2) = rsa_arc_key(tmp.path(), "arc2", "arc2", "second.test");
+    // The second hop's key from arc-keygen itself: RSA, made through openssl.
+    let (key2, record2) = arc_keygen(tmp.path(), "arc2", "arc2", "second.test", "rsa");
     let mut records = origin.records.clone();
     records.push(record1);
     records.push(record2);
@@ -480,7 +492,7 @@ fn dmarc_reject_action_reject_refuses_at_data() {
 fn an_ed25519_seal_from_arc_keygen_is_checked_by_the_next_relay() {
     let tmp = tempfile::tempdir().unwrap();
     let origin = origin(tmp.path());
-    let (key, record) = arc_keygen(tmp.path(), "ed", "ed1", "forward.example");
+    let (key, record) = arc_keygen(tmp.path(), "ed", "ed1", "forward.example", "ed25519");
     let mut records = origin.records.clone();
     records.push(record);
     records.push(("forward.example".into(), "v=spf1 ip4:127.0.0.1 -all".into()));

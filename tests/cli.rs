@@ -597,3 +597,68 @@ fn put_stored(dir: &Path, token: &str, sender: &str) {
             .unwrap();
     });
 }
+
+#[test]
+fn arc_keygen_writes_a_private_key_once_and_says_why_it_cannot() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("arc.key");
+    let key_arg = key.to_str().unwrap();
+    let args = [
+        "arc-keygen",
+        "--selector",
+        "s1",
+        "--domain",
+        "forward.example",
+    ];
+    // RSA by default, made through openssl; the record in strings of at most 255 octets.
+    let o = run(&[&args[..], &["--out", key_arg]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert!(
+        line.starts_with("s1._domainkey.forward.example. IN TXT \"v=DKIM1; k=rsa; p="),
+        "{line}"
+    );
+    assert!(
+        line.contains("\" \""),
+        "an RSA-2048 record needs two strings: {line}"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let pem = std::fs::read_to_string(&key).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+    // Never overwritten.
+    let o = run(&[&args[..], &["--out", key_arg, "--algorithm", "ed25519"]].concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert_eq!(std::fs::read_to_string(&key).unwrap(), pem);
+    // Too small an RSA key, and no openssl to make one: a one-line reason, no file.
+    let small = dir.path().join("small.key");
+    let o = run(&[
+        &args[..],
+        &["--out", small.to_str().unwrap(), "--bits", "1024"],
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("2048 to 4096"), "{}", stderr(&o));
+    assert!(!small.exists());
+    let o = bin()
+        .args([&args[..], &["--out", small.to_str().unwrap()]].concat())
+        .env("PATH", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert!(stderr(&o).contains("install openssl"), "{}", stderr(&o));
+    assert!(!small.exists());
+    // Ed25519: one short string.
+    let ed = dir.path().join("ed.key");
+    let o = run(&[
+        &args[..],
+        &["--out", ed.to_str().unwrap(), "--algorithm", "ed25519"],
+    ]
+    .concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\"v=DKIM1; k=ed25519; p="));
+    assert!(!stdout(&o).contains("\" \""));
+}

@@ -1,5 +1,7 @@
 //! The ARC/DKIM signing key: read from a PEM file (Ed25519 or RSA), made by
-//! `srs-relay arc-keygen` (Ed25519), and the DNS TXT record that publishes it.
+//! `srs-relay arc-keygen`, and the DNS TXT record that publishes it.
+
+use std::process::Command;
 
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use rustls_pki_types::PrivateKeyDer;
@@ -34,6 +36,34 @@ impl SigningKey {
         Ok(pem("PRIVATE KEY", &der))
     }
 
+    /// A new RSA key of `bits` as PEM (PKCS#8), made by `openssl genpkey` (ring makes no
+    /// RSA keys; OpenSSL is what opendkim-genkey uses too). The key goes from openssl's
+    /// standard output to the caller, never through a file of its own.
+    pub fn generate_rsa_pem(bits: u32) -> Result<String, String> {
+        if !(2048..=4096).contains(&bits) {
+            return Err(format!(
+                "RSA keys of {bits} bits are not offered: 2048 to 4096"
+            ));
+        }
+        let out = Command::new("openssl")
+            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt"])
+            .arg(format!("rsa_keygen_bits:{bits}"))
+            .output()
+            .map_err(|e| {
+                format!("cannot run openssl to make an RSA key ({e}): install openssl, or use --algorithm ed25519")
+            })?;
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            let why = why.lines().next().unwrap_or("no reason given");
+            return Err(format!("openssl could not make an RSA key: {why}"));
+        }
+        let pem = String::from_utf8(out.stdout)
+            .map_err(|_| "openssl wrote a key that is not PEM text".to_owned())?;
+        // Read back as the relay will read it: a key that does not load is not written.
+        SigningKey::from_pem(pem.as_bytes())?;
+        Ok(pem)
+    }
+
     /// The TXT record to publish at `<selector>._domainkey.<domain>`.
     pub fn dns_record(&self) -> String {
         match self {
@@ -55,6 +85,18 @@ impl SigningKey {
             SigningKey::Rsa(_) => "rsa",
         }
     }
+}
+
+/// `record` as the quoted strings of a zone file's TXT data: one string holds at most
+/// 255 octets (RFC 1035 §3.3), which an RSA key's record exceeds; a DKIM verifier joins
+/// them (RFC 6376 §3.6.2.2).
+pub fn zone_strings(record: &str) -> String {
+    record
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// PEM text of `der` with the `label`, 64 base64 characters a line.
@@ -117,6 +159,26 @@ mod tests {
             data_encoding::BASE64.decode(p.as_bytes()).unwrap().len(),
             32
         );
+    }
+
+    #[test]
+    fn an_rsa_key_from_openssl_reads_back_with_a_split_record() {
+        let pem = SigningKey::generate_rsa_pem(2048).unwrap();
+        let key = SigningKey::from_pem(pem.as_bytes()).unwrap();
+        assert_eq!(key.kind(), "rsa");
+        let record = key.dns_record();
+        let zone = zone_strings(&record);
+        // Two strings of at most 255 octets that join to the record.
+        let parts: Vec<&str> = zone
+            .strip_prefix('"')
+            .and_then(|z| z.strip_suffix('"'))
+            .unwrap()
+            .split("\" \"")
+            .collect();
+        assert_eq!(parts.len(), 2, "{zone}");
+        assert!(parts.iter().all(|p| p.len() <= 255));
+        assert_eq!(parts.concat(), record);
+        assert!(SigningKey::generate_rsa_pem(1024).is_err());
     }
 
     #[test]

@@ -339,7 +339,10 @@ impl Authenticator {
                 )))
                 .await
         };
-        let dkim = body_hash_mismatch_is_fail(message, self.resolver.verify_dkim(self.cache.params(message)).await);
+        let dkim = body_hash_mismatch_is_fail(
+            message,
+            self.resolver.verify_dkim(self.cache.params(message)).await,
+        );
         let arc = self.resolver.verify_arc(self.cache.params(message)).await;
         let mail_from_domain = match mail_from.rsplit_once('@') {
             Some((_, d)) => d,
