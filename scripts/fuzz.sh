@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(smtp_session_input srs_reverse spool_envelope socketmap_netstring)
+[ ${#targets[@]} -gt 0 ] || targets=(smtp_session_input srs_reverse spool_envelope socketmap_netstring auth_results)
 profile=${FUZZ_PROFILE:-release}
 
 # libfuzzer-sys compiles libFuzzer's C++ sources.

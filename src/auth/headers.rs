@@ -48,22 +48,72 @@ pub fn forged_results(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
         .collect()
 }
 
-/// Whether the value of a results field starts with `authserv_id` (RFC 8601 §2.2: the
-/// id, optionally a version, then `;`); comments before it are skipped.
+/// Whether the value of a results field names `authserv_id` (compared without regard to
+/// case) as its authserv-id. RFC 8601 §2.2: after optional CFWS (folding white space and
+/// comments, which nest and may hold quoted pairs, RFC 5322 §3.2.2) comes the id, a token
+/// or a quoted string (RFC 2045 `value`). Only the id is read: a field that names us and
+/// then goes wrong is still removed, since removing it is the safe side.
 fn claims(value: &[u8], authserv_id: &str) -> bool {
-    let mut v = value.trim_ascii_start();
-    // A leading comment, `(...)`, not nested.
-    while let Some(rest) = v.strip_prefix(b"(") {
-        match memchr::memchr(b')', rest) {
-            Some(i) => v = rest[i + 1..].trim_ascii_start(),
-            None => return false,
+    let Some(v) = skip_cfws(value) else {
+        return false;
+    };
+    match v.strip_prefix(b"\"") {
+        Some(quoted) => {
+            let mut id = Vec::with_capacity(authserv_id.len());
+            let mut bytes = quoted.iter();
+            loop {
+                match bytes.next() {
+                    None => return false,
+                    Some(b'"') => break,
+                    Some(b'\\') => match bytes.next() {
+                        Some(&b) => id.push(b),
+                        None => return false,
+                    },
+                    // A fold inside the quotes: its line break is not part of the value.
+                    Some(b'\r' | b'\n') => {}
+                    Some(&b) => id.push(b),
+                }
+            }
+            id.eq_ignore_ascii_case(authserv_id.as_bytes())
+        }
+        None => {
+            let end = v.iter().position(|&b| !is_token(b)).unwrap_or(v.len());
+            v[..end].eq_ignore_ascii_case(authserv_id.as_bytes())
         }
     }
-    let end = v
-        .iter()
-        .position(|&b| b == b';' || b.is_ascii_whitespace() || b == b'(')
-        .unwrap_or(v.len());
-    v[..end].eq_ignore_ascii_case(authserv_id.as_bytes())
+}
+
+/// `v` past leading white space, line folds and comments; `None` when a comment does not
+/// end.
+fn skip_cfws(mut v: &[u8]) -> Option<&[u8]> {
+    loop {
+        v = v.trim_ascii_start();
+        if v.first() != Some(&b'(') {
+            return Some(v);
+        }
+        let mut depth = 0usize;
+        let mut i = 0;
+        loop {
+            match v.get(i)? {
+                b'\\' => i += 1,
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        v = &v[i + 1..];
+    }
+}
+
+/// A character of an RFC 2045 token: US-ASCII, not a space, control or tspecial.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?=".contains(&b)
 }
 
 #[cfg(test)]
@@ -92,6 +142,11 @@ authentication-results:  (c) RELAY.TEST;\r\n dkim=pass\r\n\
 Authentication-Results: mx.other.example; dkim=pass\r\n\
 Authentication-Results: relay.test.evil; dkim=pass\r\n\
 ARC-Authentication-Results: i=1; relay.test; dkim=pass\r\n\
+Authentication-Results: ((nested) comment \\) ) relay.test; spf=pass\r\n\
+Authentication-Results: \"relay.test\"; spf=pass\r\n\
+Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n\
+Authentication-Results: (unclosed relay.test; spf=pass\r\n\
+Authentication-Results: \"relay.test.evil\"; spf=pass\r\n\
 Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
         let forged = forged_results(m, "relay.test");
         let got: Vec<&[u8]> = forged
@@ -102,7 +157,10 @@ Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
             got,
             [
                 &b"Authentication-Results: relay.test; spf=pass\r\n"[..],
-                b"authentication-results:  (c) RELAY.TEST;\r\n dkim=pass\r\n"
+                b"authentication-results:  (c) RELAY.TEST;\r\n dkim=pass\r\n",
+                b"Authentication-Results: ((nested) comment \\) ) relay.test; spf=pass\r\n",
+                b"Authentication-Results: \"relay.test\"; spf=pass\r\n",
+                b"Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n",
             ]
         );
     }
