@@ -1,46 +1,76 @@
-//! DNS records the checks use (SPF and DMARC policies, DKIM and ARC keys, addresses),
-//! kept parsed until their TTL runs out: mail from a domain seen a moment ago is checked
-//! without asking the resolver again or parsing its records again. Bounded in entries, so
-//! a flood of mail from random domains only evicts older ones. NXDOMAIN answers are not
-//! kept here; hickory's own cache keeps them for as long as their SOA says.
+//! DNS records the checks use (SPF and DMARC policies, addresses), kept parsed until
+//! their TTL runs out: mail from a domain seen a moment ago is checked without asking the
+//! resolver again or parsing its records again.
+//!
+//! The domains are the sender's to choose, and so are their records' sizes (up to a DNS
+//! message, 64 KiB), so each type's entries are bounded by their *size*, not their number:
+//! a flood of mail from random domains with huge records only evicts older entries. DKIM
+//! and ARC keys are not kept here (a key's size cannot be seen through mail-auth's
+//! `VerifyingKey`); they come from hickory's cache and are parsed again, a few
+//! microseconds. NXDOMAIN answers are not kept here either; hickory keeps them for as long
+//! as their SOA says.
 
 use std::borrow::Borrow;
 use std::hash::Hash;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::{Duration, Instant};
 
+use mail_auth::dmarc::Dmarc;
+use mail_auth::spf::{Directive, Macro, Mechanism, Spf};
 use mail_auth::{MX, Parameters, RecordSet, ResolverCache, Txt};
 
-/// Entries per record type.
-const CAPACITY: u64 = 10_000;
+/// Bytes of parsed records per record type, as [`Weight`] counts them.
+const CAPACITY: u64 = 8 * 1024 * 1024;
 /// The longest a record is kept, whatever its TTL (as hickory's default maximum).
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// One record type's entries, each with the instant its TTL runs out.
-pub struct Records<K: Hash + Eq + Send + Sync + 'static, V: Clone + Send + Sync + 'static> {
+pub struct Records<K: Key, V: Weight> {
     entries: moka::sync::Cache<K, (V, Instant)>,
 }
 
-impl<K, V> Records<K, V>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
+/// A cache key: a name, or an address for PTR.
+pub trait Key: Hash + Eq + Send + Sync + 'static {
+    fn bytes(&self) -> usize;
+}
+
+impl Key for Box<str> {
+    fn bytes(&self) -> usize {
+        self.len()
+    }
+}
+
+impl Key for IpAddr {
+    fn bytes(&self) -> usize {
+        16
+    }
+}
+
+/// A value's bytes in memory, at least (heap and inline), or `None` for a value not to
+/// keep.
+pub trait Weight: Clone + Send + Sync + 'static {
+    fn weight(&self) -> Option<usize>;
+}
+
+/// Bytes counted for an entry besides its key and value: the cache's own.
+const ENTRY_OVERHEAD: usize = 128;
+
+impl<K: Key, V: Weight> Records<K, V> {
     fn new() -> Self {
         Records {
             entries: moka::sync::Cache::builder()
                 .max_capacity(CAPACITY)
+                .weigher(|k: &K, (v, _): &(V, Instant)| {
+                    let bytes = ENTRY_OVERHEAD + k.bytes() + v.weight().unwrap_or(0);
+                    u32::try_from(bytes).unwrap_or(u32::MAX)
+                })
                 .time_to_live(MAX_TTL)
                 .build(),
         }
     }
 }
 
-impl<K, V> ResolverCache<K, V> for Records<K, V>
-where
-    K: Hash + Eq + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
+impl<K: Key, V: Weight> ResolverCache<K, V> for Records<K, V> {
     fn get<Q>(&self, name: &Q) -> Option<V>
     where
         K: Borrow<Q>,
@@ -63,9 +93,112 @@ where
     }
 
     fn insert(&self, key: K, value: V, valid_until: Instant) {
-        if valid_until > Instant::now() {
+        if valid_until > Instant::now() && value.weight().is_some() {
             self.entries.insert(key, (value, valid_until));
         }
+    }
+}
+
+impl Weight for Txt {
+    fn weight(&self) -> Option<usize> {
+        match self {
+            Txt::Spf(spf) => Some(
+                size_of::<Spf>()
+                    + spf
+                        .directives
+                        .iter()
+                        .map(|d| size_of::<Directive>() + mechanism_bytes(&d.mechanism))
+                        .sum::<usize>()
+                    + spf.exp.as_ref().map_or(0, macro_bytes)
+                    + spf.redirect.as_ref().map_or(0, macro_bytes)
+                    + spf.ra.as_ref().map_or(0, |r| r.len()),
+            ),
+            Txt::SpfMacro(m) => Some(size_of::<Macro>() + macro_bytes(m)),
+            Txt::Dmarc(d) => Some(
+                size_of::<Dmarc>()
+                    + d.rua
+                        .iter()
+                        .chain(&d.ruf)
+                        .map(|u| size_of_val(u) + u.uri.len())
+                        .sum::<usize>(),
+            ),
+            Txt::Error(_) => Some(size_of::<Txt>() + 64),
+            // DKIM and ARC keys (see above), and what the checks do not look up.
+            _ => None,
+        }
+    }
+}
+
+fn mechanism_bytes(m: &Mechanism) -> usize {
+    match m {
+        Mechanism::Include { macro_string }
+        | Mechanism::A { macro_string, .. }
+        | Mechanism::Mx { macro_string, .. }
+        | Mechanism::Ptr { macro_string }
+        | Mechanism::Exists { macro_string } => macro_bytes(macro_string),
+        Mechanism::All | Mechanism::Ip4 { .. } | Mechanism::Ip6 { .. } => 0,
+    }
+}
+
+/// The heap bytes of a macro string.
+fn macro_bytes(m: &Macro) -> usize {
+    match m {
+        Macro::Literal(bytes) => bytes.len(),
+        Macro::List(list) => list
+            .iter()
+            .map(|m| size_of::<Macro>() + macro_bytes(m))
+            .sum(),
+        Macro::Variable { .. } | Macro::None => 0,
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Weight for RecordSet<T>
+where
+    RecordSet<T>: HeapBytes,
+{
+    fn weight(&self) -> Option<usize> {
+        Some(size_of::<Self>() + self.heap_bytes())
+    }
+}
+
+/// The heap bytes of a record set.
+pub trait HeapBytes {
+    fn heap_bytes(&self) -> usize;
+}
+
+impl HeapBytes for RecordSet<Ipv4Addr> {
+    fn heap_bytes(&self) -> usize {
+        size_of_val(&*self.rrset)
+    }
+}
+
+impl HeapBytes for RecordSet<Ipv6Addr> {
+    fn heap_bytes(&self) -> usize {
+        size_of_val(&*self.rrset)
+    }
+}
+
+impl HeapBytes for RecordSet<Box<str>> {
+    fn heap_bytes(&self) -> usize {
+        self.rrset
+            .iter()
+            .map(|n| size_of::<Box<str>>() + n.len())
+            .sum()
+    }
+}
+
+impl HeapBytes for RecordSet<MX> {
+    fn heap_bytes(&self) -> usize {
+        self.rrset
+            .iter()
+            .map(|mx| {
+                size_of::<MX>()
+                    + mx.exchanges
+                        .iter()
+                        .map(|n| size_of::<Box<str>>() + n.len())
+                        .sum::<usize>()
+            })
+            .sum()
     }
 }
 
@@ -115,6 +248,12 @@ impl DnsCache {
 mod tests {
     use super::*;
 
+    impl Weight for u32 {
+        fn weight(&self) -> Option<usize> {
+            Some(4)
+        }
+    }
+
     #[test]
     fn an_entry_is_gone_when_its_ttl_runs_out() {
         let records: Records<Box<str>, u32> = Records::new();
@@ -130,5 +269,45 @@ mod tests {
         assert_eq!(records.get("live.example."), Some(1));
         assert_eq!(records.remove("live.example."), Some(1));
         assert_eq!(records.get("live.example."), None);
+    }
+
+    /// SPF records as large as a DNS message allows, from ever new domains (a sender
+    /// chooses both): what is kept stays within the budget, however many arrive.
+    #[test]
+    fn huge_records_from_many_domains_stay_within_the_budget() {
+        use mail_auth::common::parse::TxtRecordParser;
+        let records: Records<Box<str>, Txt> = Records::new();
+        let long = "a".repeat(250);
+        let text = format!(
+            "v=spf1 {} -all",
+            (0..240)
+                .map(|i| format!("include:{i}.{long}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+        let spf = Spf::parse(text.as_bytes()).unwrap();
+        let value = Txt::Spf(std::sync::Arc::new(spf));
+        let weight = value.weight().unwrap();
+        assert!(weight > 60_000, "{weight}");
+        let until = Instant::now() + Duration::from_secs(300);
+        for i in 0..1_000 {
+            records.insert(format!("{i}.evil.example.").into(), value.clone(), until);
+        }
+        records.entries.run_pending_tasks();
+        assert!(records.entries.weighted_size() <= CAPACITY);
+        let kept = records.entries.entry_count();
+        assert!(
+            (100..=140).contains(&kept),
+            "{kept} entries of {weight} bytes kept"
+        );
+        // DKIM keys are never kept here.
+        let key = Txt::DomainKey(std::sync::Arc::new(
+            mail_auth::common::verify::DomainKey::parse(
+                b"v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+            )
+            .unwrap(),
+        ));
+        records.insert("s._domainkey.example.".into(), key, until);
+        assert!(records.get("s._domainkey.example.").is_none());
     }
 }

@@ -78,6 +78,11 @@ const SIGNED_HEADERS: &[&str] = &[
     "X-Original-From",
 ];
 
+/// Answers hickory keeps for the checks (NXDOMAIN, DKIM and ARC keys, and what
+/// [`cache`] keeps parsed). The names are the sender's to choose, and an answer may be as
+/// large as a DNS message (64 KiB), so fewer than delivery's 8,192: at most 64 MiB.
+const RESOLVER_CACHE_ENTRIES: u64 = 1_024;
+
 /// The ARC sealer for the configured key, and a DKIM signer with the same key, domain
 /// and selector (for `rewrite-from`, and the relay's own mail).
 enum Sealer {
@@ -200,7 +205,7 @@ impl Authenticator {
         if !cfg.auth.verify && sealer.is_none() {
             return Ok(None);
         }
-        let resolver = crate::delivery::build_resolver(&dns)
+        let resolver = crate::delivery::build_resolver(&dns, Some(RESOLVER_CACHE_ENTRIES))
             .map_err(|e| ConfigError::key("dns.servers", e))?;
         let authserv_id = match cfg.auth.authserv_id.trim() {
             "" => cfg.server.hostname.trim().to_owned(),

@@ -50,7 +50,11 @@ pub use crate::config::DnsSettings;
 
 /// A hickory resolver for `settings`: the configured servers (UDP, then TCP when an answer
 /// is truncated), or the system's. Each query waits at most `timeout` per try, two tries.
-pub fn build_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
+/// `cache_entries`: how many answers its cache keeps (hickory's default: 8,192).
+pub fn build_resolver(
+    settings: &DnsSettings,
+    cache_entries: Option<u64>,
+) -> Result<TokioResolver, String> {
     use hickory_resolver::config::{NameServerConfig, ResolverConfig};
     use hickory_resolver::net::runtime::TokioRuntimeProvider;
     let mut builder = if settings.servers.is_empty() {
@@ -76,6 +80,9 @@ pub fn build_resolver(settings: &DnsSettings) -> Result<TokioResolver, String> {
     let opts = builder.options_mut();
     opts.timeout = settings.timeout;
     opts.attempts = 2;
+    if let Some(entries) = cache_entries {
+        opts.cache_size = entries;
+    }
     builder
         .build()
         .map_err(|e| format!("cannot set up the DNS resolver: {e}"))
@@ -104,7 +111,7 @@ impl SystemResolver {
 
     fn resolver(&self) -> Result<&TokioResolver, DnsError> {
         self.inner
-            .get_or_init(|| build_resolver(&self.settings))
+            .get_or_init(|| build_resolver(&self.settings, None))
             .as_ref()
             .map_err(|e| DnsError::Temporary(e.clone()))
     }
