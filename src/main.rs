@@ -101,9 +101,9 @@ enum Command {
         /// (faster; verified by srs-relay and mail-auth, not by the big providers).
         #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
         algorithm: String,
-        /// The size of an RSA key.
-        #[arg(long, default_value_t = 2048)]
-        bits: u32,
+        /// The size of an RSA key (default 2048).
+        #[arg(long)]
+        bits: Option<u32>,
         #[arg(long)]
         print_record: bool,
     },
@@ -396,9 +396,10 @@ fn run(command: Command) -> Result<(), Failure> {
             if !print_record {
                 use std::io::Write;
                 use std::os::unix::fs::OpenOptionsExt;
-                let pem = match algorithm.as_str() {
-                    "ed25519" => SigningKey::generate_ed25519_pem(),
-                    _ => SigningKey::generate_rsa_pem(bits),
+                let pem = match (algorithm.as_str(), bits) {
+                    ("ed25519", Some(_)) => Err("--bits is for RSA keys".to_owned()),
+                    ("ed25519", None) => SigningKey::generate_ed25519_pem(),
+                    (_, bits) => SigningKey::generate_rsa_pem(bits.unwrap_or(2048)),
                 }
                 .map_err(Failure::Usage)?;
                 let mut f = std::fs::OpenOptions::new()
@@ -407,9 +408,11 @@ fn run(command: Command) -> Result<(), Failure> {
                     .mode(0o600)
                     .open(&out)
                     .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
-                f.write_all(pem.as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| Failure::Usage(format!("{}: {e}", out.display())))?;
+                if let Err(e) = f.write_all(pem.as_bytes()).and_then(|()| f.sync_all()) {
+                    // No half-written key left to block the next try.
+                    let _ = std::fs::remove_file(&out);
+                    return Err(Failure::Usage(format!("{}: {e}", out.display())));
+                }
                 eprintln!("wrote {}", out.display());
             }
             let pem = std::fs::read(&out)

@@ -651,6 +651,25 @@ fn arc_keygen_writes_a_private_key_once_and_says_why_it_cannot() {
     assert_eq!(stderr(&o).lines().count(), 1);
     assert!(stderr(&o).contains("install openssl"), "{}", stderr(&o));
     assert!(!small.exists());
+    let o = run(&[
+        &args[..],
+        &[
+            "--out",
+            small.to_str().unwrap(),
+            "--algorithm",
+            "ed25519",
+            "--bits",
+            "4096",
+        ],
+    ]
+    .concat());
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--bits is for RSA keys"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!small.exists());
     // Ed25519: one short string.
     let ed = dir.path().join("ed.key");
     let o = run(&[

@@ -420,3 +420,55 @@ fn over_https_the_cookie_is_secure_and_plain_http_gets_nothing() {
     let _ = plain.read_to_end(&mut got);
     assert!(!String::from_utf8_lossy(&got).contains("200 OK"), "{got:?}");
 }
+
+/// A client that opens admin connections and holds them gets 16; the 17th is closed at
+/// once and logged; once it lets go, it is served again.
+#[test]
+fn one_client_cannot_hold_every_admin_connection() {
+    use std::io::Read;
+    let d = start();
+    let addr = format!("127.0.0.1:{}", d.port);
+    // `/healthz` on a connection of its own: served or not (closed, reset), no panic.
+    let healthz = |mut c: std::net::TcpStream| -> bool {
+        let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+        let mut answer = String::new();
+        std::io::Write::write_all(
+            &mut c,
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .is_ok()
+            && c.read_to_string(&mut answer).is_ok()
+            && answer.starts_with("HTTP/1.1 200")
+    };
+    let mut held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    // The 16 are served: one of them gets an answer.
+    assert!(healthz(held.pop().unwrap()));
+    drop(held);
+    // The server gives their places back as it sees them closed.
+    assert!(wait_until(Duration::from_secs(5), || {
+        healthz(std::net::TcpStream::connect(&addr).unwrap())
+    }));
+    let held: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let got = extra.read(&mut buf);
+    assert!(
+        matches!(got, Ok(0)) || got.is_err_and(|e| e.kind() != std::io::ErrorKind::WouldBlock),
+        "the 17th connection is closed at once"
+    );
+    assert!(wait_until(Duration::from_secs(5), || {
+        d.relay.log().contains("connection refused: too many open")
+    }));
+    drop(held);
+    let ok = wait_until(Duration::from_secs(5), || {
+        healthz(std::net::TcpStream::connect(&addr).unwrap())
+    });
+    assert!(ok, "served again once the held connections are closed");
+}

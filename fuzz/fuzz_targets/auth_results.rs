@@ -7,9 +7,11 @@
 //! §2.2 (a header section is the lines before the first empty one; a field is a line
 //! with a name and a colon, and the lines starting with white space after it) and RFC
 //! 8601 §2.2 (after optional CFWS, the authserv-id is a token or a quoted string, then
-//! optional CFWS and a version, then `;`). Every field that claims our id must be removed,
-//! whole; a field naming another id must stay; only `Authentication-Results` fields may
-//! go; a malformed one may go either way.
+//! optional CFWS and a version, then `;`), and the simpler reading many readers use
+//! (a comment ends at the first `)`; the id at `;`, white space or `(`). Every field that
+//! claims our id by either reading must be removed, whole; a field naming another id by
+//! both must stay; only `Authentication-Results` fields may go; a malformed one may go
+//! either way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -40,13 +42,13 @@ fuzz_target!(|data: &[u8]| {
             "removed a field that is not Authentication-Results"
         );
         assert!(
-            field.claim != Claim::Other,
+            field.claim != Claim::Other || field.simply_ours,
             "removed the results of another authserv-id"
         );
     }
     for f in fields
         .iter()
-        .filter(|f| f.results == Name::Results && f.claim == Claim::Ours)
+        .filter(|f| f.results == Name::Results && (f.claim == Claim::Ours || f.simply_ours))
     {
         assert!(
             removed.contains(&(f.start, f.end)),
@@ -90,6 +92,8 @@ struct Field {
     end: usize,
     results: Name,
     claim: Claim,
+    /// The simple reading finds our id.
+    simply_ours: bool,
 }
 
 /// The header fields of `m` (RFC 5322 §2.2): octet ranges with their CRLF and folded lines.
@@ -150,11 +154,15 @@ fn header_fields(m: &[u8]) -> Vec<Field> {
                 }
                 _ => Claim::Malformed,
             };
+            let simply_ours = results == Name::Results
+                && colon
+                    .is_some_and(|c| simple_id(&text[c + 1..]).eq_ignore_ascii_case(ID.as_bytes()));
             Field {
                 start,
                 end,
                 results,
                 claim,
+                simply_ours,
             }
         })
         .collect()
@@ -269,6 +277,30 @@ impl Parser<'_> {
     fn peek_at(&self, n: usize) -> Option<u8> {
         self.v.get(self.at + n).copied()
     }
+}
+
+/// The id as a reader without nesting or quoting takes it: past white space (folds
+/// included) and comments that each end at the first `)`, up to `;`, white space or `(`.
+/// An unclosed comment leaves no id.
+fn simple_id(value: &[u8]) -> &[u8] {
+    let is_space = |b: &u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n' | b'\x0c');
+    let mut rest = value;
+    loop {
+        let skip = rest.iter().take_while(|b| is_space(b)).count();
+        rest = &rest[skip..];
+        if rest.first() != Some(&b'(') {
+            break;
+        }
+        match rest.iter().position(|&b| b == b')') {
+            Some(close) => rest = &rest[close + 1..],
+            None => return b"",
+        }
+    }
+    let len = rest
+        .iter()
+        .take_while(|b| !is_space(b) && **b != b';' && **b != b'(')
+        .count();
+    &rest[..len]
 }
 
 /// RFC 2045 token: any US-ASCII CHAR but SPACE, CTLs and tspecials.

@@ -1,21 +1,32 @@
 //! The admin listener's connections, plain or TLS (`admin.tls`, with the certificate
 //! settings of SMTP). TLS handshakes run on tasks of their own, with a time limit, so a
-//! client that stalls one holds up nobody else.
+//! client that stalls one holds up nobody else. Connections are limited in all and per
+//! client address, handshakes included: a client that opens connections and holds them
+//! (or waits out wrong passwords on many) cannot lock others out or grow the relay's
+//! memory.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 
 /// Time for a client to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const BACKLOG: usize = 64;
+/// Open admin connections at most, handshaking ones included.
+const MAX_CONNECTIONS: usize = 256;
+/// Open admin connections from one client address at most (a browser opens about six).
+const MAX_PER_CLIENT: usize = 16;
 
 /// A connection, plain or TLS.
 pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -36,6 +47,7 @@ impl AdminListener {
     pub fn new(tcp: TcpListener, tls: Option<TlsAcceptor>) -> std::io::Result<AdminListener> {
         let local = tcp.local_addr()?;
         let (tx, ready) = mpsc::channel::<(Box<dyn Conn>, SocketAddr)>(BACKLOG);
+        let limits = Limits::new(MAX_CONNECTIONS, MAX_PER_CLIENT);
         tokio::spawn(async move {
             loop {
                 let (stream, peer) = match tcp.accept().await {
@@ -46,9 +58,18 @@ impl AdminListener {
                         continue;
                     }
                 };
+                let Some(slot) = limits.take(peer.ip()) else {
+                    tracing::warn!(peer = %peer, listener = "admin", "connection refused: too many open");
+                    drop(stream);
+                    continue;
+                };
                 match &tls {
                     None => {
-                        if tx.send((Box::new(stream), peer)).await.is_err() {
+                        let conn = Limited {
+                            inner: stream,
+                            _slot: slot,
+                        };
+                        if tx.send((Box::new(conn), peer)).await.is_err() {
                             return;
                         }
                     }
@@ -59,7 +80,11 @@ impl AdminListener {
                                 .await
                             {
                                 Ok(Ok(s)) => {
-                                    let _ = tx.send((Box::new(s), peer)).await;
+                                    let conn = Limited {
+                                        inner: s,
+                                        _slot: slot,
+                                    };
+                                    let _ = tx.send((Box::new(conn), peer)).await;
                                 }
                                 Ok(Err(e)) => {
                                     tracing::debug!(peer = %peer, error = %e, "admin TLS handshake failed")
@@ -77,6 +102,105 @@ impl AdminListener {
             }
         });
         Ok(AdminListener { ready, local })
+    }
+}
+
+/// The open connections, in all and per client address.
+#[derive(Clone)]
+struct Limits {
+    all: Arc<Semaphore>,
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_client: usize,
+}
+
+/// One open connection's place within [`Limits`], given back when it is dropped.
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    client: IpAddr,
+    per_client: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl Limits {
+    fn new(max: usize, max_per_client: usize) -> Limits {
+        Limits {
+            all: Arc::new(Semaphore::new(max)),
+            per_client: Arc::default(),
+            max_per_client,
+        }
+    }
+
+    /// A place for a connection from `client`, if there is one.
+    fn take(&self, client: IpAddr) -> Option<Slot> {
+        let permit = self.all.clone().try_acquire_owned().ok()?;
+        let mut open = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(client).or_insert(0);
+        if *n >= self.max_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            _permit: permit,
+            client,
+            per_client: self.per_client.clone(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.per_client.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// A connection holding its [`Slot`] for as long as it is open.
+struct Limited<T> {
+    inner: T,
+    _slot: Slot,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -100,5 +224,30 @@ impl Listener for AdminListener {
 impl Connected<IncomingStream<'_, AdminListener>> for Peer {
     fn connect_info(stream: IncomingStream<'_, AdminListener>) -> Self {
         Peer(*stream.remote_addr())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_limited_in_all_and_per_client_and_given_back() {
+        let limits = Limits::new(3, 2);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let a1 = limits.take(a).unwrap();
+        let a2 = limits.take(a).unwrap();
+        assert!(limits.take(a).is_none(), "a third from one client");
+        let b1 = limits.take(b).unwrap();
+        assert!(limits.take(b).is_none(), "a fourth in all");
+        drop(a1);
+        assert!(limits.take(a).is_some_and(|s| {
+            drop(s);
+            true
+        }));
+        drop((a2, b1));
+        assert!(limits.per_client.lock().unwrap().is_empty());
+        let again: Vec<Slot> = (0..2).map(|_| limits.take(b).unwrap()).collect();
+        assert_eq!(again.len(), 2);
     }
 }

@@ -32,11 +32,17 @@ pub struct Records<K: Key, V: Weight> {
 /// A cache key: a name, or an address for PTR.
 pub trait Key: Hash + Eq + Send + Sync + 'static {
     fn bytes(&self) -> usize;
+    /// The name, for a key that is one.
+    fn name(&self) -> Option<&str>;
 }
 
 impl Key for Box<str> {
     fn bytes(&self) -> usize {
         self.len()
+    }
+
+    fn name(&self) -> Option<&str> {
+        Some(self)
     }
 }
 
@@ -44,12 +50,23 @@ impl Key for IpAddr {
     fn bytes(&self) -> usize {
         16
     }
+
+    fn name(&self) -> Option<&str> {
+        None
+    }
 }
 
-/// A value's bytes in memory, at least (heap and inline), or `None` for a value not to
-/// keep.
+/// A value's bytes in memory, approximately (heap and inline), or `None` for a value not
+/// to keep.
 pub trait Weight: Clone + Send + Sync + 'static {
     fn weight(&self) -> Option<usize>;
+
+    /// Whether this value may be kept under `name`. mail-auth keeps every TXT record type
+    /// in one cache, by name only: what one check found at a name must not answer another
+    /// check's question about it.
+    fn belongs_at(&self, _name: Option<&str>) -> bool {
+        true
+    }
 }
 
 /// Bytes counted for an entry besides its key and value: the cache's own.
@@ -93,7 +110,8 @@ impl<K: Key, V: Weight> ResolverCache<K, V> for Records<K, V> {
     }
 
     fn insert(&self, key: K, value: V, valid_until: Instant) {
-        if valid_until > Instant::now() && value.weight().is_some() {
+        if valid_until > Instant::now() && value.weight().is_some() && value.belongs_at(key.name())
+        {
             self.entries.insert(key, (value, valid_until));
         }
     }
@@ -113,18 +131,35 @@ impl Weight for Txt {
                     + spf.redirect.as_ref().map_or(0, macro_bytes)
                     + spf.ra.as_ref().map_or(0, |r| r.len()),
             ),
-            Txt::SpfMacro(m) => Some(size_of::<Macro>() + macro_bytes(m)),
             Txt::Dmarc(d) => Some(
                 size_of::<Dmarc>()
                     + d.rua
                         .iter()
                         .chain(&d.ruf)
-                        .map(|u| size_of_val(u) + u.uri.len())
+                        .map(|u| size_of_val(u) + u.uri.capacity())
                         .sum::<usize>(),
             ),
-            Txt::Error(_) => Some(size_of::<Txt>() + 64),
-            // DKIM and ARC keys (see above), and what the checks do not look up.
+            // DKIM and ARC keys (see above); failures (a record of another kind found by a
+            // check that followed a sender's SPF `include:` there) and SPF `exp=` texts,
+            // which such an include could also place under another check's name.
             _ => None,
+        }
+    }
+
+    /// A DMARC policy only at `_dmarc.` names, an SPF policy anywhere else but DKIM key
+    /// names: a sender's SPF record can send the SPF check to any name (`include:
+    /// _dmarc.victim.example`), and what it found there must not stand for the DMARC
+    /// policy (or key) at that name.
+    fn belongs_at(&self, name: Option<&str>) -> bool {
+        let Some(name) = name else {
+            return false;
+        };
+        let name = name.to_ascii_lowercase();
+        let dmarc_name = name.starts_with("_dmarc.");
+        match self {
+            Txt::Dmarc(_) => dmarc_name,
+            Txt::Spf(_) => !dmarc_name && !name.contains("._domainkey."),
+            _ => false,
         }
     }
 }
@@ -140,7 +175,7 @@ fn mechanism_bytes(m: &Mechanism) -> usize {
     }
 }
 
-/// The heap bytes of a macro string.
+/// The heap bytes of a macro string (boxed slices: their length is their capacity).
 fn macro_bytes(m: &Macro) -> usize {
     match m {
         Macro::Literal(bytes) => bytes.len(),
@@ -269,6 +304,44 @@ mod tests {
         assert_eq!(records.get("live.example."), Some(1));
         assert_eq!(records.remove("live.example."), Some(1));
         assert_eq!(records.get("live.example."), None);
+    }
+
+    /// What a sender's SPF `include:` finds at a DMARC or DKIM name is not kept there: a
+    /// DMARC check must not take it for the policy, nor a DKIM check for the key.
+    #[test]
+    fn a_record_is_kept_only_under_the_names_of_its_kind() {
+        use mail_auth::common::parse::TxtRecordParser;
+        let records: Records<Box<str>, Txt> = Records::new();
+        let until = Instant::now() + Duration::from_secs(300);
+        let spf = Txt::Spf(std::sync::Arc::new(
+            Spf::parse(b"v=spf1 ip4:192.0.2.1 -all").unwrap(),
+        ));
+        let dmarc = Txt::Dmarc(std::sync::Arc::new(
+            Dmarc::parse(b"v=DMARC1; p=reject").unwrap(),
+        ));
+        let failed = Txt::Error(mail_auth::Error::Dns(
+            mail_auth::DnsError::InvalidRecordType,
+        ));
+        for (name, value) in [
+            ("_dmarc.victim.example.", &failed),
+            ("_DMARC.victim.example.", &spf),
+            ("_dmarc.victim.example.", &spf),
+            ("sel._domainkey.victim.example.", &spf),
+            ("victim.example.", &dmarc),
+        ] {
+            records.insert(name.into(), value.clone(), until);
+            assert!(records.get(name).is_none(), "{name} kept a record");
+        }
+        records.insert("_dmarc.victim.example.".into(), dmarc.clone(), until);
+        assert!(matches!(
+            records.get("_dmarc.victim.example."),
+            Some(Txt::Dmarc(_))
+        ));
+        records.insert("_spf.victim.example.".into(), spf.clone(), until);
+        assert!(matches!(
+            records.get("_spf.victim.example."),
+            Some(Txt::Spf(_))
+        ));
     }
 
     /// SPF records as large as a DNS message allows, from ever new domains (a sender

@@ -4,38 +4,57 @@
 
 use std::ops::Range;
 
-/// Header fields at most: a message with more is left as it is past them.
-const MAX_FIELDS: usize = 10_000;
+/// The header fields of `message`, each as its octet range (with its line ending and
+/// continuation lines) and its name, in order; the header section ends at the first
+/// empty line. Lazily, and however many there are: a forged field after thousands of
+/// others is found as well.
+pub fn fields(message: &[u8]) -> Fields<'_> {
+    Fields { message, at: 0 }
+}
 
-/// The octet ranges of the header fields of `message`, each with its line ending and
-/// continuation lines, in order; the header section ends at the first empty line.
-pub fn fields(message: &[u8]) -> Vec<(Range<usize>, &[u8])> {
-    let mut out: Vec<(Range<usize>, &[u8])> = Vec::new();
-    let mut at = 0;
-    while at < message.len() && out.len() < MAX_FIELDS {
-        let line_end = memchr::memchr(b'\n', &message[at..]).map_or(message.len(), |i| at + i + 1);
-        let line = &message[at..line_end];
-        if line == b"\r\n" || line == b"\n" {
-            break;
-        }
-        match (line.first(), out.last_mut()) {
-            // A continuation line belongs to the field before it.
-            (Some(b' ' | b'\t'), Some(last)) => last.0.end = line_end,
-            _ => {
-                let name_end = memchr::memchr(b':', line).unwrap_or(0);
-                out.push((at..line_end, &line[..name_end]));
-            }
-        }
-        at = line_end;
+/// The iterator of [`fields`].
+pub struct Fields<'a> {
+    message: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    /// The end of the line starting at `at` (past its LF), or the end of the message.
+    fn line_end(&self, at: usize) -> usize {
+        memchr::memchr(b'\n', &self.message[at..]).map_or(self.message.len(), |i| at + i + 1)
     }
-    out
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (Range<usize>, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let m = self.message;
+        let start = self.at;
+        if start >= m.len() {
+            return None;
+        }
+        let first_end = self.line_end(start);
+        let first = &m[start..first_end];
+        if first == b"\r\n" || first == b"\n" {
+            self.at = m.len();
+            return None;
+        }
+        let mut end = first_end;
+        // Continuation lines belong to the field.
+        while end < m.len() && matches!(m[end], b' ' | b'\t') {
+            end = self.line_end(end);
+        }
+        self.at = end;
+        let name_end = memchr::memchr(b':', first).unwrap_or(0);
+        Some((start..end, &first[..name_end]))
+    }
 }
 
 /// The ranges of the `Authentication-Results` fields of `message` whose authserv-id is
 /// `authserv_id` (compared without regard to case).
 pub fn forged_results(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
     fields(message)
-        .into_iter()
         .filter(|(range, name)| {
             name.trim_ascii()
                 .eq_ignore_ascii_case(b"Authentication-Results")
@@ -49,11 +68,17 @@ pub fn forged_results(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
 }
 
 /// Whether the value of a results field names `authserv_id` (compared without regard to
-/// case) as its authserv-id. RFC 8601 §2.2: after optional CFWS (folding white space and
-/// comments, which nest and may hold quoted pairs, RFC 5322 §3.2.2) comes the id, a token
-/// or a quoted string (RFC 2045 `value`). Only the id is read: a field that names us and
-/// then goes wrong is still removed, since removing it is the safe side.
+/// case) as its authserv-id, as RFC 8601 reads it or as a simpler reader would: removing
+/// a field is the safe side.
 fn claims(value: &[u8], authserv_id: &str) -> bool {
+    claims_strictly(value, authserv_id) || claims_simply(value, authserv_id)
+}
+
+/// RFC 8601 §2.2: after optional CFWS (folding white space and comments, which nest and
+/// may hold quoted pairs, RFC 5322 §3.2.2) comes the id, a token or a quoted string (RFC
+/// 2045 `value`). Only the id is read: a field that names us and then goes wrong is still
+/// removed.
+fn claims_strictly(value: &[u8], authserv_id: &str) -> bool {
     let Some(v) = skip_cfws(value) else {
         return false;
     };
@@ -81,6 +106,24 @@ fn claims(value: &[u8], authserv_id: &str) -> bool {
             v[..end].eq_ignore_ascii_case(authserv_id.as_bytes())
         }
     }
+}
+
+/// As a reader that knows no nesting or quoting would: a comment ends at the first `)`,
+/// the id at `;`, white space or `(` (`((x) relay.test;` and `(\) relay.test;` name us to
+/// it, though not to RFC 8601).
+fn claims_simply(value: &[u8], authserv_id: &str) -> bool {
+    let mut v = value.trim_ascii_start();
+    while let Some(rest) = v.strip_prefix(b"(") {
+        match memchr::memchr(b')', rest) {
+            Some(i) => v = rest[i + 1..].trim_ascii_start(),
+            None => return false,
+        }
+    }
+    let end = v
+        .iter()
+        .position(|&b| b == b';' || b.is_ascii_whitespace() || b == b'(')
+        .unwrap_or(v.len());
+    v[..end].eq_ignore_ascii_case(authserv_id.as_bytes())
 }
 
 /// `v` past leading white space, line folds and comments; `None` when a comment does not
@@ -123,8 +166,7 @@ mod tests {
     #[test]
     fn fields_keep_their_continuation_lines_and_stop_at_the_body() {
         let m = b"A: 1\r\nB: 2\r\n\tmore\r\nC:3\r\n\r\nD: body\r\n";
-        let f = fields(m);
-        let got: Vec<(&[u8], &[u8])> = f.iter().map(|(r, n)| (&m[r.clone()], *n)).collect();
+        let got: Vec<(&[u8], &[u8])> = fields(m).map(|(r, n)| (&m[r], n)).collect();
         assert_eq!(
             got,
             [
@@ -133,6 +175,15 @@ mod tests {
                 (b"C:3\r\n", b"C")
             ]
         );
+    }
+
+    #[test]
+    fn a_forged_field_after_thousands_of_others_is_found() {
+        let mut m = b"X-A: 1\r\n".repeat(20_000);
+        m.extend_from_slice(b"Authentication-Results: relay.test; dkim=pass\r\n\r\nbody\r\n");
+        let forged = forged_results(&m, "relay.test");
+        assert_eq!(forged.len(), 1);
+        assert_eq!(forged[0].start, 20_000 * 8);
     }
 
     #[test]
@@ -146,6 +197,8 @@ Authentication-Results: ((nested) comment \\) ) relay.test; spf=pass\r\n\
 Authentication-Results: \"relay.test\"; spf=pass\r\n\
 Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n\
 Authentication-Results: (unclosed relay.test; spf=pass\r\n\
+Authentication-Results: ((x) relay.test; dmarc=pass\r\n\
+Authentication-Results: (\\) relay.test; dmarc=pass\r\n\
 Authentication-Results: \"relay.test.evil\"; spf=pass\r\n\
 Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
         let forged = forged_results(m, "relay.test");
@@ -161,6 +214,8 @@ Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
                 b"Authentication-Results: ((nested) comment \\) ) relay.test; spf=pass\r\n",
                 b"Authentication-Results: \"relay.test\"; spf=pass\r\n",
                 b"Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n",
+                b"Authentication-Results: ((x) relay.test; dmarc=pass\r\n",
+                b"Authentication-Results: (\\) relay.test; dmarc=pass\r\n",
             ]
         );
     }

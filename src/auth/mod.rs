@@ -79,9 +79,11 @@ const SIGNED_HEADERS: &[&str] = &[
 ];
 
 /// Answers hickory keeps for the checks (NXDOMAIN, DKIM and ARC keys, and what
-/// [`cache`] keeps parsed). The names are the sender's to choose, and an answer may be as
-/// large as a DNS message (64 KiB), so fewer than delivery's 8,192: at most 64 MiB.
-const RESOLVER_CACHE_ENTRIES: u64 = 1_024;
+/// [`cache`] keeps parsed). hickory counts answers, not bytes, and the names are the
+/// sender's to choose: an answer may be a 64 KiB DNS message of thousands of records,
+/// about a megabyte once parsed, so few, the most used of them (NXDOMAIN for the
+/// `_dmarc.` of top-level domains, the keys of big senders) kept.
+const RESOLVER_CACHE_ENTRIES: u64 = 64;
 
 /// The ARC sealer for the configured key, and a DKIM signer with the same key, domain
 /// and selector (for `rewrite-from`, and the relay's own mail).
@@ -482,13 +484,11 @@ impl Authenticator {
         if forwarder.is_empty() || !forwarder.contains('@') {
             return None;
         }
-        let fields = headers::fields(raw);
         let named = |n: &'static str| {
-            fields
-                .iter()
+            headers::fields(raw)
                 .find(|(_, name)| name.trim_ascii().eq_ignore_ascii_case(n.as_bytes()))
         };
-        let (from_range, from_name) = named("From")?.clone();
+        let (from_range, from_name) = named("From")?;
         let has_reply_to = named("Reply-To").is_some();
         let parsed = mail_parser::MessageParser::new().parse_headers(raw)?;
         let original = parsed.from().and_then(|a| a.first())?;
