@@ -1,11 +1,12 @@
 //! The admin listener's connections, plain or TLS (`admin.tls`, with the certificate
 //! settings of SMTP). TLS handshakes run on tasks of their own, with a time limit, so a
 //! client that stalls one holds up nobody else. Connections are limited in all and per
-//! client address, handshakes included: a client that opens connections and holds them
-//! (or waits out wrong passwords on many) cannot lock others out or grow the relay's
-//! memory.
+//! client address, handshakes included, and one that sees no traffic either way for
+//! [`IDLE_TIMEOUT`] is closed: a client that opens connections and holds them (or waits
+//! out wrong passwords on many) cannot lock others out or grow the relay's memory.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,9 @@ const BACKLOG: usize = 64;
 const MAX_CONNECTIONS: usize = 256;
 /// Open admin connections from one client address at most (a browser opens about six).
 const MAX_PER_CLIENT: usize = 16;
+/// A connection with nothing read or written for this long is closed (the dashboard's
+/// page asks every 30 s).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A connection, plain or TLS.
 pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -65,10 +69,7 @@ impl AdminListener {
                 };
                 match &tls {
                     None => {
-                        let conn = Limited {
-                            inner: stream,
-                            _slot: slot,
-                        };
+                        let conn = Limited::new(stream, slot, IDLE_TIMEOUT);
                         if tx.send((Box::new(conn), peer)).await.is_err() {
                             return;
                         }
@@ -80,10 +81,7 @@ impl AdminListener {
                                 .await
                             {
                                 Ok(Ok(s)) => {
-                                    let conn = Limited {
-                                        inner: s,
-                                        _slot: slot,
-                                    };
+                                    let conn = Limited::new(s, slot, IDLE_TIMEOUT);
                                     let _ = tx.send((Box::new(conn), peer)).await;
                                 }
                                 Ok(Err(e)) => {
@@ -158,10 +156,46 @@ impl Drop for Slot {
     }
 }
 
-/// A connection holding its [`Slot`] for as long as it is open.
+/// A connection holding its [`Slot`] for as long as it is open, and closed (an error to
+/// the server) when idle for its timeout.
 struct Limited<T> {
     inner: T,
     _slot: Slot,
+    idle_timeout: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<T> Limited<T> {
+    fn new(inner: T, slot: Slot, idle_timeout: Duration) -> Limited<T> {
+        Limited {
+            inner,
+            _slot: slot,
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+        }
+    }
+
+    /// What `inner` gave: traffic restarts the idle time; waiting past it is an error.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<R>>,
+    ) -> Poll<std::io::Result<R>> {
+        match polled {
+            Poll::Ready(r) => {
+                let next = tokio::time::Instant::now() + self.idle_timeout;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(r)
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "admin connection idle",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
@@ -170,7 +204,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.watch(cx, polled)
     }
 }
 
@@ -180,7 +215,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -196,7 +232,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -249,5 +286,36 @@ mod tests {
         assert!(limits.per_client.lock().unwrap().is_empty());
         let again: Vec<Slot> = (0..2).map(|_| limits.take(b).unwrap()).collect();
         assert_eq!(again.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_for_its_timeout_is_closed_and_traffic_keeps_it_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let limits = Limits::new(4, 4);
+        let client_ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let idle = Duration::from_millis(200);
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut conn = Limited::new(server, limits.take(client_ip).unwrap(), idle);
+        // Traffic every 50 ms for 600 ms: three idle times, never idle for one.
+        let writer = tokio::spawn(async move {
+            for _ in 0..12 {
+                client.write_all(b"x").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            client
+        });
+        let mut got = 0;
+        let mut buf = [0u8; 8];
+        while got < 12 {
+            got += conn.read(&mut buf).await.unwrap();
+        }
+        let _client = writer.await.unwrap();
+        // Then silence: an error after the idle time, and the place is given back.
+        let started = std::time::Instant::now();
+        let err = conn.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        drop(conn);
+        assert!(limits.per_client.lock().unwrap().is_empty());
     }
 }
