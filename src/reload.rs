@@ -285,10 +285,6 @@ pub const RESTART_ONLY: &[(&str, Differs)] = &[
     ("alerts.check_interval", |a, b| {
         a.alerts.check_interval != b.alerts.check_interval
     }),
-    // Delivery's resolver is made once. (Verification's, with `[auth]` and `[arc]`, is
-    // part of the SMTP settings and takes new servers at a reload.)
-    ("dns.servers", |a, b| a.dns.servers != b.dns.servers),
-    ("dns.timeout", |a, b| a.dns.timeout != b.dns.timeout),
 ];
 
 /// The restart-only keys whose value in `new` differs from `started`'s.

@@ -458,6 +458,66 @@ fn a_new_smarthost_and_route_take_the_next_delivery() {
     assert_eq!(to(&c), ["y@b.home.example"]);
 }
 
+/// `[dns]` reloads for delivery as well: after the reload, the MX lookups of the next
+/// attempt go to the new name server. Two dnsmasq on loopback give `home.example`
+/// different MX hosts, neither with an address, so each attempt is deferred naming the
+/// host its server gave (and nothing connects anywhere).
+#[test]
+fn new_name_servers_take_the_next_delivery() {
+    use lookup::common::mailauth::Dns;
+    let a = Dns::start_with(&[], &["--mx-host=home.example,mx-a.example,10"]);
+    let b = Dns::start_with(&[], &["--mx-host=home.example,mx-b.example,10"]);
+    let relay = Relay::start_full("", "", &a.relay_config());
+    let addr = relay.addr();
+    let deferred_via = |log: &str, host: &str| {
+        log.lines()
+            .any(|l| l.contains("event=\"deferred\"") && l.contains(host))
+    };
+    assert!(
+        send_one(&addr, "bob@sender.example", "john@forward.example", "first").starts_with("250")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || deferred_via(
+            &relay.log(),
+            "mx-a.example"
+        )),
+        "{}",
+        relay.log()
+    );
+    edit_config(&relay, |cfg| {
+        cfg.replace(
+            &format!("127.0.0.1:{}", a.port),
+            &format!("127.0.0.1:{}", b.port),
+        )
+    });
+    let log = reload(&relay);
+    assert!(log.contains(RELOADED) && log.contains("dns"), "{log}");
+    assert!(!log.contains("only after a restart"), "{log}");
+    let mark = relay.log().len();
+    assert!(
+        send_one(
+            &addr,
+            "bob@sender.example",
+            "john@forward.example",
+            "second"
+        )
+        .starts_with("250")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || deferred_via(
+            &relay.log()[mark..],
+            "mx-b.example"
+        )),
+        "{}",
+        relay.log()
+    );
+    assert!(
+        !deferred_via(&relay.log()[mark..], "mx-a.example"),
+        "{}",
+        relay.log()
+    );
+}
+
 #[test]
 fn outbound_tls_required_by_a_reload_holds_for_a_session_already_open() {
     let receiver = Receiver::start(); // offers no STARTTLS

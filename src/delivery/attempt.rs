@@ -65,9 +65,9 @@ impl Current {
 }
 
 impl Shared {
-    /// Puts `settings` in force for the attempts that start from now on. What is built
-    /// once at start stays: the connection limits, the connection cache's times, the
-    /// tracer and the MX port.
+    /// Puts `settings` in force for the attempts that start from now on, `[dns]`
+    /// included. What is built once at start stays: the connection limits, the
+    /// connection cache's times, the tracer and the MX port.
     pub(crate) fn reload(&self, mut settings: DeliverySettings) {
         let old = self.current.load();
         let was = &old.settings;
@@ -78,6 +78,7 @@ impl Shared {
         settings.tracer = was.tracer.clone();
         settings.mx_port = was.mx_port;
         let tls = old.client.tls.clone();
+        self.resolver.use_settings(&settings.dns);
         self.current.store(Arc::new(Current::new(settings, tls)));
     }
 }

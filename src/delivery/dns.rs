@@ -7,7 +7,7 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::net::NetError;
@@ -44,6 +44,9 @@ pub trait Resolve: Send + Sync {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, DnsError>>;
     /// The IPv4 and IPv6 addresses of `host`.
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>>;
+    /// Lookups from now on go as `settings` say (a reload). Lookups under way finish as
+    /// they started.
+    fn use_settings(&self, _settings: &DnsSettings) {}
 }
 
 pub use crate::config::DnsSettings;
@@ -89,21 +92,22 @@ pub fn build_resolver(
 }
 
 /// The resolver of `[dns]` (the system's by default) through hickory-resolver, set up on
-/// first use.
+/// first use, and again on first use after a reload changed `[dns]`.
 #[derive(Default)]
 pub struct SystemResolver {
+    current: arc_swap::ArcSwap<Built>,
+}
+
+/// A resolver for one `[dns]`, built on first use.
+#[derive(Default)]
+struct Built {
     settings: DnsSettings,
     inner: OnceLock<Result<TokioResolver, String>>,
 }
 
-impl SystemResolver {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The resolver `settings` describe.
-    pub fn with_settings(settings: DnsSettings) -> Self {
-        SystemResolver {
+impl Built {
+    fn new(settings: DnsSettings) -> Built {
+        Built {
             settings,
             inner: OnceLock::new(),
         }
@@ -114,6 +118,19 @@ impl SystemResolver {
             .get_or_init(|| build_resolver(&self.settings, None))
             .as_ref()
             .map_err(|e| DnsError::Temporary(e.clone()))
+    }
+}
+
+impl SystemResolver {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The resolver `settings` describe.
+    pub fn with_settings(settings: DnsSettings) -> Self {
+        SystemResolver {
+            current: arc_swap::ArcSwap::from_pointee(Built::new(settings)),
+        }
     }
 }
 
@@ -139,7 +156,8 @@ fn dns_error(e: NetError) -> DnsError {
 impl Resolve for SystemResolver {
     fn mx<'a>(&'a self, domain: &'a str) -> BoxFuture<'a, Result<Vec<(u16, String)>, DnsError>> {
         Box::pin(async move {
-            let lookup = self
+            let built = self.current.load_full();
+            let lookup = built
                 .resolver()?
                 .mx_lookup(fqdn(domain))
                 .await
@@ -165,7 +183,8 @@ impl Resolve for SystemResolver {
 
     fn addresses<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, DnsError>> {
         Box::pin(async move {
-            let lookup = self
+            let built = self.current.load_full();
+            let lookup = built
                 .resolver()?
                 .lookup_ip(fqdn(host))
                 .await
@@ -177,6 +196,12 @@ impl Resolve for SystemResolver {
                 Ok(ips)
             }
         })
+    }
+
+    fn use_settings(&self, settings: &DnsSettings) {
+        if self.current.load().settings != *settings {
+            self.current.store(Arc::new(Built::new(settings.clone())));
+        }
     }
 }
 

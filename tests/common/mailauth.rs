@@ -29,6 +29,11 @@ impl Dns {
     /// Serves `records` as (name, text) TXT records; a text longer than 255 octets is
     /// split into several strings, as DNS needs.
     pub fn start(records: &[(String, String)]) -> Dns {
+        Self::start_with(records, &[])
+    }
+
+    /// As [`Dns::start`], with more dnsmasq options (`--mx-host=...`, say).
+    pub fn start_with(records: &[(String, String)], options: &[&str]) -> Dns {
         for _ in 0..5 {
             let port = free_udp_port();
             let mut cmd = Command::new("dnsmasq");
@@ -44,6 +49,7 @@ impl Dns {
                 "--local=/example/",
                 "--user=root",
             ]);
+            cmd.args(options);
             for (name, text) in records {
                 // On the command line dnsmasq keeps quotes as part of the text, and a comma
                 // separates strings: none of these records has one.
