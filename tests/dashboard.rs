@@ -440,16 +440,16 @@ fn one_client_cannot_hold_every_admin_connection() {
             && c.read_to_string(&mut answer).is_ok()
             && answer.starts_with("HTTP/1.1 200")
     };
-    let mut held: Vec<std::net::TcpStream> = (0..16)
-        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
-        .collect();
-    // The 16 are served: one of them gets an answer.
-    assert!(healthz(held.pop().unwrap()));
-    drop(held);
-    // The server gives their places back as it sees them closed.
-    assert!(wait_until(Duration::from_secs(5), || {
-        healthz(std::net::TcpStream::connect(&addr).unwrap())
-    }));
+    // 16 connections open at once, each then served: every place is free.
+    let all_served = || {
+        let open: Vec<std::net::TcpStream> = (0..16)
+            .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+            .collect();
+        open.into_iter().all(healthz)
+    };
+    assert!(all_served());
+    // The server gives the places back as it sees them closed: all 16 again.
+    assert!(wait_until(Duration::from_secs(5), all_served));
     let held: Vec<std::net::TcpStream> = (0..16)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
@@ -467,8 +467,9 @@ fn one_client_cannot_hold_every_admin_connection() {
         d.relay.log().contains("connection refused: too many open")
     }));
     drop(held);
-    let ok = wait_until(Duration::from_secs(5), || {
-        healthz(std::net::TcpStream::connect(&addr).unwrap())
-    });
-    assert!(ok, "served again once the held connections are closed");
+    let ok = wait_until(Duration::from_secs(5), all_served);
+    assert!(
+        ok,
+        "all 16 places free again once the held connections are closed"
+    );
 }

@@ -8,10 +8,11 @@
 //! with a name and a colon, and the lines starting with white space after it) and RFC
 //! 8601 §2.2 (after optional CFWS, the authserv-id is a token or a quoted string, then
 //! optional CFWS and a version, then `;`), and the simpler reading many readers use
-//! (a comment ends at the first `)`; the id at `;`, white space or `(`). Every field that
-//! claims our id by either reading must be removed, whole; a field naming another id by
-//! both must stay; only `Authentication-Results` fields may go; a malformed one may go
-//! either way.
+//! (a comment ends at the first `)`; the id at `;`, white space or `(`), and the
+//! reading of any reader whatever it makes of comments (our id as a whole token before
+//! the first `;`). Every field that claims our id by one of them must be removed, whole;
+//! a field naming another id by all must stay; only `Authentication-Results` fields may
+//! go; a malformed one may go either way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -42,14 +43,13 @@ fuzz_target!(|data: &[u8]| {
             "removed a field that is not Authentication-Results"
         );
         assert!(
-            field.claim != Claim::Other || field.simply_ours,
+            field.claim != Claim::Other || field.simply_ours || field.mentions_us,
             "removed the results of another authserv-id"
         );
     }
-    for f in fields
-        .iter()
-        .filter(|f| f.results == Name::Results && (f.claim == Claim::Ours || f.simply_ours))
-    {
+    for f in fields.iter().filter(|f| {
+        f.results == Name::Results && (f.claim == Claim::Ours || f.simply_ours || f.mentions_us)
+    }) {
         assert!(
             removed.contains(&(f.start, f.end)),
             "kept a field claiming our authserv-id: {:?}",
@@ -94,6 +94,8 @@ struct Field {
     claim: Claim,
     /// The simple reading finds our id.
     simply_ours: bool,
+    /// Our id is a token before the first `;`.
+    mentions_us: bool,
 }
 
 /// The header fields of `m` (RFC 5322 §2.2): octet ranges with their CRLF and folded lines.
@@ -157,12 +159,15 @@ fn header_fields(m: &[u8]) -> Vec<Field> {
             let simply_ours = results == Name::Results
                 && colon
                     .is_some_and(|c| simple_id(&text[c + 1..]).eq_ignore_ascii_case(ID.as_bytes()));
+            let mentions_us =
+                results == Name::Results && colon.is_some_and(|c| mentions(&text[c + 1..]));
             Field {
                 start,
                 end,
                 results,
                 claim,
                 simply_ours,
+                mentions_us,
             }
         })
         .collect()
@@ -301,6 +306,26 @@ fn simple_id(value: &[u8]) -> &[u8] {
         .take_while(|b| !is_space(b) && **b != b';' && **b != b'(')
         .count();
     &rest[..len]
+}
+
+/// Whether our id is one of the tokens (RFC 2045) before the value's first `;`.
+fn mentions(value: &[u8]) -> bool {
+    let mut token = Vec::new();
+    for &b in value
+        .iter()
+        .take_while(|&&b| b != b';')
+        .chain(std::iter::once(&b' '))
+    {
+        if token_char(b) {
+            token.push(b);
+        } else {
+            if token.eq_ignore_ascii_case(ID.as_bytes()) {
+                return true;
+            }
+            token.clear();
+        }
+    }
+    false
 }
 
 /// RFC 2045 token: any US-ASCII CHAR but SPACE, CTLs and tspecials.

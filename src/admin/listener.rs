@@ -31,6 +31,9 @@ const MAX_PER_CLIENT: usize = 16;
 /// A connection with nothing read or written for this long is closed (the dashboard's
 /// page asks every 30 s).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A connection is closed after this long whatever its traffic: a client that trickles a
+/// byte now and then holds no place for ever (a browser opens a new one).
+const MAX_LIFETIME: Duration = Duration::from_secs(3600);
 
 /// A connection, plain or TLS.
 pub trait Conn: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -62,14 +65,14 @@ impl AdminListener {
                         continue;
                     }
                 };
-                let Some(slot) = limits.take(peer.ip()) else {
+                let Some(slot) = limits.take(client_of(peer.ip())) else {
                     tracing::warn!(peer = %peer, listener = "admin", "connection refused: too many open");
                     drop(stream);
                     continue;
                 };
                 match &tls {
                     None => {
-                        let conn = Limited::new(stream, slot, IDLE_TIMEOUT);
+                        let conn = Limited::new(stream, slot, IDLE_TIMEOUT, MAX_LIFETIME);
                         if tx.send((Box::new(conn), peer)).await.is_err() {
                             return;
                         }
@@ -81,7 +84,7 @@ impl AdminListener {
                                 .await
                             {
                                 Ok(Ok(s)) => {
-                                    let conn = Limited::new(s, slot, IDLE_TIMEOUT);
+                                    let conn = Limited::new(s, slot, IDLE_TIMEOUT, MAX_LIFETIME);
                                     let _ = tx.send((Box::new(conn), peer)).await;
                                 }
                                 Ok(Err(e)) => {
@@ -100,6 +103,18 @@ impl AdminListener {
             }
         });
         Ok(AdminListener { ready, local })
+    }
+}
+
+/// Who a connection counts against: its IPv4 address, or the /64 of its IPv6 address
+/// (one host's share of a network).
+fn client_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(prefix.into())
+        }
     }
 }
 
@@ -157,34 +172,45 @@ impl Drop for Slot {
 }
 
 /// A connection holding its [`Slot`] for as long as it is open, and closed (an error to
-/// the server) when idle for its timeout.
+/// the server) when idle for its timeout or at the end of its lifetime. Every poll is
+/// watched, flush and shutdown too: TLS may wait in them for a client that reads nothing.
 struct Limited<T> {
     inner: T,
     _slot: Slot,
     idle_timeout: Duration,
+    end_of_life: tokio::time::Instant,
     idle: Pin<Box<tokio::time::Sleep>>,
 }
 
 impl<T> Limited<T> {
-    fn new(inner: T, slot: Slot, idle_timeout: Duration) -> Limited<T> {
+    fn new(inner: T, slot: Slot, idle_timeout: Duration, lifetime: Duration) -> Limited<T> {
+        let now = tokio::time::Instant::now();
+        let end_of_life = now + lifetime;
         Limited {
             inner,
             _slot: slot,
             idle_timeout,
-            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            end_of_life,
+            idle: Box::pin(tokio::time::sleep_until(
+                (now + idle_timeout).min(end_of_life),
+            )),
         }
     }
 
-    /// What `inner` gave: traffic restarts the idle time; waiting past it is an error.
+    /// What `inner` gave: traffic (`moved`: octets read or written) restarts the idle
+    /// time, up to the end of life; waiting past it is an error.
     fn watch<R>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<R>>,
+        moved: impl FnOnce(&R) -> bool,
     ) -> Poll<std::io::Result<R>> {
         match polled {
             Poll::Ready(r) => {
-                let next = tokio::time::Instant::now() + self.idle_timeout;
-                self.idle.as_mut().reset(next);
+                if r.as_ref().is_ok_and(moved) {
+                    let next = tokio::time::Instant::now() + self.idle_timeout;
+                    self.idle.as_mut().reset(next.min(self.end_of_life));
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => match self.idle.as_mut().poll(cx) {
@@ -204,8 +230,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for Limited<T> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.watch(cx, polled)
+        let read = buf.filled().len() > before;
+        self.watch(cx, polled, |()| read)
     }
 }
 
@@ -216,15 +244,17 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |n| *n > 0)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled, |()| false)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled, |()| false)
     }
 
     fn poll_write_vectored(
@@ -233,7 +263,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Limited<T> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.watch(cx, polled)
+        self.watch(cx, polled, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -288,22 +318,38 @@ mod tests {
         assert_eq!(again.len(), 2);
     }
 
-    #[tokio::test]
-    async fn a_connection_idle_for_its_timeout_is_closed_and_traffic_keeps_it_open() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let limits = Limits::new(4, 4);
-        let client_ip: IpAddr = "127.0.0.1".parse().unwrap();
-        let idle = Duration::from_secs(2);
-        let (mut client, server) = tokio::io::duplex(64);
-        let mut conn = Limited::new(server, limits.take(client_ip).unwrap(), idle);
-        // Traffic every 100 ms for 3 s: longer than the idle time, never idle for it.
-        let writer = tokio::spawn(async move {
-            for _ in 0..30 {
-                client.write_all(b"x").await.unwrap();
+    /// Bytes `1` every 100 ms (of tokio's paused time) into `client`, `n` times.
+    fn trickle(
+        mut client: tokio::io::DuplexStream,
+        n: usize,
+    ) -> tokio::task::JoinHandle<tokio::io::DuplexStream> {
+        use tokio::io::AsyncWriteExt;
+        tokio::spawn(async move {
+            for _ in 0..n {
+                if client.write_all(b"x").await.is_err() {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             client
-        });
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_for_its_timeout_is_closed_and_traffic_keeps_it_open() {
+        use tokio::io::AsyncReadExt;
+        let limits = Limits::new(4, 4);
+        let client_ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let (client, server) = tokio::io::duplex(64);
+        let slot = limits.take(client_ip).unwrap();
+        let mut conn = Limited::new(
+            server,
+            slot,
+            Duration::from_secs(2),
+            Duration::from_secs(60),
+        );
+        // Traffic for 3 s: longer than the idle time, never idle for it.
+        let writer = trickle(client, 30);
         let mut got = 0;
         let mut buf = [0u8; 8];
         while got < 30 {
@@ -311,10 +357,50 @@ mod tests {
         }
         let _client = writer.await.unwrap();
         // Then silence: an error once the idle time is over, and the place is given back.
-        let silence = tokio::time::timeout(Duration::from_secs(20), conn.read(&mut buf));
-        let err = silence.await.expect("closed when idle").unwrap_err();
+        let silent_from = tokio::time::Instant::now();
+        let err = conn.read(&mut buf).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let silent = silent_from.elapsed();
+        assert!(
+            silent >= Duration::from_millis(1800) && silent <= Duration::from_secs(2),
+            "{silent:?}"
+        );
         drop(conn);
         assert!(limits.per_client.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_does_not_keep_a_connection_past_its_lifetime() {
+        use tokio::io::AsyncReadExt;
+        let limits = Limits::new(4, 4);
+        let (client, server) = tokio::io::duplex(64);
+        let slot = limits.take("::1".parse().unwrap()).unwrap();
+        let started = tokio::time::Instant::now();
+        let mut conn = Limited::new(server, slot, Duration::from_secs(2), Duration::from_secs(5));
+        let _writer = trickle(client, 100);
+        let mut buf = [0u8; 8];
+        let err = loop {
+            match conn.read(&mut buf).await {
+                Ok(_) => continue,
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let lived = started.elapsed();
+        assert!(
+            lived >= Duration::from_secs(5) && lived < Duration::from_secs(6),
+            "{lived:?}"
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_of(a), client_of(b));
+        assert_ne!(client_of(a), client_of(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(client_of(v4), v4);
     }
 }

@@ -68,10 +68,21 @@ pub fn forged_results(message: &[u8], authserv_id: &str) -> Vec<Range<u64>> {
 }
 
 /// Whether the value of a results field names `authserv_id` (compared without regard to
-/// case) as its authserv-id, as RFC 8601 reads it or as a simpler reader would: removing
+/// case) as its authserv-id, as RFC 8601 reads it or as a simpler reader might: removing
 /// a field is the safe side.
 fn claims(value: &[u8], authserv_id: &str) -> bool {
-    claims_strictly(value, authserv_id) || claims_simply(value, authserv_id)
+    claims_strictly(value, authserv_id)
+        || claims_simply(value, authserv_id)
+        || names_before_results(value, authserv_id)
+}
+
+/// Whether `authserv_id` is a whole token anywhere before the first `;`: where any reader
+/// looks for the id, whatever it makes of comments, escapes and quotes (`(a(\)) relay.test;`
+/// names us to a reader that nests comments but knows no escapes).
+fn names_before_results(value: &[u8], authserv_id: &str) -> bool {
+    let head = &value[..memchr::memchr(b';', value).unwrap_or(value.len())];
+    head.split(|&b| !is_token(b))
+        .any(|t| t.eq_ignore_ascii_case(authserv_id.as_bytes()))
 }
 
 /// RFC 8601 §2.2: after optional CFWS (folding white space and comments, which nest and
@@ -199,6 +210,7 @@ Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n\
 Authentication-Results: (unclosed relay.test; spf=pass\r\n\
 Authentication-Results: ((x) relay.test; dmarc=pass\r\n\
 Authentication-Results: (\\) relay.test; dmarc=pass\r\n\
+Authentication-Results: (a(\\)) relay.test; dmarc=pass\r\n\
 Authentication-Results: \"relay.test.evil\"; spf=pass\r\n\
 Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
         let forged = forged_results(m, "relay.test");
@@ -214,8 +226,10 @@ Subject: hi\r\n\r\nAuthentication-Results: relay.test; in the body\r\n";
                 b"Authentication-Results: ((nested) comment \\) ) relay.test; spf=pass\r\n",
                 b"Authentication-Results: \"relay.test\"; spf=pass\r\n",
                 b"Authentication-Results: \"relay\\.test\" 1; spf=pass\r\n",
+                b"Authentication-Results: (unclosed relay.test; spf=pass\r\n",
                 b"Authentication-Results: ((x) relay.test; dmarc=pass\r\n",
                 b"Authentication-Results: (\\) relay.test; dmarc=pass\r\n",
+                b"Authentication-Results: (a(\\)) relay.test; dmarc=pass\r\n",
             ]
         );
     }

@@ -199,7 +199,9 @@ impl Resolve for SystemResolver {
     }
 
     fn use_settings(&self, settings: &DnsSettings) {
-        if self.current.load().settings != *settings {
+        let current = self.current.load();
+        // Also built again when building it failed (the system's configuration unreadable).
+        if current.settings != *settings || matches!(current.inner.get(), Some(Err(_))) {
             self.current.store(Arc::new(Built::new(settings.clone())));
         }
     }
