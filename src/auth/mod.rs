@@ -16,7 +16,8 @@
 //!
 //! DNS goes through hickory (the resolver delivery uses, `[dns]`), each query bounded by
 //! `dns.timeout`, the whole check by `auth.timeout`: a DNS failure is `temperror`, never
-//! an error of the session.
+//! an error of the session. Parsed SPF and DMARC records are kept for their TTL, bounded
+//! by size ([`cache`]).
 
 mod cache;
 mod headers;
@@ -81,8 +82,8 @@ const SIGNED_HEADERS: &[&str] = &[
 /// Answers hickory keeps for the checks (NXDOMAIN, DKIM and ARC keys, and what
 /// [`cache`] keeps parsed). hickory counts answers, not bytes, and the names are the
 /// sender's to choose: an answer may be a 64 KiB DNS message of thousands of records,
-/// about a megabyte once parsed, so few, the most used of them (NXDOMAIN for the
-/// `_dmarc.` of top-level domains, the keys of big senders) kept.
+/// perhaps a megabyte once parsed. So it keeps few: the most used (NXDOMAIN for the
+/// `_dmarc.` of top-level domains, the keys of big senders).
 const RESOLVER_CACHE_ENTRIES: u64 = 64;
 
 /// The ARC sealer for the configured key, and a DKIM signer with the same key, domain
