@@ -17,7 +17,7 @@
 //! DNS goes through hickory (the resolver delivery uses, `[dns]`), each query bounded by
 //! `dns.timeout`, the whole check by `auth.timeout`: a DNS failure is `temperror`, never
 //! an error of the session. Parsed SPF and DMARC records are kept for their TTL, bounded
-//! by size ([`cache`]).
+//! by size (`src/auth/cache.rs`).
 
 mod cache;
 mod headers;
