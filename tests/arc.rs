@@ -106,10 +106,42 @@ fn rsa_arc_key(
     domain: &str,
 ) -> (std::path::PathBuf, (String, String)) {
     let (key, p) = rsa_key(dir, name);
+    let record = keygen_record(&key, &["--print-record"], selector, domain);
+    assert_eq!(record.1, format!("v=DKIM1; k=rsa; p={p}"));
+    (key, record)
+}
+
+/// `srs-relay arc-keygen --algorithm ALGORITHM` in `dir`: the key file and the TXT record
+/// it printed.
+fn arc_keygen(
+    dir: &std::path::Path,
+    name: &str,
+    selector: &str,
+    domain: &str,
+    algorithm: &str,
+) -> (std::path::PathBuf, (String, String)) {
+    let key = dir.join(format!("{name}.key"));
+    let record = keygen_record(&key, &["--algorithm", algorithm], selector, domain);
+    assert!(
+        record.1.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
+        "{}",
+        record.1
+    );
+    (key, record)
+}
+
+/// `srs-relay arc-keygen OPTIONS --out KEY --selector SELECTOR --domain DOMAIN`, which
+/// must succeed: the owner name (checked) and the TXT data of the record it printed.
+fn keygen_record(
+    key: &std::path::Path,
+    options: &[&str],
+    selector: &str,
+    domain: &str,
+) -> (String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
+        .arg("arc-keygen")
+        .args(options)
         .args([
-            "arc-keygen",
-            "--print-record",
             "--out",
             key.to_str().unwrap(),
             "--selector",
@@ -126,8 +158,7 @@ fn rsa_arc_key(
     );
     let (name, text) = txt_record_line(&out.stdout);
     assert_eq!(name, format!("{selector}._domainkey.{domain}"));
-    assert_eq!(text, format!("v=DKIM1; k=rsa; p={p}"));
-    (key, (name.to_owned(), text))
+    (name, text)
 }
 
 /// The owner name and the TXT data (its strings joined) of the zone-file line
@@ -142,44 +173,6 @@ fn txt_record_line(stdout: &[u8]) -> (String, String) {
     let parts: Vec<&str> = strings.split("\" \"").collect();
     assert!(parts.iter().all(|p| p.len() <= 255), "{line}");
     (name.to_owned(), parts.concat())
-}
-
-/// `srs-relay arc-keygen --algorithm ALGORITHM` in `dir`: the key file and the TXT record
-/// it printed.
-fn arc_keygen(
-    dir: &std::path::Path,
-    name: &str,
-    selector: &str,
-    domain: &str,
-    algorithm: &str,
-) -> (std::path::PathBuf, (String, String)) {
-    let key = dir.join(format!("{name}.key"));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_srs-relay"))
-        .args([
-            "arc-keygen",
-            "--algorithm",
-            algorithm,
-            "--out",
-            key.to_str().unwrap(),
-            "--selector",
-            selector,
-            "--domain",
-            domain,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (name, text) = txt_record_line(&out.stdout);
-    assert_eq!(name, format!("{selector}._domainkey.{domain}"));
-    assert!(
-        text.starts_with(&format!("v=DKIM1; k={algorithm}; p=")),
-        "{text}"
-    );
-    (key, (name.to_owned(), text))
 }
 
 /// `[arc]` for a key made by [`arc_keygen`].

@@ -673,28 +673,32 @@ fn make_sealer(cfg: &Config, path: &std::path::Path, domain: &str) -> Result<Sea
     let again = SigningKey::from_pem(&pem)
         .map_err(|e| ConfigError::key("arc.key", format!("{}: {e}", path.display())))?;
     Ok(match (key, again) {
-        (SigningKey::Ed25519(k), SigningKey::Ed25519(d)) => Sealer::Ed25519(Box::new((
-            ArcSealer::from_key(k)
-                .domain(domain)
-                .selector(selector)
-                .headers(SEALED_HEADERS.iter().copied()),
-            DkimSigner::from_key(d)
-                .domain(domain)
-                .selector(selector)
-                .headers(SIGNED_HEADERS.iter().copied()),
-        ))),
-        (SigningKey::Rsa(k), SigningKey::Rsa(d)) => Sealer::Rsa(Box::new((
-            ArcSealer::from_key(k)
-                .domain(domain)
-                .selector(selector)
-                .headers(SEALED_HEADERS.iter().copied()),
-            DkimSigner::from_key(d)
-                .domain(domain)
-                .selector(selector)
-                .headers(SIGNED_HEADERS.iter().copied()),
-        ))),
+        (SigningKey::Ed25519(k), SigningKey::Ed25519(d)) => {
+            Sealer::Ed25519(signers(k, d, domain, selector))
+        }
+        (SigningKey::Rsa(k), SigningKey::Rsa(d)) => Sealer::Rsa(signers(k, d, domain, selector)),
         _ => return Err(ConfigError::key("arc.key", "read as two kinds of key")),
     })
+}
+
+/// The ARC sealer (with `seal`) and the DKIM signer (with `sign`), each with its copy of
+/// one key, for `domain` and `selector`.
+fn signers<K: mail_auth::common::crypto::SigningKey<Hasher = Sha256>>(
+    seal: K,
+    sign: K,
+    domain: &str,
+    selector: &str,
+) -> Box<Signers<K>> {
+    Box::new((
+        ArcSealer::from_key(seal)
+            .domain(domain)
+            .selector(selector)
+            .headers(SEALED_HEADERS.iter().copied()),
+        DkimSigner::from_key(sign)
+            .domain(domain)
+            .selector(selector)
+            .headers(SIGNED_HEADERS.iter().copied()),
+    ))
 }
 
 /// The domain of a HELO/EHLO argument (an address literal stays as it is).
